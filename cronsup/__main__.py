@@ -1,0 +1,3 @@
+from cronsup.cli import main
+
+main()

@@ -1,0 +1,7 @@
+"""Placeholder until the commands land."""
+import click
+
+
+@click.group()
+def main() -> None:
+    """cronsup: a crontab-compatible supervisor daemon."""

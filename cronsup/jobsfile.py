@@ -1,0 +1,501 @@
+"""The jobs file: a crontab plus TOML option blocks, to validated JobSpecs.
+
+Reads text only: no clock, no processes, no run log. Every problem is collected as a
+`JobsfileError(path, line, message)`; `parse` raises `JobsfileErrors` holding all of them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+from cronsup import names, options
+from cronsup.model import AfterJobs, Cron, JobsFile, JobSpec, Schedule
+from cronsup.schedule import KEYWORDS, ScheduleError, can_fire, load_zone, parse_schedule
+
+NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
+_HEADER = re.compile(r"\[\s*([^\]]*?)\s*\]\s*(#.*)?")
+_FIELD_LIKE = re.compile(r"[\d*][\d*,/-]*")
+_EXCERPT = 40
+
+
+class JobsfileError(Exception):
+    """One problem in a jobs file, at a line."""
+
+    def __init__(self, path: str, line: int, message: str):
+        super().__init__(f"{path}:{line}: {message}")
+        self.path, self.line, self.message = path, line, message
+
+
+class JobsfileErrors(Exception):
+    """Every problem found in a jobs file, in line order."""
+
+    def __init__(self, errors: list[JobsfileError]):
+        self.errors = sorted(errors, key=lambda e: e.line)
+        super().__init__("\n".join(str(e) for e in self.errors))
+
+    @property
+    def first(self) -> JobsfileError:
+        return self.errors[0]
+
+
+def excerpt(text: str, limit: int = _EXCERPT) -> str:
+    """`text` quoted, cut to `limit` characters so that a huge line cannot flood a message."""
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+@dataclass
+class _Block:
+    kind: str  # "defaults" or "job"
+    name: str | None
+    line: int  # the header's line
+    body: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return "[defaults]" if self.kind == "defaults" else f"[job.{self.name}]"
+
+
+@dataclass
+class _Entry:
+    """A schedule line with everything in effect for it, before names are settled."""
+
+    line: int
+    schedule: Schedule
+    user: str | None
+    raw_command: str
+    environment: list[tuple[str, str]]
+    options: dict[str, tuple[Any, int]]  # key -> (typed value, line)
+    name: str | None  # pinned by [job.NAME]
+    header_line: int | None
+
+
+def load(path: str, system: bool = False) -> JobsFile:
+    """Read and validate the jobs file at `path`; raise JobsfileErrors, or OSError."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return parse_bytes(data, path, system=system)
+
+
+def parse_bytes(data: bytes, path: str, system: bool = False) -> JobsFile:
+    """Validate raw file bytes: encoding and line endings first, then the content."""
+    errors: list[JobsfileError] = []
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]  # a UTF-8 byte-order mark, as some editors write: harmless
+    lines: list[str] = []
+    crlf = []
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if raw.endswith(b"\r"):
+            crlf.append(number)
+            raw = raw[:-1]
+        if b"\0" in raw:
+            errors.append(JobsfileError(path, number, "the line contains a NUL byte; is this a binary file?"))
+            lines.append("")
+            continue
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            errors.append(JobsfileError(
+                path, number, f"the line is not valid UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1})"))
+            lines.append("")
+    if crlf:
+        more = f" (and {len(crlf) - 1} more line{'s' if len(crlf) > 2 else ''})" if len(crlf) > 1 else ""
+        errors.append(JobsfileError(
+            path, crlf[0],
+            f"Windows line ending (CR LF){more}: cron would pass the CR to the command as part "
+            "of it; convert the file with `dos2unix` or `sed -i 's/\\r$//'`"))
+    if lines and lines[-1] == "" and data.endswith(b"\n"):
+        lines.pop()
+    try:
+        jobs = parse_lines(lines, path, system=system)
+    except JobsfileErrors as e:
+        errors.extend(e.errors)
+        raise JobsfileErrors(errors) from None
+    if errors:
+        raise JobsfileErrors(errors)
+    return jobs
+
+
+def parse(text: str, path: str = "<jobs>", system: bool = False) -> JobsFile:
+    """Validate the text of a jobs file."""
+    return parse_bytes(text.encode("utf-8", "surrogateescape"), path, system=system)
+
+
+def parse_lines(lines: list[str], path: str, system: bool = False) -> JobsFile:
+    """Validate decoded lines (without their newlines)."""
+    return _Parser(path, system).run(lines)
+
+
+class _Parser:
+    def __init__(self, path: str, system: bool):
+        self.path = path
+        self.system = system
+        self.errors: list[JobsfileError] = []
+        self.env: dict[str, str] = {}
+        self.defaults: dict[str, tuple[Any, int]] = {}
+        self.block: _Block | None = None
+        self.entries: list[_Entry] = []
+        self.pinned: dict[str, int] = {}
+
+    def error(self, line: int, message: str) -> None:
+        self.errors.append(JobsfileError(self.path, line, message))
+
+    def run(self, lines: list[str]) -> JobsFile:
+        for number, text in enumerate(lines, start=1):
+            self.line(number, text)
+        if self.block is not None:
+            self.close_block_without_schedule(len(lines))
+        jobs = self.finish()
+        if self.errors:
+            raise JobsfileErrors(self.errors)
+        return JobsFile(path=self.path, jobs=tuple(jobs))
+
+    # -- lines -------------------------------------------------------------------------
+
+    def line(self, number: int, text: str) -> None:
+        stripped = text.lstrip(" \t")
+        header = _HEADER.fullmatch(stripped.rstrip()) if stripped.startswith("[") else None
+        if self.block is not None:
+            if header is not None:
+                self.close_block_without_schedule(number - 1)
+                self.open_block(number, header.group(1))
+            elif stripped[:1].isdigit() or stripped[:1] in ("*", "@"):
+                if self.continues_toml(stripped):
+                    self.block.body.append((number, text))
+                else:
+                    block, values = self.close_block()
+                    self.schedule_line(number, stripped, block, values)
+            elif stripped.startswith("[") and not stripped.startswith("[["):
+                self.error(number, f"unknown block header {excerpt(stripped.rstrip())}: expected "
+                                   "[defaults] or [job.NAME]; write a table option inline, "
+                                   "as in env = { KEY = \"value\" }")
+            else:
+                self.block.body.append((number, text))
+            return
+        if not stripped or stripped.startswith("#"):
+            return
+        if header is not None:
+            self.open_block(number, header.group(1))
+        elif stripped[:1].isdigit() or stripped[:1] in ("*", "@"):
+            self.schedule_line(number, stripped, None, {})
+        else:
+            self.environment_line(number, stripped)
+
+    def environment_line(self, number: int, text: str) -> None:
+        parsed = parse_env_assignment(text)
+        if parsed is None:
+            self.error(number, f"{excerpt(text)} is not a schedule line (which starts with a digit, "
+                               "'*' or '@'), an environment setting NAME=value, or an option "
+                               "block header [job.NAME]")
+            return
+        name, value = parsed
+        if name == "CRON_TZ" and value:
+            try:
+                load_zone(value)
+            except ValueError as e:
+                self.error(number, f"CRON_TZ: {e}")
+                return
+        self.env.pop(name, None)  # keep file order of the latest setting
+        self.env[name] = value
+
+    def open_block(self, number: int, inner: str) -> None:
+        if inner == "defaults":
+            self.block = _Block("defaults", None, number)
+            return
+        if inner.startswith("job."):
+            name = inner[4:].strip().strip('"')
+            if not NAME_RE.fullmatch(name):
+                self.error(number, f"job name {excerpt(name)} may contain only letters, digits, "
+                                   "'-' and '_'")
+            elif name in self.pinned:
+                self.error(number, f"duplicate job name {name!r}: already used by the block at "
+                                   f"line {self.pinned[name]}")
+            else:
+                self.pinned[name] = number
+            self.block = _Block("job", name, number)
+            return
+        self.error(number, f"unknown block [{excerpt(inner)[1:-1]}]: expected [defaults] or "
+                           "[job.NAME]")
+        self.block = _Block("bad", None, number)
+
+    def continues_toml(self, stripped: str) -> bool:
+        """A line starting with a digit inside an unfinished TOML array or string."""
+        assert self.block is not None
+        body = [t for _, t in self.block.body if t.strip() and not t.strip().startswith("#")]
+        if not body:
+            return False
+        try:
+            tomllib.loads("\n".join(t for _, t in self.block.body) + "\n")
+        except tomllib.TOMLDecodeError as e:
+            if "end of document" not in str(e):
+                return False
+            last = body[-1].rstrip()
+            return str(e).startswith(("Unclosed", "Unterminated")) or last.endswith(("[", "{", ","))
+        return False
+
+    def close_block(self) -> tuple[_Block | None, dict[str, tuple[Any, int]]]:
+        """Parse the open block's TOML; fold [defaults] in. Returns a job block's options."""
+        block, self.block = self.block, None
+        assert block is not None
+        values = self.block_options(block)
+        if block.kind == "defaults":
+            if "after" in values:
+                self.error(values["after"][1], "'after' cannot be set in [defaults]; set it in the "
+                                               "[job.NAME] block of each @after job")
+                del values["after"]
+            self.defaults.update(values)
+            return None, {}
+        if block.kind == "bad":
+            return None, {}
+        return block, values
+
+    def close_block_without_schedule(self, last_line: int) -> None:
+        block = self.block
+        assert block is not None
+        if block.kind == "job":
+            self.error(block.line, f"the block {block.label} has no schedule line after it; "
+                                   "put the job's schedule line right after its options")
+            self.block_options(block)  # still report its option errors
+            self.block = None
+        else:
+            self.close_block()
+
+    def block_options(self, block: _Block) -> dict[str, tuple[Any, int]]:
+        """The block's TOML as typed options, each with the line it is on."""
+        text = "\n".join(t for _, t in block.body) + "\n"
+        first = block.body[0][0] if block.body else block.line + 1
+        last = block.body[-1][0] if block.body else block.line
+        env_like = [(n, t) for n, t in block.body
+                    if re.match(r"\s*[A-Z_][A-Z0-9_]*\s*=", t)]
+        if env_like:
+            n, t = env_like[0]
+            name = t.split("=", 1)[0].strip()
+            self.error(n, f"environment setting {name}=... inside the block {block.label}: put it "
+                          f"above the block (it then applies to every job below it), or set it for "
+                          f"this job only with env = {{ {name} = \"...\" }}")
+            return {}
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            message = str(e)
+            m = re.search(r"\(at line (\d+), column (\d+)\)", message)
+            line = first + int(m.group(1)) - 1 if m else last
+            reason = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", message)
+            self.error(line, f"in {block.label}: invalid TOML: {reason}")
+            return {}
+        result: dict[str, tuple[Any, int]] = {}
+        for key, value in raw.items():
+            line = self.key_line(block, key)
+            if key not in options.SPECS:
+                close = difflib.get_close_matches(key, options.SPECS, n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]!r}?" if close else (
+                    f"; known options: {', '.join(options.SPECS)}")
+                self.error(line, f"unknown option {key!r} in {block.label}{hint}")
+                continue
+            try:
+                result[key] = (options.convert(key, value), line)
+            except ValueError as e:
+                self.error(line, f"{key}: {e}")
+        return result
+
+    @staticmethod
+    def key_line(block: _Block, key: str) -> int:
+        pattern = re.compile(r"\s*(" + re.escape(key) + r"|\"" + re.escape(key) + r"\"|'"
+                             + re.escape(key) + r"')\s*[=.]")
+        for number, text in block.body:
+            if pattern.match(text):
+                return number
+        return block.line
+
+    def schedule_line(self, number: int, text: str, block: _Block | None,
+                      values: dict[str, tuple[Any, int]]) -> None:
+        try:
+            schedule_text, user, command = split_schedule_line(text, self.system)
+            schedule = parse_schedule(schedule_text)
+        except ScheduleError as e:
+            self.error(number, str(e))
+            return
+        if isinstance(schedule, Cron) and not can_fire(schedule):
+            self.error(number, f"the schedule {schedule.text!r} can never fire: no month has "
+                               "those days")
+            return
+        merged = dict(self.defaults)
+        merged.update(values)
+        self.entries.append(_Entry(
+            line=number, schedule=schedule, user=user, raw_command=command,
+            environment=list(self.env.items()), options=merged,
+            name=block.name if block is not None else None,
+            header_line=block.line if block is not None else None))
+
+    # -- whole-file checks ---------------------------------------------------------------
+
+    def finish(self) -> list[JobSpec]:
+        named = names.assign(
+            [(e.name, split_percent(e.raw_command)[0], f"{e.schedule.text} {e.raw_command}")
+             for e in self.entries])
+        jobs = []
+        for entry, name in zip(self.entries, named):
+            job = self.build(entry, name)
+            if job is not None:
+                jobs.append(job)
+        self.check_after(jobs)
+        return jobs
+
+    def build(self, e: _Entry, name: str) -> JobSpec | None:
+        opts = {k: v for k, (v, _) in e.options.items()}
+        env = dict(e.environment)
+        env.update(opts.pop("env", {}))
+        if e.user is not None:
+            if "user" in opts and opts["user"] != e.user:
+                self.error(e.options["user"][1], f"user: the schedule line at line {e.line} "
+                                                 f"names user {e.user!r} already")
+            opts["user"] = e.user
+        timezone = opts.pop("timezone", None) or env.get("CRON_TZ") or None
+        shell = opts.pop("shell", None) or env.get("SHELL") or "/bin/sh"
+        mailto = opts.pop("mailto", None)
+        if mailto is None:
+            mailto = env.get("MAILTO")
+        command, stdin = split_percent(e.raw_command)
+        is_after = isinstance(e.schedule, AfterJobs)
+        after = opts.get("after", ())
+        if is_after and not after:
+            self.error(e.line, f"job {name!r} is @after but has no 'after' option; add a "
+                               f"[job.{name}] block with after = [\"JOB\", ...] above it")
+            return None
+        if after and not is_after:
+            self.error(e.options["after"][1], f"after: job {name!r} has a schedule "
+                                              f"({e.schedule.text}); 'after' needs the "
+                                              "schedule line to be @after")
+            return None
+        return JobSpec(
+            name=name, schedule=e.schedule, command=command, stdin=stdin, line=e.line,
+            raw_command=e.raw_command, environment=tuple(env.items()), shell=shell,
+            timezone=timezone, mailto=mailto, auto_named=e.name is None, **opts)
+
+    def check_after(self, jobs: list[JobSpec]) -> None:
+        by_name = {j.name: j for j in jobs}
+        entry_lines = {}
+        for e in self.entries:
+            if "after" in e.options:
+                entry_lines[e.line] = e.options["after"][1]
+        for job in jobs:
+            line = entry_lines.get(job.line, job.line)
+            for dep in job.after:
+                if dep == job.name:
+                    self.error(line, f"after: job {job.name!r} cannot wait for itself")
+                elif dep not in by_name:
+                    close = difflib.get_close_matches(dep, by_name, n=1, cutoff=0.6)
+                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    self.error(line, f"after: no job named {dep!r}{hint}")
+        reported: set[str] = set()
+        for job in jobs:
+            cycle = _find_cycle(job.name, by_name)
+            if cycle and not reported & set(cycle):
+                reported |= set(cycle)
+                line = entry_lines.get(job.line, job.line)
+                self.error(line, "after: dependency cycle " + " -> ".join(cycle))
+
+
+def _find_cycle(start: str, by_name: dict[str, JobSpec]) -> list[str] | None:
+    """A path start -> ... -> start through `after`, if there is one."""
+    stack = [(start, [start])]
+    seen = set()
+    while stack:
+        name, path = stack.pop()
+        job = by_name.get(name)
+        if job is None:
+            continue
+        for dep in job.after:
+            if dep == start and len(path) > 1:
+                return path + [start]
+            if dep not in seen and dep != start:
+                seen.add(dep)
+                stack.append((dep, path + [dep]))
+    return None
+
+
+def split_schedule_line(text: str, system: bool = False) -> tuple[str, str | None, str]:
+    """`0 2 * * * [user] command` to (schedule text, user or None, command as written)."""
+    if text.startswith("@"):
+        keyword = text.split(None, 1)[0].lower()
+        count = 2 if keyword == "@every" else 1
+        if keyword not in KEYWORDS:
+            raise ScheduleError(f"unknown keyword {excerpt(text.split(None, 1)[0])}; known: "
+                                f"{' '.join(KEYWORDS)}")
+    else:
+        count = 5
+    parts = text.split(None, count + (1 if system else 0))
+    need = count + (2 if system else 1)
+    schedule = " ".join(parts[:count])
+    if len(parts) < need:
+        if len(parts) < count + 1 and not text.startswith("@"):
+            raise ScheduleError(
+                f"{excerpt(text)}: a schedule line needs 5 time fields and a command")
+        what = "a user and a command" if system and len(parts) == count else "a command"
+        raise ScheduleError(f"{excerpt(text)}: no {what} after the schedule "
+                            f"{excerpt(schedule)}")
+    user = parts[count] if system else None
+    command = parts[-1]
+    if count == 5:
+        sixth = user if system else command.split(None, 1)[0]
+        if _FIELD_LIKE.fullmatch(sixth):
+            raise ScheduleError(
+                f"6 time fields ({excerpt(schedule + ' ' + sixth)}): cron has no seconds field; "
+                "write minute hour day-of-month month day-of-week, then "
+                + ("the user and " if system else "") + "the command")
+    if system and not re.fullmatch(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*\$?", user or ""):
+        raise ScheduleError(f"{excerpt(user or '')} is not a user name (system format: the user "
+                            "comes after the 5 time fields)")
+    return schedule, user, command
+
+
+def split_percent(command: str) -> tuple[str, str | None]:
+    """Cron's % rule: the first unescaped % ends the command; the rest is standard input
+    with each unescaped % turned into a newline. `\\%` is a literal % in both parts.
+
+    >>> split_percent(r"mail -s 'at 10\\%' joe%Joe,%%Where are you?%")
+    ("mail -s 'at 10%' joe", 'Joe,\\n\\nWhere are you?\\n')
+    """
+    out: list[str] = []
+    stdin: list[str] | None = None
+    target = out
+    i = 0
+    while i < len(command):
+        ch = command[i]
+        if ch == "\\" and i + 1 < len(command) and command[i + 1] == "%":
+            target.append("%")
+            i += 2
+            continue
+        if ch == "%":
+            if stdin is None:
+                stdin = []
+                target = stdin
+            else:
+                target.append("\n")
+        else:
+            target.append(ch)
+        i += 1
+    return "".join(out), ("".join(stdin) if stdin is not None else None)
+
+
+def parse_env_assignment(text: str) -> tuple[str, str] | None:
+    """crontab(5)'s `name = value`: blanks around '=' allowed, the value optionally in
+    matching single or double quotes (kept verbatim inside); unquoted values lose their
+    trailing blanks. None when the line is not an assignment."""
+    m = re.match(r"""(?:"([^"]*)"|'([^']*)'|([^\s='"]+))\s*=\s*""", text)
+    if not m:
+        return None
+    name = next(g for g in m.groups() if g is not None)
+    if not name:
+        return None
+    value = text[m.end():]
+    if value[:1] in ("'", '"'):
+        quote = value[0]
+        end = value.find(quote, 1)
+        if end < 0 or value[end + 1:].strip():
+            return None
+        return name, value[1:end]
+    return name, value.rstrip(" \t")

@@ -1,0 +1,152 @@
+"""Shared value types: jobs, schedules, policies, run statuses. Imports nothing from cronsup."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Overlap(StrEnum):
+    """What happens when a run comes due while the job's last run is still running."""
+
+    SKIP = "skip"  # record a `skipped` run and do not start it
+    QUEUE = "queue"  # start it when the running one ends; at most one waits
+    ALLOW = "allow"  # start it anyway, side by side
+    REPLACE = "replace"  # kill the running one's whole tree, then start
+
+
+class Catchup(StrEnum):
+    """What happens to fires that came due while the daemon was down."""
+
+    NONE = "none"  # record each as a `missed` run
+    LAST = "last"  # run the latest one once, record the rest as missed
+    ALL = "all"  # run each of them, oldest first, at most 100
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"  # exited with a code outside success_codes
+    TIMEOUT = "timeout"  # killed by cronsup after `timeout`
+    KILLED = "killed"  # ended by a signal cronsup did not send (or by overlap=replace)
+    SKIPPED = "skipped"  # not started: the previous run was still running (overlap=skip)
+    LOST = "lost"  # the daemon stopped while it ran; its end is unknown
+    MISSED = "missed"  # came due while the daemon was down and catchup did not run it
+    ERROR = "error"  # could not be started: bad user, shell, workdir
+
+    @property
+    def finished(self) -> bool:
+        return self is not RunStatus.RUNNING
+
+
+class Trigger(StrEnum):
+    SCHEDULE = "schedule"
+    RETRY = "retry"
+    AFTER = "after"
+    MANUAL = "manual"
+    CATCHUP = "catchup"
+    REBOOT = "reboot"
+
+
+@dataclass(frozen=True, slots=True)
+class Cron:
+    """Five cron fields, expanded. Weekdays are 0-6 with 0 = Sunday."""
+
+    text: str  # as written: "0 2 * * *" or "@daily"
+    minutes: tuple[int, ...]
+    hours: tuple[int, ...]
+    days: tuple[int, ...]
+    months: tuple[int, ...]
+    weekdays: tuple[int, ...]
+    # Debian cron: when either day field starts with '*', a day must match both
+    # (AND); when both are restricted, either one is enough (OR).
+    day_or: bool
+    # Debian cron: a job whose minute or hour field starts with '*' follows the wall
+    # clock through DST changes; any other job is "fixed-time" and runs once.
+    wildcard: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Every:
+    """`@every DURATION`: at fixed intervals counted from the daemon's start."""
+
+    text: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class AfterJobs:
+    """`@after`: runs when every job in `after` has succeeded since it last started."""
+
+    text: str = "@after"
+
+
+@dataclass(frozen=True, slots=True)
+class Reboot:
+    """`@reboot`: once per boot of the machine, not once per daemon start."""
+
+    text: str = "@reboot"
+
+
+Schedule = Cron | Every | AfterJobs | Reboot
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """One job of the jobs file, with every option resolved to a typed value."""
+
+    name: str
+    schedule: Schedule
+    command: str  # what `shell -c` runs: the text before the first unescaped %
+    line: int  # 1-based line of the schedule line in the jobs file
+    raw_command: str = ""  # the command as written, with its % and \% escapes
+    stdin: str | None = None  # the text after the first unescaped %, % turned to newlines
+    # Environment lines in effect for this job, in file order, then the `env` option.
+    environment: tuple[tuple[str, str], ...] = ()
+    description: str = ""
+    timeout: float | None = None
+    kill_grace: float = 10.0
+    overlap: Overlap = Overlap.SKIP
+    retries: int = 0
+    retry_delay: float = 30.0
+    retry_backoff: float = 2.0
+    retry_max_delay: float = 3600.0
+    retry_jitter: bool = True
+    success_codes: tuple[int, ...] = (0,)
+    after: tuple[str, ...] = ()
+    workdir: str | None = None  # None: the user's home
+    user: str | None = None  # None: the daemon's user
+    shell: str = "/bin/sh"  # the option, else SHELL=, else /bin/sh
+    timezone: str | None = None  # the option, else CRON_TZ=, else None for the system zone
+    jitter: float = 0.0
+    catchup: Catchup = Catchup.NONE
+    output_limit: int = 1024 * 1024
+    mailto: str | None = None  # the option, else MAILTO=; "" or None: no mail
+    enabled: bool = True
+    auto_named: bool = field(default=True, compare=False)  # name derived from the command
+
+    @property
+    def schedule_text(self) -> str:
+        return self.schedule.text
+
+    @property
+    def env(self) -> dict[str, str]:
+        return dict(self.environment)
+
+
+@dataclass(frozen=True, slots=True)
+class JobsFile:
+    """A parsed, validated jobs file."""
+
+    path: str
+    jobs: tuple[JobSpec, ...]
+
+    def get(self, name: str) -> JobSpec | None:
+        for job in self.jobs:
+            if job.name == name:
+                return job
+        return None
+
+    @property
+    def names(self) -> list[str]:
+        return [job.name for job in self.jobs]

@@ -1,0 +1,139 @@
+"""Job names for plain crontab lines: taken from the program each line runs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shlex
+
+_SEPARATORS = {"&&", "||", ";", "|", "&", "|&", ";;", "\n"}
+_KEYWORDS = {"if", "then", "else", "elif", "fi", "while", "until", "do", "done", "time",
+             "exec", "command", "builtin", "nohup", "setsid", "chronic", "run-one", "eval"}
+# Commands that only set the scene for the real one: skip them and their arguments.
+_CLAUSES = {"test", "[", "[[", "cd", "pushd", "true", "false", ":", "export", "set", "umask",
+            "ulimit", "sleep", "source", ".", "unset", "trap", "mkdir"}
+# Wrappers that run the program given after their options. The value is the set of
+# options that take an argument, and how many positional arguments come before the program.
+_WRAPPERS: dict[str, tuple[frozenset[str], int]] = {
+    "nice": (frozenset({"-n", "--adjustment"}), 0),
+    "ionice": (frozenset({"-c", "-n", "-p", "-P", "-u", "--class", "--classdata"}), 0),
+    "timeout": (frozenset({"-s", "-k", "--signal", "--kill-after"}), 1),
+    "flock": (frozenset({"-w", "-E", "--timeout", "--wait", "--conflict-exit-code"}), 1),
+    "lckdo": (frozenset({"-w"}), 1),
+    "sudo": (frozenset({"-u", "-g", "-C", "-D", "-h", "-p", "-r", "-t", "-U"}), 0),
+    "stdbuf": (frozenset({"-i", "-o", "-e"}), 0),
+    "env": (frozenset({"-u", "-C", "--unset", "--chdir"}), 0),
+    "taskset": (frozenset(), 1),
+    "chrt": (frozenset(), 1),
+    "xargs": (frozenset({"-n", "-P", "-I", "-d", "-a", "-L", "-s", "-E"}), 0),
+}
+_SHELLS = {"sh", "bash", "dash", "zsh", "ksh"}
+_INTERPRETERS = {"python", "python2", "python3", "perl", "ruby", "php", "node", "nodejs",
+                 "Rscript", "lua", "tclsh"} | _SHELLS
+_EXTENSIONS = (".sh", ".bash", ".py", ".pl", ".rb", ".php", ".js", ".lua", ".tcl", ".R")
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def _tokens(command: str) -> list[str]:
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=";&|<>")
+    lexer.whitespace_split = True
+    lexer.commenters = ""
+    try:
+        return list(lexer)
+    except ValueError:  # unbalanced quotes: cron's shell will complain, we only need a name
+        return command.replace(";", " ; ").replace("&&", " && ").split()
+
+
+def _program(tokens: list[str]) -> str | None:
+    i = 0
+    while i < len(tokens):
+        word = tokens[i].lstrip("({!").rstrip(")}")  # subshells, groups, negation: look inside
+        base = os.path.basename(word)
+        following = tokens[i + 1] if i + 1 < len(tokens) else ""
+        if base == "command" and following in ("-v", "-V"):
+            i += 2  # `command -v prog` only tests for prog
+            while i < len(tokens) and tokens[i] not in _SEPARATORS:
+                i += 1
+        elif not word or word in _SEPARATORS or word in _KEYWORDS or _ASSIGNMENT.match(word):
+            i += 1
+        elif word[0] in "<>":
+            i += 2  # a redirection and its target
+        elif word.isdigit() and following[:1] in ("<", ">"):
+            i += 3  # 2>&1, 2> file
+        elif word.startswith("$("):
+            i += 1  # a command substitution: not the program itself
+        elif base in _CLAUSES:
+            i += 1
+            while i < len(tokens) and tokens[i] not in _SEPARATORS:
+                i += 1
+        elif base in _WRAPPERS:
+            takes_value, positional = _WRAPPERS[base]
+            i = _skip_options(tokens, i + 1, takes_value)
+            i += positional
+        elif base in _INTERPRETERS:
+            j = _skip_options(tokens, i + 1, frozenset({"-m", "-c", "-W", "-X", "-o", "-O"}),
+                              stop_at={"-m", "-c"})
+            if j < len(tokens) and tokens[j] == "-c" and j + 1 < len(tokens):
+                return _program(_tokens(tokens[j + 1])) if base in _SHELLS else base
+            if j < len(tokens) and tokens[j] == "-m" and j + 1 < len(tokens):
+                return tokens[j + 1].rsplit(".", 1)[-1]
+            if j < len(tokens) and tokens[j] not in _SEPARATORS:
+                return os.path.basename(tokens[j])
+            return base
+        else:
+            return base
+    return None
+
+
+def _skip_options(tokens: list[str], i: int, takes_value: frozenset[str],
+                  stop_at: set[str] | None = None) -> int:
+    while i < len(tokens) and tokens[i].startswith("-") and tokens[i] != "-":
+        if stop_at and tokens[i] in stop_at:
+            return i
+        i += 2 if tokens[i] in takes_value else 1
+    return i
+
+
+def derive(command: str) -> str:
+    """The name a plain line gets from its command.
+
+    >>> derive("cd / && run-parts --report /etc/cron.daily")
+    'run-parts'
+    >>> derive("[ -x /usr/lib/php/sessionclean ] && /usr/lib/php/sessionclean")
+    'sessionclean'
+    """
+    program = _program(_tokens(command)) or ""
+    for ext in _EXTENSIONS:
+        if program.endswith(ext) and len(program) > len(ext):
+            program = program[: -len(ext)]
+            break
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", program).strip("-")
+    return name[:60] or "job"
+
+
+def assign(entries: list[tuple[str | None, str, str]]) -> list[str]:
+    """Names for (pinned name or None, command, line text) entries, in file order.
+
+    A pinned name is kept. Otherwise the first line to want a name gets it, and a later
+    line that wants the same name gets a suffix derived from its own text, so the name of
+    a line never depends on where other lines are or what they say.
+    """
+    taken = {pinned for pinned, _, _ in entries if pinned}
+    result = []
+    for pinned, command, text in entries:
+        if pinned:
+            result.append(pinned)
+            continue
+        base = derive(command)
+        name = base
+        if name in taken:
+            digest = hashlib.sha1(" ".join(text.split()).encode()).hexdigest()
+            name = f"{base}-{digest[:4]}"
+            n = 2
+            while name in taken:
+                name = f"{base}-{digest[:4]}-{n}"
+                n += 1
+        taken.add(name)
+        result.append(name)
+    return result

@@ -1,0 +1,164 @@
+"""The TOML option keys of `[defaults]` and `[job.NAME]`: each key's type and validation."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from cronsup.model import Catchup, Overlap
+from cronsup.schedule import load_zone
+from cronsup.units import parse_duration, parse_size
+
+_JOB_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_ENV_NAME = re.compile(r"[^\s=\0]+")
+_USER = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*\$?")
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {_type_name(value)}")
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {_type_name(value)}")
+    return value
+
+
+def _duration(value: Any) -> float:
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise ValueError(f"expected a duration such as \"90s\", \"5m\" or \"1h30m\", got "
+                         f"{_type_name(value)}")
+    return parse_duration(value)
+
+
+def _timeout(value: Any) -> float | None:
+    # "none" or 0 switch a timeout from [defaults] off, as TimeoutSec=0 does in systemd.
+    if isinstance(value, str) and value.strip().lower() in ("none", "off"):
+        return None
+    seconds = _duration(value)
+    return seconds or None
+
+
+def _size(value: Any) -> int:
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise ValueError(f"expected a size such as \"64KiB\" or \"1MiB\", got {_type_name(value)}")
+    return parse_size(value)
+
+
+def _count(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"expected an integer, got {_type_name(value)}")
+    if value < 0:
+        raise ValueError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _backoff(value: Any) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ValueError(f"expected a number, got {_type_name(value)}")
+    if value < 1:
+        raise ValueError(f"must be 1 or more (1 keeps the delay constant), got {value}")
+    return float(value)
+
+
+def _enum(kind: type) -> Callable[[Any], Any]:
+    def convert(value: Any) -> Any:
+        choices = ", ".join(f'"{m.value}"' for m in kind)
+        if not isinstance(value, str):
+            raise ValueError(f"expected one of {choices}, got {_type_name(value)}")
+        try:
+            return kind(value.lower())
+        except ValueError:
+            raise ValueError(f"{value!r} is not one of {choices}") from None
+    return convert
+
+
+def _codes(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value:
+        raise ValueError("expected a non-empty list of exit codes, such as [0, 1]")
+    for code in value:
+        if not isinstance(code, int) or isinstance(code, bool) or not 0 <= code <= 255:
+            raise ValueError(f"{code!r} is not an exit code (an integer from 0 to 255)")
+    return tuple(value)
+
+
+def _after(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of job names, got {_type_name(value)}")
+    for name in value:
+        if not isinstance(name, str) or not _JOB_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not a job name")
+    return tuple(dict.fromkeys(value))
+
+
+def _env(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a table such as {{ KEY = \"value\" }}, got {_type_name(value)}")
+    for key, item in value.items():
+        if not _ENV_NAME.fullmatch(key):
+            raise ValueError(f"{key!r} is not an environment variable name")
+        if not isinstance(item, str):
+            raise ValueError(f"{key}: expected a string, got {_type_name(item)}")
+        if "\0" in item:
+            raise ValueError(f"{key}: a value cannot contain a NUL character")
+    return dict(value)
+
+
+def _path(value: Any) -> str:
+    path = _string(value)
+    if not path.startswith("/"):
+        raise ValueError(f"{path!r} must be an absolute path")
+    return path
+
+
+def _user(value: Any) -> str:
+    user = _string(value)
+    if not _USER.fullmatch(user):
+        raise ValueError(f"{user!r} is not a user name")
+    return user
+
+
+def _zone(value: Any) -> str:
+    name = _string(value)
+    load_zone(name)
+    return name
+
+
+SPECS: dict[str, Callable[[Any], Any]] = {
+    "description": _string,
+    "timeout": _timeout,
+    "kill_grace": _duration,
+    "overlap": _enum(Overlap),
+    "retries": _count,
+    "retry_delay": _duration,
+    "retry_backoff": _backoff,
+    "retry_max_delay": _duration,
+    "retry_jitter": _bool,
+    "success_codes": _codes,
+    "after": _after,
+    "env": _env,
+    "workdir": _path,
+    "user": _user,
+    "shell": _path,
+    "timezone": _zone,
+    "jitter": _duration,
+    "catchup": _enum(Catchup),
+    "output_limit": _size,
+    "mailto": _string,
+    "enabled": _bool,
+}
+
+
+def convert(key: str, value: Any) -> Any:
+    """The typed value of option `key`; ValueError with a message a person can act on."""
+    return SPECS[key](value)
