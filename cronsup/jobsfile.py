@@ -313,8 +313,7 @@ class _Parser:
     def schedule_line(self, number: int, text: str, block: _Block | None,
                       values: dict[str, tuple[Any, int]]) -> None:
         try:
-            schedule_text, user, command = split_schedule_line(text, self.system)
-            schedule = parse_schedule(schedule_text)
+            schedule, user, command = split_schedule_line(text, self.system)
         except ScheduleError as e:
             self.error(number, str(e))
             return
@@ -417,8 +416,8 @@ def _find_cycle(start: str, by_name: dict[str, JobSpec]) -> list[str] | None:
     return None
 
 
-def split_schedule_line(text: str, system: bool = False) -> tuple[str, str | None, str]:
-    """`0 2 * * * [user] command` to (schedule text, user or None, command as written)."""
+def split_schedule_line(text: str, system: bool = False) -> tuple[Schedule, str | None, str]:
+    """`0 2 * * * [user] command` to (schedule, user or None, command as written)."""
     if text.startswith("@"):
         keyword = text.split(None, 1)[0].lower()
         count = 2 if keyword == "@every" else 1
@@ -428,14 +427,15 @@ def split_schedule_line(text: str, system: bool = False) -> tuple[str, str | Non
     else:
         count = 5
     parts = text.split(None, count + (1 if system else 0))
-    need = count + (2 if system else 1)
     schedule = " ".join(parts[:count])
-    if len(parts) < need:
-        if len(parts) < count + 1 and not text.startswith("@"):
-            raise ScheduleError(
-                f"{excerpt(text)}: a schedule line needs 5 time fields and a command")
-        what = "a user and a command" if system and len(parts) == count else "a command"
-        raise ScheduleError(f"{excerpt(text)}: no {what} after the schedule "
+    if len(parts) < count and not text.startswith("@"):
+        raise ScheduleError(f"{excerpt(text)}: a schedule line needs 5 time fields (minute hour "
+                            "day-of-month month day-of-week), then "
+                            + ("a user and " if system else "") + "a command")
+    parsed = parse_schedule(schedule)  # a bad schedule is the first thing to report
+    if len(parts) < count + (2 if system else 1):
+        what = "a user and a command" if system and len(parts) <= count else "a command"
+        raise ScheduleError(f"{excerpt(text)}: {what} must follow the schedule "
                             f"{excerpt(schedule)}")
     user = parts[count] if system else None
     command = parts[-1]
@@ -449,7 +449,7 @@ def split_schedule_line(text: str, system: bool = False) -> tuple[str, str | Non
     if system and not re.fullmatch(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*\$?", user or ""):
         raise ScheduleError(f"{excerpt(user or '')} is not a user name (system format: the user "
                             "comes after the 5 time fields)")
-    return schedule, user, command
+    return parsed, user, command
 
 
 def split_percent(command: str) -> tuple[str, str | None]:

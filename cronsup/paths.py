@@ -1,0 +1,32 @@
+"""Where the jobs file, the run log and the control socket live by default."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def default_jobs() -> str:
+    """/etc/cronsup/jobs for root; ~/.config/cronsup/jobs (XDG_CONFIG_HOME) otherwise."""
+    if os.geteuid() == 0:
+        return "/etc/cronsup/jobs"
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(Path.home(), ".config")
+    return os.path.join(base, "cronsup", "jobs")
+
+
+def default_db() -> str:
+    """/var/lib/cronsup/runs.db for root; ~/.local/state/cronsup/runs.db (XDG_STATE_HOME)."""
+    if os.geteuid() == 0:
+        return "/var/lib/cronsup/runs.db"
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(Path.home(), ".local", "state")
+    return os.path.join(base, "cronsup", "runs.db")
+
+
+def control_socket(db: str) -> str:
+    """The daemon's control socket, beside its run log: the same --db pairs daemon and CLI."""
+    return os.path.abspath(db) + ".sock"
+
+
+def daemon_lock(db: str) -> str:
+    """The file a daemon holds locked while it runs on this run log."""
+    return os.path.abspath(db) + ".lock"
