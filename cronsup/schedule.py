@@ -47,6 +47,11 @@ class ScheduleError(ValueError):
     """A schedule that cron would reject or never run; the message says why."""
 
 
+def _q(text: str, limit: int = 40) -> str:
+    """`text` quoted for a message, cut short so a huge field cannot flood it."""
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
 class _Field:
     __slots__ = ("name", "low", "high", "names")
 
@@ -80,7 +85,7 @@ def parse_schedule(text: str) -> Schedule:
         except ValueError as e:
             raise ScheduleError(f"@every: {e}") from None
         if seconds < 1:
-            raise ScheduleError(f"@every {arg}: the interval must be at least 1 second")
+            raise ScheduleError(f"@every {_q(arg)}: the interval must be at least 1 second")
         return Every(text=text, seconds=seconds)
     return parse_cron(text)
 
@@ -91,7 +96,7 @@ def parse_cron(text: str) -> Cron:
     if text.startswith("@"):
         macro = text.lower()
         if macro not in MACROS:
-            raise ScheduleError(f"unknown keyword {text.split()[0]!r}; known: {' '.join(KEYWORDS)}")
+            raise ScheduleError(f"unknown keyword {_q(text.split()[0])}; known: {' '.join(KEYWORDS)}")
         return _build(MACROS[macro], text)
     return _build(text, text)
 
@@ -129,12 +134,12 @@ def _parse_field(text: str, f: _Field) -> set[int]:
     if _QUARTZ.search(text) and not _is_name_with(text, f):
         bad = _QUARTZ.search(text).group(0).upper()
         raise ScheduleError(
-            f"{f.name} field {text!r}: {bad!r} is Quartz syntax that cron does not support"
+            f"{f.name} field {_q(text)}: {bad!r} is Quartz syntax that cron does not support"
         )
     values: set[int] = set()
     for item in text.split(","):
         if not item:
-            raise ScheduleError(f"{f.name} field {text!r}: empty item in a list")
+            raise ScheduleError(f"{f.name} field {_q(text)}: empty item in a list")
         values |= _parse_item(item, text, f)
     return values
 
@@ -148,32 +153,32 @@ def _is_name_with(text: str, f: _Field) -> bool:
 
 
 def _parse_item(item: str, field_text: str, f: _Field) -> set[int]:
-    where = f"{f.name} field {field_text!r}"
+    where = f"{f.name} field {_q(field_text)}"
     base, slash, step_text = item.partition("/")
     step = 1
     if slash:
-        if not step_text.isdigit() or int(step_text) == 0:
-            raise ScheduleError(f"{where}: the step {step_text!r} must be a positive integer")
-        step = int(step_text)
+        if not _is_number(step_text) or int(step_text[:9]) == 0:
+            raise ScheduleError(f"{where}: the step {_q(step_text)} must be a positive integer")
+        step = int(step_text[:9]) if len(step_text) <= 9 else 10**9  # past any range anyway
     if base == "*":
         low, high = f.low, f.high
         if f.name == "day-of-week":
             high = 6  # '*' means every day once; 7 is only an alias of 0
     else:
         low_text, dash, high_text = base.partition("-")
+        low = _number(low_text, where, f)
         if not dash and slash:
             raise ScheduleError(
                 f"{where}: a step needs a range, as in '{base}-{f.high}/{step}' or '*/{step}'; "
                 f"Debian's cron rejects '{item}', older cronie ran it once an hour, and croniter "
                 f"reads it as '{base}-{f.high}/{step}'"
             )
-        low = _number(low_text, where, f)
         high = _number(high_text, where, f) if dash else low
         if f.name == "day-of-week" and dash and high == 0 and low > 0:
             high = 7  # 'fri-sun' and '5-0' mean Friday to Sunday, as in cronie
         if high < low:
             raise ScheduleError(
-                f"{where}: the range {base!r} is reversed, so cron would never run it "
+                f"{where}: the range {_q(base)} is reversed, so cron would never run it "
                 f"(croniter wraps it around); write '{low_text}-{f.high},{f.low}-{high_text}' "
                 "for a range that wraps"
             )
@@ -181,23 +186,29 @@ def _parse_item(item: str, field_text: str, f: _Field) -> set[int]:
 
 
 def _number(text: str, where: str, f: _Field) -> int:
-    if text.isdigit():
+    if _is_number(text):
+        if len(text) > 4:
+            raise ScheduleError(f"{where}: {_q(text)} is out of range {f.low}-{f.high}")
         value = int(text)
     elif text.lower() in f.names:
         value = f.names.index(text.lower()) + (1 if f.name == "month" else 0)
     elif text.isalpha() and f.names:
         kind = "month" if f.name == "month" else "day"
-        raise ScheduleError(f"{where}: {text!r} is not a {kind} name ({' '.join(f.names)})")
+        raise ScheduleError(f"{where}: {_q(text)} is not a {kind} name ({' '.join(f.names)})")
     elif text.isalpha():
         raise ScheduleError(
-            f"{where}: {text!r} is not a number; names are allowed only in the month and "
+            f"{where}: {_q(text)} is not a number; names are allowed only in the month and "
             "day-of-week fields"
         )
     else:
-        raise ScheduleError(f"{where}: {text!r} is not a number")
+        raise ScheduleError(f"{where}: {_q(text)} is not a number")
     if not f.low <= value <= f.high:
-        raise ScheduleError(f"{where}: {value} is out of range {f.low}-{f.high}")
+        raise ScheduleError(f"{where}: {_q(text)} is out of range {f.low}-{f.high}")
     return value
+
+
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit()
 
 
 def can_fire(cron: Cron) -> bool:

@@ -1,0 +1,133 @@
+import json
+import os
+
+from click.testing import CliRunner
+
+from cronsup import cli, jobsfile
+
+HERE = os.path.dirname(__file__)
+CRONTAB = os.path.join(HERE, "data", "debian", "system", "crontab--cron-daemon-common")
+
+
+def invoke(*args, input=None):
+    return CliRunner().invoke(cli.main, list(args), input=input, catch_exceptions=False)
+
+
+def test_check_lists_the_jobs_of_a_valid_file(tmp_path):
+    path = tmp_path / "jobs"
+    path.write_text("[job.backup]\nretries = 2\n0 2 * * * /usr/local/bin/backup\n")
+    result = invoke("check", str(path))
+    assert result.exit_code == 0
+    assert f"{path}: 1 job, no errors" in result.output
+    assert "backup" in result.output and "0 2 * * *" in result.output
+
+
+def test_check_uses_the_jobs_option_and_environment(tmp_path):
+    path = tmp_path / "jobs"
+    path.write_text("@daily /bin/true\n")
+    assert CliRunner(env={"CRONSUP_JOBS": str(path)}).invoke(cli.main, ["check"]).exit_code == 0
+    assert invoke("check", "--jobs", str(path)).exit_code == 0
+
+
+def test_check_prints_every_error_with_file_and_line_and_exits_1(tmp_path):
+    path = tmp_path / "jobs"
+    path.write_text("*/0 * * * * /bin/a\n# ok\n0 25 * * * /bin/b\n")
+    result = CliRunner().invoke(cli.main, ["check", str(path)])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert [line.split(": ", 1)[0] for line in lines] == [f"{path}:1", f"{path}:3"]
+    assert "Traceback" not in result.output
+
+
+def test_check_of_a_missing_file_is_a_clear_error(tmp_path):
+    result = CliRunner().invoke(cli.main, ["check", str(tmp_path / "nope")])
+    assert result.exit_code == 1 and "cannot read" in result.stderr and "No such file" in result.stderr
+
+
+def test_check_accepts_system_crontabs_with_system():
+    result = invoke("check", "--system", CRONTAB)
+    assert result.exit_code == 0 and "4 jobs" in result.output
+
+
+def test_next_prints_fire_times_with_offsets_following_dst():
+    result = invoke("next", "30 2 * * *", "--tz", "Europe/Berlin", "--from", "2026-10-24T00:00", "-n", "3")
+    assert result.output.split() == [
+        "2026-10-24T02:30:00+02:00", "2026-10-25T02:30:00+02:00", "2026-10-26T02:30:00+01:00"]
+
+
+def test_next_prints_json():
+    result = invoke("next", "@hourly", "--tz", "UTC", "--from", "2026-01-01T00:30:00+00:00", "-n", "2", "--json")
+    assert json.loads(result.output) == ["2026-01-01T01:00:00+00:00", "2026-01-01T02:00:00+00:00"]
+
+
+def test_next_of_a_job_uses_its_zone(tmp_path):
+    path = tmp_path / "jobs"
+    path.write_text("[job.tokyo]\ntimezone = \"Asia/Tokyo\"\n0 9 * * * /bin/x\n")
+    result = invoke("next", "tokyo", "--jobs", str(path), "--from", "2025-12-31T23:00:00+00:00", "-n", "1")
+    assert result.output.strip() == "2026-01-01T09:00:00+09:00"
+
+
+def test_next_of_an_unknown_job_suggests_close_names(tmp_path):
+    path = tmp_path / "jobs"
+    path.write_text("[job.backup]\n0 2 * * * /bin/x\n")
+    result = CliRunner().invoke(cli.main, ["next", "bakup", "--jobs", str(path)])
+    assert result.exit_code == 2 and "did you mean backup" in result.stderr
+
+
+def test_next_of_a_bad_expression_is_a_usage_error():
+    result = CliRunner().invoke(cli.main, ["next", "*/0 * * * *"])
+    assert result.exit_code == 2 and "positive integer" in result.stderr
+
+
+def test_next_of_an_expression_that_never_fires_prints_nothing():
+    result = CliRunner().invoke(cli.main, ["next", "0 0 30 2 *", "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout) == []
+    assert "never fires" in result.stderr
+
+
+def test_next_counts_every_from_the_start():
+    result = invoke("next", "@every 90s", "--from", "2026-01-01T00:00:00+00:00", "-n", "2", "--tz", "UTC")
+    assert result.stdout.split() == ["2026-01-01T00:01:30+00:00", "2026-01-01T00:03:00+00:00"]
+
+
+def test_import_writes_a_file_that_check_accepts_with_the_same_schedules(tmp_path):
+    result = invoke("import", "--system", CRONTAB)
+    out = tmp_path / "jobs"
+    out.write_text(result.output)
+    assert invoke("check", str(out)).exit_code == 0
+    before = jobsfile.load(CRONTAB, system=True).jobs
+    after = jobsfile.load(str(out)).jobs
+    assert [(j.name, j.schedule, j.command, j.user, j.environment, j.shell) for j in before] == \
+           [(j.name, j.schedule, j.command, j.user, j.environment, j.shell) for j in after]
+    assert all(not j.auto_named for j in after)
+
+
+def test_import_of_several_crontabs_keeps_each_files_environment_to_itself(tmp_path):
+    a = tmp_path / "a"
+    a.write_text("SHELL=/bin/bash\nFOO=1\n0 1 * * * /bin/a\n")
+    b = tmp_path / "b"
+    b.write_text("0 2 * * * /bin/b\n0 3 * * * /bin/a\n")
+    out = tmp_path / "jobs"
+    out.write_text(invoke("import", str(a), str(b)).output)
+    jobs = jobsfile.load(str(out)).jobs
+    assert [j.name for j in jobs][:2] == ["a", "b"] and jobs[2].name.startswith("a-")
+    assert jobs[0].shell == "/bin/bash" and jobs[0].env["FOO"] == "1"
+    assert jobs[1].shell == "/bin/sh" and "FOO" not in jobs[1].env
+
+
+def test_import_reads_standard_input():
+    result = invoke("import", input="MAILTO=ops\n*/5 * * * * /usr/bin/poll%input\n")
+    assert "[job.poll]" in result.output and "*/5 * * * * /usr/bin/poll%input" in result.output
+    assert "MAILTO=ops" in result.output
+
+
+def test_import_of_a_bad_crontab_reports_its_errors():
+    result = CliRunner().invoke(cli.main, ["import"], input="61 * * * * /bin/x\n")
+    assert result.exit_code == 1 and "<stdin>:1:" in result.stderr
+
+
+def test_every_command_has_help_with_an_example():
+    for name, command in cli.main.commands.items():
+        assert command.help, f"{name} has no help"
+        assert "Example" in command.help, f"{name}'s help shows no example"
+    assert "Example" in invoke("--help").output or "Start here" in invoke("--help").output
