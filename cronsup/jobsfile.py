@@ -163,10 +163,11 @@ class _Parser:
                 self.close_block_without_schedule(number - 1)
                 self.open_block(number, header.group(1))
             elif stripped[:1].isdigit() or stripped[:1] in ("*", "@"):
-                if self.continues_toml(stripped):
-                    self.block.body.append((number, text))
+                parsed = self.parse_toml(self.block)
+                if isinstance(parsed, tomllib.TOMLDecodeError) and _unfinished(parsed, self.block):
+                    self.block.body.append((number, text))  # a number inside an open array
                 else:
-                    block, values = self.close_block()
+                    block, values = self.close_block(parsed)
                     self.schedule_line(number, stripped, block, values)
             elif stripped.startswith("[") and not stripped.startswith("[["):
                 self.error(number, f"unknown block header {excerpt(stripped.rstrip())}: expected "
@@ -221,26 +222,19 @@ class _Parser:
                            "[job.NAME]")
         self.block = _Block("bad", None, number)
 
-    def continues_toml(self, stripped: str) -> bool:
-        """A line starting with a digit inside an unfinished TOML array or string."""
-        assert self.block is not None
-        body = [t for _, t in self.block.body if t.strip() and not t.strip().startswith("#")]
-        if not body:
-            return False
+    @staticmethod
+    def parse_toml(block: _Block) -> dict[str, Any] | tomllib.TOMLDecodeError:
         try:
-            tomllib.loads("\n".join(t for _, t in self.block.body) + "\n")
+            return tomllib.loads("\n".join(t for _, t in block.body) + "\n")
         except tomllib.TOMLDecodeError as e:
-            if "end of document" not in str(e):
-                return False
-            last = body[-1].rstrip()
-            return str(e).startswith(("Unclosed", "Unterminated")) or last.endswith(("[", "{", ","))
-        return False
+            return e
 
-    def close_block(self) -> tuple[_Block | None, dict[str, tuple[Any, int]]]:
-        """Parse the open block's TOML; fold [defaults] in. Returns a job block's options."""
+    def close_block(self, parsed: dict[str, Any] | tomllib.TOMLDecodeError | None = None
+                    ) -> tuple[_Block | None, dict[str, tuple[Any, int]]]:
+        """Validate the open block's TOML; fold [defaults] in. Returns a job block's options."""
         block, self.block = self.block, None
         assert block is not None
-        values = self.block_options(block)
+        values = self.block_options(block, parsed)
         if block.kind == "defaults":
             if "after" in values:
                 self.error(values["after"][1], "'after' cannot be set in [defaults]; set it in the "
@@ -263,9 +257,9 @@ class _Parser:
         else:
             self.close_block()
 
-    def block_options(self, block: _Block) -> dict[str, tuple[Any, int]]:
+    def block_options(self, block: _Block, parsed: dict[str, Any] | tomllib.TOMLDecodeError | None = None
+                      ) -> dict[str, tuple[Any, int]]:
         """The block's TOML as typed options, each with the line it is on."""
-        text = "\n".join(t for _, t in block.body) + "\n"
         first = block.body[0][0] if block.body else block.line + 1
         last = block.body[-1][0] if block.body else block.line
         env_like = [(n, t) for n, t in block.body
@@ -277,10 +271,9 @@ class _Parser:
                           f"above the block (it then applies to every job below it), or set it for "
                           f"this job only with env = {{ {name} = \"...\" }}")
             return {}
-        try:
-            raw = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            message = str(e)
+        raw = self.parse_toml(block) if parsed is None else parsed
+        if isinstance(raw, tomllib.TOMLDecodeError):
+            message = str(raw)
             m = re.search(r"\(at line (\d+), column (\d+)\)", message)
             line = first + int(m.group(1)) - 1 if m else last
             reason = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", message)
@@ -398,6 +391,15 @@ class _Parser:
                 self.error(line, "after: dependency cycle " + " -> ".join(cycle))
 
 
+def _unfinished(error: tomllib.TOMLDecodeError, block: _Block) -> bool:
+    """True when the TOML stops inside an array, table or string that a later line closes."""
+    if "end of document" not in str(error):
+        return False
+    body = [t.rstrip() for _, t in block.body if t.strip() and not t.strip().startswith("#")]
+    return bool(body) and (str(error).startswith(("Unclosed", "Unterminated"))
+                           or body[-1].endswith(("[", "{", ",")))
+
+
 def _find_cycle(start: str, by_name: dict[str, JobSpec]) -> list[str] | None:
     """A path start -> ... -> start through `after`, if there is one."""
     stack = [(start, [start])]
@@ -459,6 +461,8 @@ def split_percent(command: str) -> tuple[str, str | None]:
     >>> split_percent(r"mail -s 'at 10\\%' joe%Joe,%%Where are you?%")
     ("mail -s 'at 10%' joe", 'Joe,\\n\\nWhere are you?\\n')
     """
+    if "%" not in command:
+        return command, None
     out: list[str] = []
     stdin: list[str] | None = None
     target = out

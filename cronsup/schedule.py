@@ -92,7 +92,11 @@ def parse_schedule(text: str) -> Schedule:
 
 def parse_cron(text: str) -> Cron:
     """Five cron fields or a macro such as `@daily`, validated as Debian's cron does."""
-    text = " ".join(text.split())
+    return _parse_cron(" ".join(text.split()))
+
+
+@functools.lru_cache(maxsize=8192)  # crontabs repeat their expressions; Cron is immutable
+def _parse_cron(text: str) -> Cron:
     if text.startswith("@"):
         macro = text.lower()
         if macro not in MACROS:
