@@ -1,0 +1,518 @@
+"""Policy: what is due, overlap, retries, `after` chains, catch-up, clock jumps, timeouts.
+
+Pure: `tick(now)` returns actions and the next wake-up; no processes, no I/O, no clock. The
+daemon executes the actions and reports back with `started`, `start_failed` and `finished`.
+Times come in as `Now(wall, mono)`: the wall clock decides what is due, the monotonic clock
+measures timeouts, grace periods and delays, and comparing the two reveals clock jumps.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import signal
+from collections import deque
+from dataclasses import dataclass, field, replace
+from typing import NamedTuple
+
+from cronsup import schedule
+from cronsup.model import (AfterJobs, Catchup, Cron, Every, JobsFile, JobSpec, Overlap, Reboot,
+                           RunStatus, Trigger)
+
+log = logging.getLogger("cronsup")
+
+# A daemon (re)started within this long after a fire still runs it as a normal start;
+# older fires are catch-up. The unique run key keeps a fire that did run from running again.
+STARTUP_GRACE = 60.0
+# Wall and monotonic time may drift apart by this much before it counts as a clock jump.
+JUMP_THRESHOLD = 5.0
+# Debian cron: a forward jump under 3 hours runs the fixed-time jobs it skipped, once.
+SMALL_JUMP = 3 * 3600.0
+CATCHUP_CAP = 100
+# Sleep at most this long, so a wall-clock jump during a long sleep is noticed.
+MAX_SLEEP = 60.0
+
+
+class Now(NamedTuple):
+    wall: float  # time.time()
+    mono: float  # time.monotonic()
+
+
+@dataclass(frozen=True)
+class Fire:
+    trigger: Trigger
+    attempt: int
+    scheduled_for: float
+
+
+@dataclass(frozen=True)
+class Start:
+    """Record a run (committed before anything runs), then start its process."""
+
+    job: JobSpec
+    fire: Fire
+
+
+@dataclass(frozen=True)
+class Record:
+    """Record a run that did not start: skipped (overlap) or missed (daemon down)."""
+
+    job: JobSpec
+    fire: Fire
+    status: RunStatus
+    reason: str
+
+
+@dataclass(frozen=True)
+class Kill:
+    """Send `sig` to the run's whole process tree."""
+
+    run_id: int
+    sig: int
+
+
+Action = Start | Record | Kill
+
+
+@dataclass
+class History:
+    """What the run log remembers, for decisions at start-up."""
+
+    last_seen: float | None = None  # the previous daemon's last heartbeat
+    last_scheduled: dict[str, float] = field(default_factory=dict)
+    last_success: dict[str, float] = field(default_factory=dict)
+    last_started: dict[str, float] = field(default_factory=dict)
+    paused: set[str] = field(default_factory=set)
+    reboot_done: set[str] = field(default_factory=set)  # @reboot jobs already run this boot
+    boot_time: float = 0.0
+
+
+@dataclass
+class _Run:
+    """A run the supervisor has asked for and not yet seen end."""
+
+    job: JobSpec
+    fire: Fire
+    run_id: int | None = None  # None until the daemon reports it started
+    started_mono: float | None = None
+    deadline: float | None = None  # timeout, monotonic
+    ending: tuple[RunStatus, str] | None = None  # why we signalled it
+    kill_at: float | None = None  # SIGKILL after the grace, monotonic
+
+
+@dataclass
+class _Job:
+    spec: JobSpec
+    zone: dt.tzinfo | None = None
+    cursor: float = 0.0  # wall: fires at or before this are handled
+    next_fire: float | None = None  # wall, for cron jobs
+    every_due: float | None = None  # mono, for @every jobs
+    queued: Fire | None = None
+    pending: list[tuple[float, Fire]] = field(default_factory=list)  # (mono due, fire): retries, jitter
+    catchup: deque[Fire] = field(default_factory=deque)
+
+
+def _same_job(a: JobSpec, b: JobSpec) -> bool:
+    return replace(a, line=0) == replace(b, line=0)
+
+
+class Supervisor:
+    def __init__(self, jobs: JobsFile, now: Now, history: History | None = None,
+                 rng: random.Random | None = None):
+        self.history = history or History()
+        self.rng = rng or random.Random()
+        self.jobs: dict[str, _Job] = {}
+        self.runs: list[_Run] = []
+        self.paused: set[str] = set(self.history.paused)
+        self.last_success = dict(self.history.last_success)
+        self.last_started = dict(self.history.last_started)
+        self.stopping = False
+        self._last = now
+        self._initial: list[Action] = []
+        for spec in jobs.jobs:
+            self.jobs[spec.name] = self._new_job(spec, now, startup=True)
+        self._initial = self._startup_actions(now)
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def _new_job(self, spec: JobSpec, now: Now, startup: bool = False) -> _Job:
+        job = _Job(spec=spec)
+        if isinstance(spec.schedule, Cron):
+            job.zone = schedule.load_zone(spec.timezone)
+            job.cursor = now.wall - STARTUP_GRACE if startup else now.wall
+            job.next_fire = self._next_fire(job, job.cursor)
+        elif isinstance(spec.schedule, Every):
+            job.every_due = now.mono + spec.schedule.seconds
+        return job
+
+    def _next_fire(self, job: _Job, after: float) -> float | None:
+        assert isinstance(job.spec.schedule, Cron) and job.zone is not None
+        t = schedule.next_fire(job.spec.schedule, dt.datetime.fromtimestamp(after, job.zone), job.zone)
+        return t.timestamp() if t is not None else None
+
+    def _startup_actions(self, now: Now) -> list[Action]:
+        """Catch-up for fires missed while the daemon was down; @reboot jobs."""
+        actions: list[Action] = []
+        h = self.history
+        for job in self.jobs.values():
+            spec = job.spec
+            if isinstance(spec.schedule, Reboot):
+                if spec.name not in h.reboot_done and self._may_schedule(spec):
+                    actions += self._due(job, Fire(Trigger.REBOOT, 1, h.boot_time), now)
+                continue
+            if not isinstance(spec.schedule, Cron) or h.last_seen is None:
+                continue
+            since = max(h.last_seen, h.last_scheduled.get(spec.name, h.last_seen))
+            missed = self._fires_between(job, since, job.cursor)
+            if not missed:
+                continue
+            runnable = [] if not self._may_schedule(spec) else missed
+            if spec.catchup is Catchup.LAST and runnable:
+                runnable = runnable[-1:]
+            elif spec.catchup is Catchup.NONE:
+                runnable = []
+            for t in missed:
+                if t not in runnable:
+                    actions.append(Record(spec, Fire(Trigger.SCHEDULE, 1, t), RunStatus.MISSED,
+                                          f"the daemon was not running at {_clock(t, job.zone)}"))
+            job.catchup.extend(Fire(Trigger.CATCHUP, 1, t) for t in runnable)
+        return actions
+
+    def _fires_between(self, job: _Job, start: float, end: float) -> list[float]:
+        """The latest CATCHUP_CAP fires in (start, end], without walking years of minutes."""
+        window = 3600.0
+        while True:
+            lo = max(start, end - window)
+            found: deque[float] = deque(maxlen=CATCHUP_CAP)
+            t = self._next_fire(job, lo)
+            while t is not None and t <= end:
+                found.append(t)
+                t = self._next_fire(job, t)
+            if lo == start or len(found) >= CATCHUP_CAP:
+                return list(found)
+            window *= 8
+
+    def _may_schedule(self, spec: JobSpec) -> bool:
+        return spec.enabled and spec.name not in self.paused and not self.stopping
+
+    def reload(self, jobs: JobsFile, now: Now) -> None:
+        """Apply a new valid jobs file by name; running runs go on under their old spec."""
+        fresh = {spec.name: spec for spec in jobs.jobs}
+        for name, job in list(self.jobs.items()):
+            if name not in fresh:
+                del self.jobs[name]
+        for name, spec in fresh.items():
+            old = self.jobs.get(name)
+            if old is None:
+                self.jobs[name] = self._new_job(spec, now)
+            elif not _same_job(old.spec, spec):
+                if old.spec.schedule != spec.schedule or old.spec.timezone != spec.timezone:
+                    job = self._new_job(spec, now)
+                    job.queued, job.pending, job.catchup = old.queued, old.pending, old.catchup
+                    self.jobs[name] = job
+                else:
+                    old.spec = spec
+            else:
+                old.spec = spec  # only its line moved
+
+    def pause(self, name: str) -> None:
+        self.paused.add(name)
+        job = self.jobs.get(name)
+        if job is not None:  # scheduled starts waiting to happen are dropped too
+            job.queued, job.pending, job.catchup = None, [], deque()
+
+    def resume(self, name: str) -> None:
+        self.paused.discard(name)
+
+    # -- time ------------------------------------------------------------------------------
+
+    def tick(self, now: Now) -> tuple[list[Action], float]:
+        """Everything to do at `now`, and the monotonic time to call again at the latest."""
+        actions, self._initial = self._initial, []
+        drift = (now.wall - self._last.wall) - (now.mono - self._last.mono)
+        jumped = abs(drift) > JUMP_THRESHOLD
+        if jumped:
+            log.warning("the wall clock jumped %s by %.0f s", "forward" if drift > 0 else "back",
+                        abs(drift))
+        for run in self.runs:
+            actions += self._enforce(run, now)
+        for job in list(self.jobs.values()):
+            actions += self._tick_job(job, now, drift if jumped else 0.0)
+        self._last = now
+        return actions, self._wake(now)
+
+    def _tick_job(self, job: _Job, now: Now, jump: float) -> list[Action]:
+        actions: list[Action] = []
+        spec = job.spec
+        if jump < 0 and job.zone is not None:
+            # Back in time: start again from now. A scheduled time that already has a run
+            # is not run again: the run log's unique key refuses it.
+            job.cursor = now.wall
+            job.next_fire = self._next_fire(job, now.wall)
+        if job.next_fire is not None and job.next_fire <= now.wall:
+            fires = self._fires_between(job, job.cursor, now.wall)
+            job.cursor = now.wall
+            job.next_fire = self._next_fire(job, now.wall)
+            pick = self._pick(spec, fires, now, jump)
+            if pick is not None and self._may_schedule(spec):
+                actions += self._jittered(job, Fire(Trigger.SCHEDULE, 1, pick), now)
+        if job.every_due is not None and job.every_due <= now.mono:
+            assert isinstance(spec.schedule, Every)
+            late = now.mono - job.every_due
+            # After a stall, skip the missed intervals rather than firing a burst.
+            job.every_due += spec.schedule.seconds * (1 + int(late // spec.schedule.seconds))
+            if self._may_schedule(spec):
+                actions += self._jittered(job, Fire(Trigger.SCHEDULE, 1, now.wall - late), now)
+        still = []
+        for due, fire in job.pending:
+            if due <= now.mono:
+                if self._may_schedule(spec) or fire.trigger is Trigger.MANUAL:
+                    actions += self._due(job, fire, now)
+            else:
+                still.append((due, fire))
+        job.pending = still
+        if job.catchup and not self._active(spec.name) and self._may_schedule(spec):
+            actions += self._start(job, job.catchup.popleft())
+        return actions
+
+    @staticmethod
+    def _pick(spec: JobSpec, fires: list[float], now: Now, jump: float) -> float | None:
+        """Which of the fires that came due since the last tick to run (at most one)."""
+        if not fires:
+            return None
+        latest = fires[-1]
+        assert isinstance(spec.schedule, Cron)
+        if jump > 0:
+            # Debian cron: after a small forward jump, fixed-time jobs run once for the
+            # skipped interval; wildcard jobs (and everything after a big jump) run only
+            # for the current minute.
+            if jump < SMALL_JUMP and not spec.schedule.wildcard:
+                return latest
+            return latest if latest > now.wall - 60 else None
+        if len(fires) > 1:
+            log.info("%s: %d fires came due at once (the daemon stalled); running the latest",
+                     spec.name, len(fires))
+        return latest
+
+    def _jittered(self, job: _Job, fire: Fire, now: Now) -> list[Action]:
+        if job.spec.jitter > 0:
+            job.pending.append((now.mono + self.rng.uniform(0, job.spec.jitter), fire))
+            return []
+        return self._due(job, fire, now)
+
+    def _wake(self, now: Now) -> float:
+        wake = now.mono + MAX_SLEEP
+        for job in self.jobs.values():
+            if job.next_fire is not None:
+                wake = min(wake, now.mono + (job.next_fire - now.wall))
+            if job.every_due is not None:
+                wake = min(wake, job.every_due)
+            for due, _ in job.pending:
+                wake = min(wake, due)
+            if job.catchup and not self._active(job.spec.name):
+                wake = now.mono
+        for run in self.runs:
+            for t in (run.deadline, run.kill_at):
+                if t is not None and run.run_id is not None:
+                    wake = min(wake, t)
+        return max(wake, now.mono)
+
+    # -- starting --------------------------------------------------------------------------
+
+    def _active(self, name: str) -> list[_Run]:
+        return [r for r in self.runs if r.job.name == name]
+
+    def _due(self, job: _Job, fire: Fire, now: Now) -> list[Action]:
+        """A fire came due: start it, or apply the overlap policy."""
+        spec = job.spec
+        active = self._active(spec.name)
+        if not active or spec.overlap is Overlap.ALLOW:
+            return self._start(job, fire)
+        previous = active[-1]
+        label = f"run {previous.run_id}" if previous.run_id is not None else "the previous run"
+        if spec.overlap is Overlap.QUEUE:
+            if job.queued is None:
+                job.queued = fire
+                return []
+            return [Record(spec, fire, RunStatus.SKIPPED,
+                           f"{label} still running and another run already waiting (overlap = queue)")]
+        if spec.overlap is Overlap.REPLACE:
+            actions: list[Action] = []
+            if job.queued is not None:
+                actions.append(Record(spec, job.queued, RunStatus.SKIPPED,
+                                      "replaced by a newer run before it started (overlap = replace)"))
+            job.queued = fire  # starts when the old run is gone
+            for run in active:
+                if run.ending is None:
+                    actions += self._signal(run, signal.SIGTERM, now,
+                                            (RunStatus.KILLED, "replaced by a newer run (overlap = replace)"))
+            return actions
+        return [Record(spec, fire, RunStatus.SKIPPED, f"{label} still running")]
+
+    def _start(self, job: _Job, fire: Fire) -> list[Action]:
+        self.runs.append(_Run(job=job.spec, fire=fire))
+        return [Start(job.spec, fire)]
+
+    def _find(self, start: Start) -> _Run:
+        for run in self.runs:
+            if run.run_id is None and run.job is start.job and run.fire == start.fire:
+                return run
+        raise KeyError(start)
+
+    def started(self, start: Start, run_id: int, now: Now) -> None:
+        """The daemon recorded and spawned `start` as run `run_id`."""
+        run = self._find(start)
+        run.run_id = run_id
+        run.started_mono = now.mono
+        if start.job.timeout:
+            run.deadline = now.mono + start.job.timeout
+        self.last_started[start.job.name] = now.wall
+
+    def not_started(self, start: Start) -> None:
+        """The daemon did not start `start`: a run for that time exists, or it could not spawn."""
+        self.runs.remove(self._find(start))
+
+    def run_now(self, name: str, now: Now) -> list[Action]:
+        """`cronsup run JOB`: a manual start under the job's overlap policy."""
+        job = self.jobs[name]
+        return self._due(job, Fire(Trigger.MANUAL, 1, now.wall), now)
+
+    # -- running ---------------------------------------------------------------------------
+
+    def _signal(self, run: _Run, sig: int, now: Now, why: tuple[RunStatus, str]) -> list[Action]:
+        if run.ending is None:
+            run.ending = why
+        if run.run_id is None:
+            return []
+        if sig == signal.SIGTERM:
+            run.kill_at = now.mono + run.job.kill_grace
+        else:
+            run.kill_at = None
+        return [Kill(run.run_id, sig)]
+
+    def _enforce(self, run: _Run, now: Now) -> list[Action]:
+        if run.run_id is None:
+            return []
+        if run.kill_at is not None and run.kill_at <= now.mono:
+            run.kill_at = None
+            return [Kill(run.run_id, signal.SIGKILL)]
+        if run.deadline is not None and run.deadline <= now.mono and run.ending is None:
+            run.deadline = None
+            why = (RunStatus.TIMEOUT, f"timed out after {_duration(run.job.timeout or 0)}")
+            return self._signal(run, signal.SIGTERM, now, why)
+        return []
+
+    def finished(self, run_id: int, exit_code: int | None, sig: int | None,
+                 now: Now) -> tuple[RunStatus, str | None, list[Action]]:
+        """Run `run_id` ended: its status and reason, and what follows (retries, queued
+        runs, @after jobs)."""
+        run = next(r for r in self.runs if r.run_id == run_id)
+        self.runs.remove(run)
+        spec, fire = run.job, run.fire
+        if run.ending is not None:
+            status, reason = run.ending
+            if status is RunStatus.TIMEOUT and exit_code is not None and sig is None:
+                reason += f" (then exited with code {exit_code})"
+        elif sig is not None:
+            status, reason = RunStatus.KILLED, f"killed by {_signame(sig)}"
+        elif exit_code in spec.success_codes:
+            status, reason = RunStatus.SUCCESS, None
+        else:
+            status, reason = RunStatus.FAILED, f"exit code {exit_code}"
+        actions: list[Action] = []
+        job = self.jobs.get(spec.name)
+        if job is not None:
+            if status is RunStatus.SUCCESS:
+                self.last_success[spec.name] = now.wall
+                actions += self._after_success(spec.name, now)
+            elif self._retryable(status, run) and fire.attempt <= spec.retries:
+                reason += self._retry(job, fire, now)
+            if job.queued is not None and not self._active(spec.name) and not self.stopping:
+                queued, job.queued = job.queued, None
+                actions += self._start(job, queued)
+        return status, reason, actions
+
+    def error(self, start: Start) -> None:
+        """The run could not be started (bad user, shell, workdir): no retries."""
+        self.not_started(start)
+
+    @staticmethod
+    def _retryable(status: RunStatus, run: _Run) -> bool:
+        if status in (RunStatus.FAILED, RunStatus.TIMEOUT):
+            return True
+        return status is RunStatus.KILLED and run.ending is None  # killed from outside
+
+    def _retry(self, job: _Job, fire: Fire, now: Now) -> str:
+        spec = job.spec
+        delay = min(spec.retry_delay * spec.retry_backoff ** (fire.attempt - 1), spec.retry_max_delay)
+        if spec.retry_jitter:
+            delay = self.rng.uniform(delay / 2, delay)
+        total = spec.retries + 1
+        nxt = job.next_fire
+        if nxt is None and job.every_due is not None:
+            nxt = now.wall + (job.every_due - now.mono)
+        if nxt is not None and now.wall + delay >= nxt:
+            return "; no retry: the next scheduled run comes first"
+        if self.stopping:
+            return ""
+        job.pending.append((now.mono + delay, Fire(Trigger.RETRY, fire.attempt + 1, fire.scheduled_for)))
+        return f"; attempt {fire.attempt + 1} of {total} in {_duration(delay)}"
+
+    def _after_success(self, name: str, now: Now) -> list[Action]:
+        actions: list[Action] = []
+        for job in self.jobs.values():
+            spec = job.spec
+            if not isinstance(spec.schedule, AfterJobs) or name not in spec.after:
+                continue
+            since = self.last_started.get(spec.name, float("-inf"))
+            if all(self.last_success.get(dep, float("-inf")) > since for dep in spec.after):
+                if self._may_schedule(spec):
+                    actions += self._due(job, Fire(Trigger.AFTER, 1, now.wall), now)
+        return actions
+
+    # -- stopping --------------------------------------------------------------------------
+
+    def stop(self, now: Now) -> list[Action]:
+        """SIGTERM to the daemon: no new starts; TERM every run, KILL after its grace."""
+        self.stopping = True
+        actions: list[Action] = []
+        for job in self.jobs.values():
+            job.queued, job.pending, job.catchup = None, [], deque()
+        for run in list(self.runs):
+            if run.run_id is None:
+                continue
+            actions += self._signal(run, signal.SIGTERM, now, (RunStatus.KILLED, "stopped with the daemon"))
+        return actions
+
+    @property
+    def idle(self) -> bool:
+        return not self.runs
+
+    def next_runs(self) -> dict[str, float | None]:
+        """Each job's next scheduled start (wall), for `status`."""
+        out: dict[str, float | None] = {}
+        for name, job in self.jobs.items():
+            if job.next_fire is not None:
+                out[name] = job.next_fire
+            elif job.every_due is not None:
+                out[name] = self._last.wall + (job.every_due - self._last.mono)
+            else:
+                out[name] = None
+        return out
+
+
+def _signame(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+def _duration(seconds: float) -> str:
+    from cronsup.units import format_duration
+    return format_duration(seconds)
+
+
+def _clock(t: float, zone: dt.tzinfo | None) -> str:
+    return dt.datetime.fromtimestamp(t, zone).isoformat(timespec="minutes")
