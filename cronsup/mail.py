@@ -1,0 +1,123 @@
+"""Mail a run's output as cron does: a plain message piped to `sendmail -t -oi`.
+
+Sending happens in a daemon thread with a timeout, so a slow or broken mailer never holds
+up the daemon's loop, and a failure is only logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import threading
+from email.header import Header
+
+from cronsup.model import JobSpec
+
+log = logging.getLogger(__name__)
+
+# Where Debian's MTAs (exim4, postfix, nullmailer, msmtp-mta) put sendmail, then the
+# historical BSD place; PATH comes last.
+SENDMAIL_PATHS = ("/usr/sbin/sendmail", "/usr/lib/sendmail")
+# sendmail runs with this environment, not the daemon's (which may hold secrets).
+_MAILER_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+DEFAULT_TIMEOUT = 60.0
+
+
+def find_sendmail() -> str | None:
+    """The sendmail program to use: the usual places first, then PATH; None if there is none."""
+    for path in SENDMAIL_PATHS:
+        if os.access(path, os.X_OK) and os.path.isfile(path):
+            return path
+    return shutil.which("sendmail")
+
+
+def send(
+    job: JobSpec,
+    run_summary: str,
+    output: bytes,
+    *,
+    host: str,
+    user: str,
+    sendmail: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> None:
+    """Mail `output` to job.mailto in the background, when there is output and a mailer.
+
+    `run_summary` (e.g. "run 42 failed: exit code 3") goes in an X-Cronsup-Run header; the
+    body is the output exactly, as cron sends it. Never raises: failures are logged.
+    """
+    if not job.mailto or not output:
+        return
+    program = sendmail or find_sendmail()
+    if program is None:
+        log.warning("job %s: not mailing its output to %s: no sendmail program found",
+                    job.name, job.mailto)
+        return
+    message = build_message(job, run_summary, output, host=host, user=user)
+    thread = threading.Thread(
+        target=_deliver, args=(program, message, job.name, job.mailto, timeout),
+        name=f"mail-{job.name}", daemon=True,
+    )
+    thread.start()
+
+
+def build_message(job: JobSpec, run_summary: str, output: bytes, *, host: str,
+                  user: str) -> bytes:
+    """The message cron would send: its headers, a blank line, the output."""
+    headers = [
+        ("From", "root (Cron Daemon)"),
+        ("To", job.mailto or ""),
+        ("Subject", f"Cron <{user}@{host}> {job.raw_command or job.command}"),
+        ("MIME-Version", "1.0"),
+        ("Content-Type", "text/plain; charset=UTF-8"),
+        ("Content-Transfer-Encoding", "8bit"),
+        ("Auto-Submitted", "auto-generated"),
+        ("Precedence", "bulk"),
+        ("X-Cronsup-Job", job.name),
+        ("X-Cronsup-Run", run_summary),
+    ]
+    lines = [f"{name}: {_header_value(value)}\n".encode("ascii") for name, value in headers]
+    return b"".join(lines) + b"\n" + output
+
+
+def _header_value(value: str) -> str:
+    # One line (a command cannot break the header block), and RFC 2047 words when not ASCII.
+    value = " ".join(value.split())
+    if value.isascii():
+        return value
+    return Header(value, "utf-8").encode()
+
+
+def _deliver(program: str, message: bytes, job_name: str, mailto: str, timeout: float) -> None:
+    """Run sendmail and log, never raise: this is a thread's whole body."""
+    try:
+        proc = subprocess.Popen(
+            [program, "-t", "-oi"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, env=_MAILER_ENV, cwd="/", close_fds=True,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        log.warning("job %s: cannot mail output to %s: %s: %s",
+                    job_name, mailto, program, exc.strerror or exc)
+        return
+    try:
+        _, err = proc.communicate(message, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        log.warning("job %s: mailing output to %s: %s took over %gs and was killed",
+                    job_name, mailto, program, timeout)
+        return
+    except OSError as exc:  # e.g. EPIPE: the mailer exited without reading
+        proc.kill()
+        proc.wait()
+        log.warning("job %s: mailing output to %s: %s: %s",
+                    job_name, mailto, program, exc.strerror or exc)
+        return
+    if proc.returncode != 0:
+        first = err.decode("utf-8", "replace").strip().splitlines()[:1]
+        detail = f": {first[0]}" if first else ""
+        log.warning("job %s: mailing output to %s: %s exited with %s%s",
+                    job_name, mailto, program, proc.returncode, detail)

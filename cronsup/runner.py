@@ -1,0 +1,535 @@
+"""One run's OS side: spawn a job in its own session, stream its output into a bounded
+buffer, signal its whole process tree, reap it. No policy: the daemon decides when.
+
+Every function here returns at once: nothing sleeps, waits or reads the run log.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pwd
+import signal
+import stat
+import subprocess
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import psutil
+
+from cronsup.model import JobSpec
+
+# Debian cron's PATH for jobs (crontab(5)); a jobs file overrides it with PATH=.
+DEFAULT_PATH = "/usr/bin:/bin"
+
+_READ_CHUNK = 64 * 1024
+# read_output stops after this much even if the pipe is still not empty, so that a job
+# printing without end cannot hold the single-threaded daemon inside one call; the fd stays
+# readable and the selector comes straight back to it.
+_READ_BUDGET = 16 * _READ_CHUNK
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# Signals after which a stopped process must be continued to act on them (as systemd does).
+_NO_CONT_AFTER = frozenset({signal.SIGKILL, signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN,
+                            signal.SIGTTOU, signal.SIGCONT})
+# With SIGKILL, scan and kill again while new descendants keep appearing (a forking loop).
+_KILL_ROUNDS = 4
+
+
+class SpawnError(Exception):
+    """A job could not be started; `reason` is one line a person can act on."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class OutputBuffer:
+    """Keeps at most `limit` bytes of a stream: its first half and its last half.
+
+    With limit 10, feeding b"abcdefghijklmnop" keeps b"abcde" and b"lmnop", and
+    snapshot() is (b"abcde\\n[... 6 bytes cut ...]\\nlmnop", True).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(0, limit)
+        self._head_limit = self.limit // 2
+        self._tail_limit = self.limit - self._head_limit
+        self._head = bytearray()
+        self._tail = bytearray()  # may grow to twice _tail_limit before it is trimmed
+        self.total = 0
+        self.changed = False
+
+    def feed(self, data: bytes) -> None:
+        """Account for `data` and keep what fits in the head or the tail."""
+        if not data:
+            return
+        self.total += len(data)
+        self.changed = True
+        room = self._head_limit - len(self._head)
+        if room > 0:
+            self._head += data[:room]
+            data = data[room:]
+        if not data or self._tail_limit == 0:
+            return
+        if len(data) >= self._tail_limit:
+            self._tail = bytearray(data[-self._tail_limit:])
+            return
+        self._tail += data
+        # Trim only when the tail is twice its size, so each byte is moved at most once
+        # more: feeding stays linear in the bytes fed, memory stays within 2 * limit.
+        if len(self._tail) >= 2 * self._tail_limit:
+            del self._tail[: len(self._tail) - self._tail_limit]
+
+    def snapshot(self) -> tuple[bytes, bool]:
+        """(kept bytes, truncated?); a truncated one has a marker line between head and tail."""
+        tail = bytes(self._tail[-self._tail_limit:]) if self._tail_limit else b""
+        cut = self.total - len(self._head) - len(tail)
+        if cut <= 0:
+            return bytes(self._head) + tail, False
+        return bytes(self._head) + b"\n[... %d bytes cut ...]\n" % cut + tail, True
+
+
+@dataclass
+class Child:
+    """One running job process: the leader of its own session and process group."""
+
+    run_id: int
+    pid: int  # == its process group id and session id
+    create_time: float  # psutil's create_time (seconds since the epoch)
+    started_at: float  # time.time() at spawn
+    fd: int | None  # non-blocking read end of stdout+stderr; None after EOF or close
+    output: OutputBuffer
+    # The kernel's start time in clock ticks since boot: the process's identity. Unlike
+    # create_time it does not move when the wall clock is set, so a clock step between
+    # spawn and kill cannot make us refuse to signal our own job.
+    start_ticks: int = 0
+    # Descendants seen by signal_tree, pid -> start ticks: once their parent dies they
+    # reparent away from the tree, and a later SIGKILL must still reach them.
+    seen_descendants: dict[int, int] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class Exit:
+    """How a reaped process ended and what it used."""
+
+    pid: int
+    exit_code: int | None  # None when ended by a signal
+    signal: int | None
+    cpu_s: float  # user + system CPU of it and its waited-for descendants
+    # Peak resident memory, bytes, of it and its waited-for descendants. Linux folds the
+    # spawner's peak into a child's ru_maxrss at exec (the vforked child execs from the
+    # daemon's address space), so a small job reports about the daemon's peak: a floor,
+    # not the job's own size.
+    max_rss: int
+
+
+def build_environment(job: JobSpec, pw: pwd.struct_passwd) -> dict[str, str]:
+    """The job's whole environment: cron's base, then the file's lines and `env`, in order.
+
+    Nothing comes from the daemon's own environment (no NOTIFY_SOCKET, no secrets).
+    """
+    env = {
+        "SHELL": job.shell,
+        "PATH": DEFAULT_PATH,
+        "HOME": pw.pw_dir,
+        "LOGNAME": pw.pw_name,
+        "USER": pw.pw_name,
+    }
+    env.update(job.environment)  # later pairs win, as later lines do in a crontab
+    # crontab(5) on Debian: "LOGNAME is the user that the job is running from, and may not
+    # be changed." USER names the same thing; a job must not be able to claim another one.
+    env["LOGNAME"] = env["USER"] = pw.pw_name
+    return env
+
+
+def spawn(job: JobSpec, run_id: int) -> Child:
+    """Start `job.shell -c job.command` in a new session; raise SpawnError if it cannot."""
+    pw, switch = _resolve_user(job.user)
+    cwd = _workdir(job, pw)
+    if switch and pw.pw_uid != 0:
+        _check_user_may_enter(cwd, pw, switch["extra_groups"])
+    env = build_environment(job, pw)
+    stdin = _stdin_fd(job.stdin)
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    try:
+        try:
+            proc = subprocess.Popen(
+                [job.shell, "-c", job.command],
+                stdin=stdin, stdout=write_fd, stderr=write_fd,
+                cwd=cwd, env=env, umask=0o022,
+                close_fds=True, start_new_session=True, restore_signals=True,
+                **switch,
+            )
+        except OSError as exc:
+            raise SpawnError(_popen_reason(exc, job, cwd)) from None
+        except subprocess.SubprocessError as exc:
+            raise SpawnError(f"cannot start {job.shell}: {exc}") from None
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+        if stdin != subprocess.DEVNULL:
+            os.close(stdin)
+    _detach(proc)
+    os.set_blocking(read_fd, False)
+    ticks = start_ticks(proc.pid)
+    return Child(
+        run_id=run_id,
+        pid=proc.pid,
+        create_time=ticks / _CLOCK_TICKS + psutil.boot_time() if ticks is not None else 0.0,
+        started_at=time.time(),
+        fd=read_fd,
+        output=OutputBuffer(job.output_limit),
+        start_ticks=ticks or 0,
+    )
+
+
+def read_output(child: Child) -> bool:
+    """Read what the pipe holds now into child.output; at EOF close the fd and return False."""
+    if child.fd is None:
+        return False
+    budget = _READ_BUDGET
+    while budget > 0:
+        try:
+            data = os.read(child.fd, _READ_CHUNK)
+        except BlockingIOError:
+            return True
+        if not data:
+            os.close(child.fd)
+            child.fd = None
+            return False
+        child.output.feed(data)
+        budget -= len(data)
+    return True
+
+
+def close_output(child: Child) -> None:
+    """Keep what is in the pipe now, then close it without waiting for its writers.
+
+    For a process that has exited while a grandchild still holds the pipe open.
+    """
+    if child.fd is None:
+        return
+    read_output(child)  # its budget exceeds a pipe's capacity: this empties the pipe once
+    if child.fd is not None:
+        os.close(child.fd)
+        child.fd = None
+
+
+def signal_tree(child: Child, sig: int) -> None:
+    """Send `sig` to the job's process group and to every descendant found, now or before.
+
+    Descendants are found from the root and from any descendant seen on an earlier call,
+    and each is checked against its start time first, so a reused pid is never signalled.
+    A process that is already gone is not an error. After a catchable signal, SIGCONT
+    follows so that a stopped job can act on it.
+    """
+    rounds = _KILL_ROUNDS if sig == signal.SIGKILL else 1
+    for _ in range(rounds):
+        table = _process_table()
+        new = _descendants(child, table)
+        known = {pid: ticks for pid, ticks in child.seen_descendants.items()
+                 if pid in table and table[pid].ticks == ticks}
+        found_new = bool(new.keys() - known.keys())
+        known.update(new)
+        child.seen_descendants = known
+        if _group_is_ours(child, table):
+            _killpg(child.pid, sig)
+        for pid, ticks in known.items():
+            _kill_exact(pid, ticks, sig)
+        if not found_new:
+            break
+    if sig not in _NO_CONT_AFTER:
+        if _group_is_ours(child, table):
+            _killpg(child.pid, signal.SIGCONT)
+        for pid, ticks in child.seen_descendants.items():
+            _kill_exact(pid, ticks, signal.SIGCONT)
+
+
+def reap(pids: Iterable[int]) -> list[Exit]:
+    """Collect those of `pids` that have exited, without waiting for the others."""
+    exits = []
+    for pid in pids:
+        try:
+            got, status, usage = os.wait4(pid, os.WNOHANG)
+        except ChildProcessError:
+            continue
+        if got:
+            exits.append(_exit(got, status, usage))
+    return exits
+
+
+def reap_any() -> list[Exit]:
+    """Collect every exited child, ours or an orphan's (for a daemon that runs as PID 1)."""
+    exits = []
+    while True:
+        try:
+            got, status, usage = os.wait4(-1, os.WNOHANG)
+        except ChildProcessError:
+            return exits
+        if not got:
+            return exits
+        exits.append(_exit(got, status, usage))
+
+
+def start_ticks(pid: int) -> int | None:
+    """When process `pid` started, in clock ticks since boot; None if there is no such pid.
+
+    Together with the pid (and the boot), this names one process for good: unlike
+    psutil's create_time it does not move when the wall clock is set.
+    """
+    proc = _read_stat(pid)
+    return proc.ticks if proc else None
+
+
+# --- spawning ----------------------------------------------------------------------------
+
+
+def _resolve_user(name: str | None) -> tuple[pwd.struct_passwd, dict]:
+    """The job's passwd entry, and Popen's user/group/extra_groups when a switch is needed."""
+    euid = os.geteuid()
+    if name is None:
+        try:
+            return pwd.getpwuid(euid), {}
+        except KeyError:
+            raise SpawnError(f"the daemon's uid {euid} has no passwd entry") from None
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        raise SpawnError(f"user {name!r}: no such user") from None
+    groups = os.getgrouplist(pw.pw_name, pw.pw_gid)
+    if euid != 0:
+        if pw.pw_uid != euid:
+            me = _user_name(euid)
+            raise SpawnError(f"user {name!r}: the daemon runs as {me!r} "
+                             "and can switch users only as root")
+        return pw, {}
+    if pw.pw_uid == 0 and os.getegid() == pw.pw_gid and set(os.getgroups()) == set(groups):
+        # root running a root job: nothing to switch, and Popen keeps its fast vfork path
+        return pw, {}
+    return pw, {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": groups}
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _workdir(job: JobSpec, pw: pwd.struct_passwd) -> str:
+    if job.workdir is not None:
+        # Checked here for a clear message; a directory the job's user may not enter is
+        # found by the child's chdir and reported from Popen's error.
+        try:
+            st = os.stat(job.workdir)
+        except OSError as exc:
+            raise SpawnError(f"workdir {job.workdir}: {exc.strerror}") from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise SpawnError(f"workdir {job.workdir}: {os.strerror(errno.ENOTDIR)}")
+        return job.workdir
+    # cron runs a job in its user's home; nobody's home is /nonexistent, so fall back to /.
+    return pw.pw_dir if os.path.isdir(pw.pw_dir) else "/"
+
+
+def _check_user_may_enter(path: str, pw: pwd.struct_passwd, groups: list[int]) -> None:
+    """Refuse a workdir the job's user could not enter itself.
+
+    Popen's child calls chdir() before it drops root, so without this check a job would
+    start inside a directory its user may not search: cron (which changes directory after
+    setuid) would fail such a job. Mode bits only: a directory with a POSIX ACL is given the
+    benefit of the doubt.
+    """
+    gids = set(groups) | {pw.pw_gid}
+    prefixes = set()
+    for each in (os.path.abspath(path), os.path.realpath(path)):
+        parts = each.split("/")
+        prefixes.update("/".join(parts[:i]) or "/" for i in range(1, len(parts) + 1))
+    for directory in sorted(prefixes):
+        try:
+            st = os.stat(directory)
+        except OSError:
+            continue  # a symlink's own path; its target is among the prefixes too
+        if st.st_uid == pw.pw_uid:
+            allowed = st.st_mode & stat.S_IXUSR
+        elif st.st_gid in gids:
+            allowed = st.st_mode & stat.S_IXGRP
+        else:
+            allowed = st.st_mode & stat.S_IXOTH
+        if not allowed and not _has_acl(directory):
+            raise SpawnError(f"workdir {path}: Permission denied "
+                             f"(user {pw.pw_name!r} may not enter {directory})")
+
+
+def _has_acl(path: str) -> bool:
+    try:
+        os.getxattr(path, "system.posix_acl_access")
+    except OSError:
+        return False
+    return True
+
+
+def _stdin_fd(text: str | None) -> int:
+    """/dev/null, or a rewound memfd holding cron's `%` input (it never blocks the daemon)."""
+    if text is None:
+        return subprocess.DEVNULL
+    fd = os.memfd_create("cronsup-stdin", os.MFD_CLOEXEC)
+    try:
+        data = text.encode("utf-8", "surrogateescape")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except OSError as exc:
+        os.close(fd)
+        raise SpawnError(f"cannot hold the job's standard input: {exc.strerror}") from None
+    return fd
+
+
+def _popen_reason(exc: OSError, job: JobSpec, cwd: str) -> str:
+    """One line from Popen's OSError, naming what failed: the shell, the workdir, the user."""
+    what = exc.strerror or str(exc)
+    if exc.filename == cwd:
+        # Python 3.11 reports every failure before exec (chdir, setgroups, setgid, setuid)
+        # as one of chdir(cwd), so with a user switch it may be either.
+        if job.user is not None:
+            return f"cannot start as user {job.user!r} in {cwd}: {what}"
+        return f"workdir {cwd}: {what}"
+    if exc.filename is not None:
+        return f"shell {job.shell}: {what}"
+    return f"cannot start {job.shell}: {what}"
+
+
+def _detach(proc: subprocess.Popen) -> None:
+    # The daemon reaps with wait4 (reap/reap_any). Left alone, Popen.__del__ would
+    # waitpid() this pid when the object is collected, stealing the exit status, or worse
+    # a later child's that reused the pid. A set returncode makes Popen leave it alone.
+    proc.returncode = 0
+
+
+# --- the process tree ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Proc:
+    ppid: int
+    pgid: int
+    ticks: int  # start time in clock ticks since boot
+
+
+def _parse_stat(data: bytes) -> _Proc:
+    # /proc/PID/stat: "pid (comm) state ppid pgrp session ... starttime(22) ..."; comm may
+    # hold spaces and parentheses, so split after the last ")".
+    fields = data[data.rindex(b")") + 2:].split()
+    return _Proc(ppid=int(fields[1]), pgid=int(fields[2]), ticks=int(fields[19]))
+
+
+def _read_stat(pid: int) -> _Proc | None:
+    try:
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        data = os.read(fd, 4096)
+    except ProcessLookupError:  # it ended between open and read
+        return None
+    finally:
+        os.close(fd)
+    return _parse_stat(data) if data else None
+
+
+
+
+def _process_table() -> dict[int, _Proc]:
+    """Every process now: pid -> (ppid, pgid, start ticks). One pass over /proc, as psutil
+    makes for children(recursive=True), but keeping the start ticks it does not expose."""
+    table = {}
+    for pid in psutil.pids():
+        proc = _read_stat(pid)
+        if proc is not None:
+            table[pid] = proc
+    return table
+
+
+def _descendants(child: Child, table: dict[int, _Proc]) -> dict[int, int]:
+    """pid -> ticks of every live process below the root or below a descendant seen before."""
+    children: dict[int, list[int]] = {}
+    for pid, proc in table.items():
+        children.setdefault(proc.ppid, []).append(pid)
+    roots = [pid for pid, ticks in child.seen_descendants.items()
+             if pid in table and table[pid].ticks == ticks]
+    if _is_root_alive(child, table):
+        roots.append(child.pid)
+    found: dict[int, int] = {}
+    while roots:
+        for pid in children.get(roots.pop(), ()):
+            if pid not in found and pid != child.pid:
+                found[pid] = table[pid].ticks
+                roots.append(pid)
+    return found
+
+
+def _is_root_alive(child: Child, table: dict[int, _Proc]) -> bool:
+    # Not yet reaped (a zombie counts): its pid, and so its group id, cannot be reused.
+    proc = table.get(child.pid)
+    return proc is not None and proc.ticks == child.start_ticks
+
+
+def _group_is_ours(child: Child, table: dict[int, _Proc]) -> bool:
+    """killpg(child.pid) reaches only our job: the root is unreaped, or a descendant we
+    know is still in the group (a group id is never reused while the group has members)."""
+    if _is_root_alive(child, table):
+        return True
+    return any(table.get(pid) is not None and table[pid].ticks == ticks
+               and table[pid].pgid == child.pid
+               for pid, ticks in child.seen_descendants.items())
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass  # already gone
+
+
+def _kill_exact(pid: int, ticks: int, sig: int) -> None:
+    """Signal `pid` only if it is still the process that started at `ticks`."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    except OSError:
+        pidfd = None  # no pidfd (old kernel): a check-then-kill race window remains
+    try:
+        # With a pidfd, the check below and the signal address the same process.
+        if start_ticks(pid) != ticks:
+            return
+        if pidfd is not None:
+            signal.pidfd_send_signal(pidfd, sig)
+        else:
+            os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+# --- reaping -------------------------------------------------------------------------------
+
+
+def _exit(pid: int, status: int, usage) -> Exit:
+    if os.WIFSIGNALED(status):
+        code, sig = None, os.WTERMSIG(status)
+    else:
+        code, sig = os.WEXITSTATUS(status), None
+    return Exit(
+        pid=pid,
+        exit_code=code,
+        signal=sig,
+        cpu_s=usage.ru_utime + usage.ru_stime,
+        max_rss=usage.ru_maxrss * 1024,  # KiB on Linux
+    )
+
