@@ -150,35 +150,39 @@ def spawn(job: JobSpec, run_id: int) -> Child:
     if switch and pw.pw_uid != 0:
         _check_user_may_enter(cwd, pw, switch["extra_groups"])
     env = build_environment(job, pw)
-    stdin = _stdin_fd(job.stdin)
-    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    parent_ends: list[int] = []  # the child's ends of stdin and the pipe: closed here always
+    read_fd = None
     try:
-        try:
-            proc = subprocess.Popen(
-                [job.shell, "-c", job.command],
-                stdin=stdin, stdout=write_fd, stderr=write_fd,
-                cwd=cwd, env=env, umask=0o022,
-                close_fds=True, start_new_session=True, restore_signals=True,
-                **switch,
-            )
-        except OSError as exc:
-            raise SpawnError(_popen_reason(exc, job, cwd)) from None
-        except subprocess.SubprocessError as exc:
+        stdin = _stdin_fd(job.stdin)
+        if stdin != subprocess.DEVNULL:
+            parent_ends.append(stdin)
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        parent_ends.append(write_fd)
+        proc = subprocess.Popen(
+            [job.shell, "-c", job.command],
+            stdin=stdin, stdout=write_fd, stderr=write_fd,
+            cwd=cwd, env=env, umask=0o022,
+            close_fds=True, start_new_session=True, restore_signals=True,
+            **switch,
+        )
+    except BaseException as exc:
+        if read_fd is not None:
+            os.close(read_fd)
+        if isinstance(exc, OSError):
+            raise SpawnError(_popen_reason(exc, job, cwd, bool(switch))) from None
+        if isinstance(exc, subprocess.SubprocessError):
             raise SpawnError(f"cannot start {job.shell}: {exc}") from None
-    except BaseException:
-        os.close(read_fd)
         raise
     finally:
-        os.close(write_fd)
-        if stdin != subprocess.DEVNULL:
-            os.close(stdin)
+        for fd in parent_ends:
+            os.close(fd)
     _detach(proc)
     os.set_blocking(read_fd, False)
     ticks = start_ticks(proc.pid)
     return Child(
         run_id=run_id,
         pid=proc.pid,
-        create_time=ticks / _CLOCK_TICKS + psutil.boot_time() if ticks is not None else 0.0,
+        create_time=ticks / _CLOCK_TICKS + _boot_time() if ticks is not None else 0.0,
         started_at=time.time(),
         fd=read_fd,
         output=OutputBuffer(job.output_limit),
@@ -377,29 +381,34 @@ def _stdin_fd(text: str | None) -> int:
         return subprocess.DEVNULL
     fd = os.memfd_create("cronsup-stdin", os.MFD_CLOEXEC)
     try:
-        data = text.encode("utf-8", "surrogateescape")
-        view = memoryview(data)
+        view = memoryview(text.encode("utf-8", "surrogateescape"))
         while view:
             view = view[os.write(fd, view):]
         os.lseek(fd, 0, os.SEEK_SET)
-    except OSError as exc:
+    except BaseException:
         os.close(fd)
-        raise SpawnError(f"cannot hold the job's standard input: {exc.strerror}") from None
+        raise
     return fd
 
 
-def _popen_reason(exc: OSError, job: JobSpec, cwd: str) -> str:
+def _popen_reason(exc: OSError, job: JobSpec, cwd: str, switched: bool) -> str:
     """One line from Popen's OSError, naming what failed: the shell, the workdir, the user."""
     what = exc.strerror or str(exc)
     if exc.filename == cwd:
         # Python 3.11 reports every failure before exec (chdir, setgroups, setgid, setuid)
         # as one of chdir(cwd), so with a user switch it may be either.
-        if job.user is not None:
+        if switched:
             return f"cannot start as user {job.user!r} in {cwd}: {what}"
         return f"workdir {cwd}: {what}"
     if exc.filename is not None:
         return f"shell {job.shell}: {what}"
     return f"cannot start {job.shell}: {what}"
+
+
+def _boot_time() -> float:
+    # What psutil.boot_time() reads from /proc/stat (whole seconds of wall time minus time
+    # since boot), from two clock reads instead of a file: spawn must stay cheap.
+    return float(int(time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)))
 
 
 def _detach(proc: subprocess.Popen) -> None:

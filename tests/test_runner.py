@@ -250,12 +250,12 @@ def test_the_job_has_no_blocked_or_ignored_signals():
 def test_the_job_leads_its_own_session_and_process_group():
     child = runner.spawn(make_job("echo $$; ps -o sid=,pgid= -p $$"), run_id=9)
     assert child.start_ticks == runner.start_ticks(child.pid) > 0  # unreaped: still there
+    assert child.create_time == psutil.Process(child.pid).create_time()
     run_to_end(child)
     pid, ids = child.output.snapshot()[0].decode().splitlines()
     assert int(pid) == child.pid
     assert [int(x) for x in ids.split()] == [child.pid, child.pid]
     assert child.run_id == 9
-    assert child.create_time == pytest.approx(time.time(), abs=30)
     assert child.started_at == pytest.approx(time.time(), abs=30)
 
 
@@ -314,6 +314,30 @@ def test_a_failed_spawn_leaves_no_file_descriptor_open(tmp_path):
         with pytest.raises(SpawnError):
             runner.spawn(make_job("true", shell=f"{tmp_path}/nosh", stdin="x"), run_id=1)
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_running_out_of_file_descriptors_is_a_spawn_error_and_leaks_none():
+    import resource
+
+    before = sorted(os.listdir("/proc/self/fd"))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(before) + 16, hard))
+    filler = []
+    try:
+        while True:
+            try:
+                filler.append(os.open("/dev/null", os.O_RDONLY))
+            except OSError:
+                break
+        os.close(filler.pop())  # room for the memfd, not for the pipe
+        with pytest.raises(SpawnError) as caught:
+            runner.spawn(make_job("true", stdin="x"), run_id=1)
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert caught.value.reason == "cannot start /bin/sh: Too many open files"
+    assert sorted(os.listdir("/proc/self/fd")) == before
 
 
 def test_an_unknown_user_is_a_spawn_error():
