@@ -117,10 +117,10 @@ class Exit:
     exit_code: int | None  # None when ended by a signal
     signal: int | None
     cpu_s: float  # user + system CPU of it and its waited-for descendants
-    # Peak resident memory, bytes, of it and its waited-for descendants. Linux folds the
-    # spawner's peak into a child's ru_maxrss at exec (the vforked child execs from the
-    # daemon's address space), so a small job reports about the daemon's peak: a floor,
-    # not the job's own size.
+    # Peak resident memory, bytes, of it and its waited-for descendants. At exec Linux
+    # folds the peak of the address space left behind into ru_maxrss, and a job's shell
+    # execs from the daemon's (shared by vfork, or copied by fork when switching users):
+    # a small job reports about the daemon's own peak. A floor, not the job's size.
     max_rss: int
 
 
@@ -228,7 +228,9 @@ def signal_tree(child: Child, sig: int) -> None:
     Descendants are found from the root and from any descendant seen on an earlier call,
     and each is checked against its start time first, so a reused pid is never signalled.
     A process that is already gone is not an error. After a catchable signal, SIGCONT
-    follows so that a stopped job can act on it.
+    follows so that a stopped job can act on it. Call it before reaping the job: once
+    the root is reaped its group id could belong to a stranger, so then only descendants
+    seen on an earlier call (and the group they prove still ours) are signalled.
     """
     rounds = _KILL_ROUNDS if sig == signal.SIGKILL else 1
     for _ in range(rounds):
