@@ -67,6 +67,7 @@ _FIELDS = (
     _Field("day-of-week", 0, 7, DAY_NAMES),
 )
 _QUARTZ = re.compile(r"[LW#?]", re.IGNORECASE)
+_NAME_LIKE = re.compile(r"[A-Za-z]{3,}")
 
 
 def parse_schedule(text: str) -> Schedule:
@@ -76,7 +77,7 @@ def parse_schedule(text: str) -> Schedule:
         return Reboot()
     if text == "@after":
         return AfterJobs()
-    if text.startswith("@every"):
+    if text == "@every" or text.startswith("@every "):  # `@everyday` is an unknown keyword
         arg = text[len("@every"):].strip()
         if not arg:
             raise ScheduleError("@every needs a duration, such as '@every 90s' or '@every 1h30m'")
@@ -135,7 +136,7 @@ def _build(fields_text: str, text: str) -> Cron:
 
 
 def _parse_field(text: str, f: _Field) -> set[int]:
-    if _QUARTZ.search(text) and not _is_name_with(text, f):
+    if _QUARTZ.search(text) and not _is_name_with(text):
         bad = _QUARTZ.search(text).group(0).upper()
         raise ScheduleError(
             f"{f.name} field {_q(text)}: {bad!r} is Quartz syntax that cron does not support"
@@ -148,12 +149,14 @@ def _parse_field(text: str, f: _Field) -> set[int]:
     return values
 
 
-def _is_name_with(text: str, f: _Field) -> bool:
-    """True when every L/W/#/? letter belongs to a month or day name (`jul`, `wed`)."""
-    stripped = text.lower()
-    for name in f.names:
-        stripped = stripped.replace(name, "")
-    return not _QUARTZ.search(stripped)
+def _is_name_with(text: str) -> bool:
+    """True when every L/W/#/? letter belongs to a word that reads as a name (`jul`, `wed`).
+
+    Quartz's letters stand alone or after digits (`L`, `LW`, `15W`, `5L`); a run of three or
+    more letters is a name, and `_number` says whether the field accepts it, so `0 wed * * *`
+    is reported as a name in the hour field rather than as Quartz's W.
+    """
+    return not _QUARTZ.search(_NAME_LIKE.sub("", text))
 
 
 def _parse_item(item: str, field_text: str, f: _Field) -> set[int]:
