@@ -421,7 +421,7 @@ def _find_cycle(start: str, by_name: dict[str, JobSpec]) -> list[str] | None:
 def split_schedule_line(text: str, system: bool = False) -> tuple[Schedule, str | None, str]:
     """`0 2 * * * [user] command` to (schedule, user or None, command as written)."""
     if text.startswith("@"):
-        keyword = text.split(None, 1)[0].lower()
+        keyword = text.split(None, 1)[0]
         count = 2 if keyword == "@every" else 1
         if keyword not in KEYWORDS:
             raise ScheduleError(f"unknown keyword {excerpt(text.split(None, 1)[0])}; known: "

@@ -99,10 +99,10 @@ def parse_cron(text: str) -> Cron:
 @functools.lru_cache(maxsize=8192)  # crontabs repeat their expressions; Cron is immutable
 def _parse_cron(text: str) -> Cron:
     if text.startswith("@"):
-        macro = text.lower()
-        if macro not in MACROS:
-            raise ScheduleError(f"unknown keyword {_q(text.split()[0])}; known: {' '.join(KEYWORDS)}")
-        return _build(MACROS[macro], text)
+        if text not in MACROS:  # case-sensitive, as in Debian's cron
+            hint = " (keywords are lowercase)" if text.lower() in MACROS else ""
+            raise ScheduleError(f"unknown keyword {_q(text.split()[0])}{hint}; known: {' '.join(KEYWORDS)}")
+        return _build(MACROS[text], text)
     return _build(text, text)
 
 
@@ -164,9 +164,10 @@ def _parse_item(item: str, field_text: str, f: _Field) -> set[int]:
     base, slash, step_text = item.partition("/")
     step = 1
     if slash:
-        if not _is_number(step_text) or int(step_text[:9]) == 0:
+        digits = step_text.lstrip("0")
+        if not _is_number(step_text) or not digits:
             raise ScheduleError(f"{where}: the step {_q(step_text)} must be a positive integer")
-        step = int(step_text[:9]) if len(step_text) <= 9 else 10**9  # past any range anyway
+        step = int(digits) if len(digits) <= 9 else 10**9  # past any range anyway
     if base == "*":
         low, high = f.low, f.high
         if f.name == "day-of-week":

@@ -323,6 +323,8 @@ def test_identical_lines_still_get_distinct_names():
     ("*/x * * * * /bin/x", "positive integer"),
     ("0 0 30 2 * /bin/x", "never fire"),
     ("@fortnightly /bin/x", "unknown keyword"),
+    ("@DAILY /bin/x", "keywords are lowercase"),
+    ("*/0000000000 * * * * /bin/x", "positive integer"),
     ("@every /bin/x", "bad duration"),
     ("* * * *", "needs 5 time fields"),
     ("* * * * 1-5", "a command must follow"),
