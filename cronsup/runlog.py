@@ -945,6 +945,15 @@ class RunLog:
         ).fetchone()[0]
 
     @_guarded
+    def last_success(self, job: str) -> float | None:
+        """When the job's latest successful run finished (for @after after a restart)."""
+        row = self._conn.execute(
+            "SELECT finished_at FROM runs WHERE job = ? AND status = 'success' ORDER BY id DESC LIMIT 1",
+            (job,),
+        ).fetchone()
+        return row[0] if row else None
+
+    @_guarded
     def last_success_since(self, job: str, since: float) -> bool:
         """Whether the job has a successful run that finished at or after `since` (for @after)."""
         return self._conn.execute(
