@@ -6,6 +6,8 @@ import datetime as dt
 import difflib
 import itertools
 import json
+import logging
+import os
 import sys
 
 import click
@@ -209,3 +211,303 @@ def import_(crontabs: tuple[str, ...], system: bool, jobs_path: str, db: str) ->
         for error in e.errors:
             click.echo(str(error), err=True)
         sys.exit(EXIT_INVALID)
+
+
+@main.command()
+@click.option("--system", is_flag=True, help="Read the jobs file in the system format (a user field per line).")
+@click.option("--detach", is_flag=True, help="Run in the background (for systems without systemd).")
+@click.option("--pidfile", metavar="PATH", help="With --detach: write the daemon's pid here.")
+@click.option("--log-file", metavar="PATH", help="Log here instead of standard error (with --detach: syslog).")
+@click.option("--keep-runs", default=1000, show_default=True, type=click.IntRange(1), help="Runs kept per job in the run log.")
+@click.option("--keep-days", default=90.0, show_default=True, type=click.FloatRange(min=0.01), help="Days of history kept in the run log.")
+@click.option("-v", "--verbose", is_flag=True, help="Log debugging detail.")
+@common_options
+def daemon(system: bool, detach: bool, pidfile: str | None, log_file: str | None, keep_runs: int,
+           keep_days: float, verbose: bool, jobs_path: str, db: str) -> None:
+    """Run the daemon: start jobs on time, supervise them, record every run.
+
+    Runs in the foreground until SIGTERM or SIGINT (running jobs get SIGTERM and their
+    kill_grace, then SIGKILL); SIGHUP rereads the jobs file, as does saving it.
+
+    \b
+    Example:
+      cronsup daemon --jobs /etc/cronsup/jobs --db /var/lib/cronsup/runs.db
+      cronsup daemon --detach --pidfile /run/cronsup.pid
+    """
+    from cronsup.daemon import Daemon, DaemonError
+
+    if pidfile and not detach:
+        fail("--pidfile needs --detach (under systemd, leave both out)", EXIT_USAGE)
+    d = Daemon(jobs_path, db, system=system, keep_runs=keep_runs, keep_days=keep_days)
+    if detach:
+        _detach(d, pidfile, log_file, verbose)
+    else:
+        _setup_logging(verbose, log_file)
+    try:
+        sys.exit(d.run())
+    except DaemonError as e:
+        fail(str(e))
+
+
+def _setup_logging(verbose: bool, log_file: str | None, syslog: bool = False) -> None:
+    level = logging.DEBUG if verbose else logging.INFO
+    if log_file:
+        handler: logging.Handler = logging.FileHandler(log_file)
+        handler.setFormatter(logging.Formatter("%(asctime)s cronsup[%(process)d]: %(levelname)s %(message)s"))
+    elif syslog:
+        from logging.handlers import SysLogHandler
+
+        handler = SysLogHandler("/dev/log") if os.path.exists("/dev/log") else logging.NullHandler()
+        handler.setFormatter(logging.Formatter("cronsup[%(process)d]: %(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        # Under systemd the journal stamps each line; elsewhere say when.
+        fmt = "%(levelname)s %(message)s" if os.environ.get("JOURNAL_STREAM") else \
+            "%(asctime)s %(levelname)s %(message)s"
+        handler.setFormatter(logging.Formatter(fmt))
+    root = logging.getLogger("cronsup")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def _detach(d, pidfile: str | None, log_file: str | None, verbose: bool) -> None:
+    import daemon as pydaemon
+    from daemon.pidfile import TimeoutPIDLockFile
+
+    from cronsup.daemon import DaemonError
+
+    try:
+        d.check_can_start()  # report a held lock here, while there is a terminal to say it on
+    except DaemonError as e:
+        fail(str(e))
+    context = pydaemon.DaemonContext(
+        pidfile=TimeoutPIDLockFile(os.path.abspath(pidfile), 5) if pidfile else None,
+        working_directory="/", umask=0o022, detach_process=True)
+    context.open()
+    _setup_logging(verbose, log_file, syslog=not log_file)
+
+
+def _colour() -> bool:
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+def _open_log(db: str, must_exist: bool = True):
+    from cronsup.runlog import RunLog, RunLogError, RunLogMissing
+
+    try:
+        return RunLog.open(db, readonly=True)
+    except RunLogMissing:
+        if must_exist:
+            fail(f"no run log at {db}: the daemon has not run with this --db yet "
+                 "(start it with `cronsup daemon`)")
+        return None
+    except RunLogError as e:
+        fail(str(e))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the SPEC's JSON object.")
+@common_options
+def status(as_json: bool, jobs_path: str, db: str) -> None:
+    """The daemon and every job: schedule, next run, last run, running now.
+
+    Works while the daemon is stopped, from the run log and the jobs file.
+
+    \b
+    Example:
+      cronsup status
+      cronsup status --json | jq '.jobs[] | select(.last_run.status != "success")'
+    """
+    from cronsup import clock, fmt, report
+    from cronsup.runlog import RunLogError
+
+    now = clock.wall()
+    try:
+        st = report.status(jobs_path, db, now)
+    except RunLogError as e:
+        fail(str(e))
+    if as_json:
+        click.echo(json.dumps(st.to_json(), indent=2))
+        return
+    colour = _colour()
+    if st.running:
+        up = fmt.took(now - st.started_at) if st.started_at else "?"
+        click.echo(f"daemon: running, pid {st.pid}, up {up}, jobs file {st.jobs_file}")
+    else:
+        click.echo(f"daemon: not running (start it with `cronsup daemon`); jobs file {st.jobs_file}")
+    if st.note:
+        click.echo(st.note)
+    if st.config_error:
+        label = "JOBS FILE ERROR" + (" (running the last good version)" if st.running else "")
+        click.echo(click.style(f"{label}: {st.config_error}", fg="red", bold=True), color=colour)
+    if not st.jobs:
+        click.echo("no jobs")
+        return
+    rows = []
+    for job in st.jobs:
+        if job.paused:
+            nxt = "paused"
+        elif not job.enabled:
+            nxt = "disabled"
+        elif job.next_run is None:
+            nxt = "-"
+        else:
+            nxt = f"{fmt.when(job.next_run, now)} {fmt.relative(job.next_run, now)}"
+        last = job.last_run
+        if last is None:
+            last_cols = ["never", "", "", ""]
+        else:
+            code = "" if last.exit_code is None else str(last.exit_code)
+            if last.signal:
+                code = f"sig {last.signal}"
+            last_cols = [fmt.when(last.started_at or last.scheduled_for, now),
+                         fmt.status(last.status, colour), code, fmt.took(last.duration_s)]
+        rate = "-" if job.success_rate is None else f"{job.success_rate * 100:.0f}%"
+        rows.append([job.name, job.schedule, nxt, *last_cols, rate])
+        for run in job.running:
+            since = fmt.took(now - run.started_at) if run.started_at else "?"
+            where = "" if st.running else " (the daemon is gone: it will be marked lost)"
+            rows.append([f"  └ running", f"run {run.id}", f"pid {run.pid}, {since}{where}", "", "", "", "", ""])
+    lines = fmt.table(["JOB", "SCHEDULE", "NEXT", "LAST", "RESULT", "EXIT", "TOOK", "OK"], rows,
+                      [20, 16, 22, 16, None, 6, 7, 4], right={7})
+    for line in lines:
+        click.echo(line, color=colour)
+
+
+@main.command()
+@click.argument("job")
+@click.option("-n", "limit", default=20, show_default=True, type=click.IntRange(1), help="How many runs.")
+@click.option("--failed", is_flag=True, help="Only runs that did not succeed (failed, timeout, killed, lost, missed, error).")
+@click.option("--since", metavar="DURATION", help="Only runs of the last DURATION, such as 2d or 6h.")
+@click.option("--output", "with_output", is_flag=True, help="Add each run's captured output.")
+@click.option("--run", "run_id", type=int, metavar="ID", help="One run in full, with its output.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing runs as they start and end.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of runs (one object per line with --follow).")
+@common_options
+def logs(job: str, limit: int, failed: bool, since: str | None, with_output: bool, run_id: int | None,
+         follow: bool, as_json: bool, jobs_path: str, db: str) -> None:
+    """A job's runs, newest first: trigger, attempt, start, duration, status, exit code.
+
+    \b
+    Example:
+      cronsup logs backup
+      cronsup logs backup --failed --since 7d --output
+      cronsup logs backup --run 42
+      cronsup logs backup --follow --output
+    """
+    from cronsup import clock, logview, report
+    from cronsup.units import parse_duration
+
+    runlog = _open_log(db)
+    with runlog:
+        names = report.known_jobs(jobs_path, runlog)
+        if job not in names:
+            close = difflib.get_close_matches(job, names, n=5, cutoff=0.4)
+            hint = f"; did you mean: {', '.join(close)}?" if close else (
+                f"; known jobs: {', '.join(names[:10])}" if names else "")
+            fail(f"no job named {job!r}{hint}", EXIT_USAGE)
+        after = None
+        if since:
+            try:
+                after = clock.wall() - parse_duration(since)
+            except ValueError as e:
+                fail(f"--since: {e}", EXIT_USAGE)
+        view = logview.LogView(runlog, job, escape=sys.stdout.isatty(), colour=_colour())
+        if run_id is not None:
+            view.one(run_id, as_json)
+        elif follow:
+            view.follow(limit, failed, after, with_output, as_json)
+        else:
+            view.list(limit, failed, after, with_output, as_json)
+
+
+def _ask(db: str, op: str, job: str | None = None) -> dict:
+    """One request to the daemon over its control socket; exit 3 when none runs."""
+    from cronsup import control
+
+    path = paths.control_socket(db)
+    try:
+        return control.request(path, op, job)
+    except control.NoDaemon:
+        fail(f"no daemon is running with the run log {db}; start it with `cronsup daemon --db {db}` "
+             "(or `systemctl start cronsup`)", EXIT_NO_DAEMON)
+    except control.ControlError as e:
+        fail(str(e))
+    raise AssertionError("unreachable")
+
+
+@main.command()
+@click.argument("job")
+@click.option("--wait", is_flag=True, help="Wait for the run (and its retries) to end; exit 0 on success, 1 otherwise.")
+@common_options
+def run(job: str, wait: bool, jobs_path: str, db: str) -> None:
+    """Have the daemon start JOB now (trigger "manual"), under its overlap policy and retries.
+
+    Prints the run id. Exits 3 when no daemon is running.
+
+    \b
+    Example:
+      cronsup run backup
+      cronsup run backup --wait && echo "backup ok"
+    """
+    from cronsup import waiting
+
+    answer = _ask(db, "run", job)
+    run_id, state = answer.get("run_id"), answer.get("status")
+    if state == "queued":
+        click.echo(f"{job}: queued: {answer.get('reason')}")
+    elif state == "running":
+        click.echo(f"{job}: started run {run_id}")
+    else:  # skipped (overlap) or error (could not start): nothing to wait for
+        click.echo(f"{job}: run {run_id} {state}" + (f": {answer['reason']}" if answer.get("reason") else ""))
+        sys.exit(1)
+    if wait:
+        sys.exit(waiting.wait_for(db, job, run_id, echo=click.echo))
+
+
+@main.command()
+@common_options
+def reload(jobs_path: str, db: str) -> None:
+    """Have the daemon reread its jobs file now (saving the file does it too).
+
+    Exits 1 when the file has errors: the daemon then keeps the last good version.
+
+    \b
+    Example:
+      cronsup reload
+    """
+    answer = _ask(db, "reload")
+    if answer.get("reloaded"):
+        click.echo(f"reloaded: {answer.get('jobs')} jobs")
+    else:
+        fail(f"not reloaded, the daemon keeps the last good version: {answer.get('config_error')}")
+
+
+@main.command()
+@click.argument("job")
+@common_options
+def pause(job: str, jobs_path: str, db: str) -> None:
+    """Stop scheduled starts of JOB until `cronsup resume JOB` (kept across daemon restarts).
+
+    A running run goes on; `cronsup run JOB` still starts it by hand.
+
+    \b
+    Example:
+      cronsup pause backup
+    """
+    _ask(db, "pause", job)
+    click.echo(f"{job}: paused")
+
+
+@main.command()
+@click.argument("job")
+@common_options
+def resume(job: str, jobs_path: str, db: str) -> None:
+    """Start scheduling JOB again after `cronsup pause JOB`.
+
+    \b
+    Example:
+      cronsup resume backup
+    """
+    _ask(db, "resume", job)
+    click.echo(f"{job}: resumed")

@@ -1,0 +1,130 @@
+"""Shared fixtures: a real daemon in a temp dir, and polling with deadlines (never fixed sleeps)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from cronsup import control, report
+from cronsup.runlog import Run, RunLog, RunLogError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02,
+               what: str = "condition") -> object:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class DaemonProcess:
+    """`cronsup daemon` as an admin runs it, on a jobs file and run log in a temp dir."""
+
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.jobs = tmp / "jobs"
+        self.db = tmp / "state" / "runs.db"
+        self.proc: subprocess.Popen | None = None
+        self.log_path = tmp / "daemon.log"
+
+    def write(self, text: str) -> None:
+        self.jobs.write_text(textwrap.dedent(text))
+
+    def start(self, *args: str, env: dict[str, str] | None = None, wait: bool = True) -> DaemonProcess:
+        environ = dict(os.environ)
+        environ.update(env or {})
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cronsup", "daemon", "--jobs", str(self.jobs), "--db", str(self.db), *args],
+            stdout=self._log, stderr=subprocess.STDOUT, env=environ, cwd=str(self.tmp))
+        if wait:
+            wait_until(self.ready, 15, what="the daemon to start")
+        return self
+
+    def ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"the daemon exited with {self.proc.returncode}:\n{self.output()}")
+        if report.daemon_pid(str(self.db)) != self.proc.pid:
+            return False
+        try:  # the control socket answers once start-up (recovery included) is over
+            return control.request(str(self.db) + ".sock", "ping", timeout=2)["pid"] == self.proc.pid
+        except control.ControlError:
+            return False
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def send(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout)
+        finally:
+            self._log.close()
+        return code
+
+    def cli(self, *args: str, check: bool = False, timeout: float = 30) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [sys.executable, "-m", "cronsup", *args, "--jobs", str(self.jobs), "--db", str(self.db)],
+            capture_output=True, text=True, timeout=timeout, cwd=str(self.tmp))
+        if check and result.returncode != 0:
+            raise AssertionError(f"cronsup {' '.join(args)} exited {result.returncode}: {result.stderr}")
+        return result
+
+    def status(self) -> dict:
+        return json.loads(self.cli("status", "--json", check=True).stdout)
+
+    def runs(self, job: str | None = None) -> list[Run]:
+        """Every run of `job` (or of all jobs), oldest first."""
+        try:
+            with RunLog.open(str(self.db), readonly=True) as log:
+                names = [job] if job else log.job_names()
+                found = [r for name in names for r in log.runs(name, limit=None)]
+        except RunLogError:
+            return []
+        return sorted(found, key=lambda r: r.id)
+
+    def finished(self, job: str, count: int = 1, timeout: float = 15) -> list[Run]:
+        """Wait for `count` runs of `job` that ran and ended; return those, oldest first."""
+        def enough():
+            runs = [r for r in self.runs(job) if r.status not in ("running", "skipped", "missed")]
+            return runs if len(runs) >= count else None
+        return wait_until(enough, timeout, what=f"{count} finished runs of {job}")
+
+    def output_of(self, run_id: int) -> bytes:
+        with RunLog.open(str(self.db), readonly=True) as log:
+            found = log.output(run_id)
+        return found[0] if found else b""
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    d = DaemonProcess(tmp_path)
+    yield d
+    d.kill()

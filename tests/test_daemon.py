@@ -1,0 +1,240 @@
+"""The real daemon, end to end: real processes, signals, SQLite files and file edits."""
+
+import os
+import signal
+import sqlite3
+import threading
+import time
+
+import psutil
+import pytest
+
+from conftest import wait_until
+from cronsup.runlog import RunLog
+
+
+def group_alive(pgid: int) -> bool:
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(p.pid) == pgid and p.status() != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            continue
+    return False
+
+
+def test_a_job_runs_on_time_and_its_run_is_recorded_with_its_output(daemon):
+    daemon.write("""\
+        [job.hello]
+        @every 1s echo "hello from $LOGNAME"; echo oops >&2; exit 3
+        """)
+    daemon.start()
+    (run,) = daemon.finished("hello")[:1]
+    assert run.status == "failed" and run.exit_code == 3 and run.reason == "exit code 3"
+    assert run.trigger == "schedule" and run.attempt == 1 and run.pid and run.cpu_s is not None
+    assert daemon.output_of(run.id) == b"hello from root\noops\n"
+    assert daemon.stop() == 0
+
+
+def test_a_timeout_kills_the_whole_tree(daemon):
+    daemon.write("""\
+        [job.hang]
+        timeout = "1s"
+        kill_grace = "1s"
+        @every 1s sh -c 'sleep 300 & sleep 300'
+        """)
+    daemon.start()
+    (run,) = daemon.finished("hang")[:1]
+    assert run.status == "timeout" and run.reason == "timed out after 1.0s"
+    wait_until(lambda: not group_alive(run.pid), 5, what="the job's process group to be gone")
+
+
+def test_a_job_that_ignores_sigterm_is_killed_after_its_grace(daemon):
+    daemon.write("""\
+        [job.stubborn]
+        timeout = "1s"
+        kill_grace = "1s"
+        @every 1s trap '' TERM; echo ready; sleep 300
+        """)
+    daemon.start()
+    (run,) = daemon.finished("stubborn")[:1]
+    assert run.status == "timeout" and run.signal == signal.SIGKILL
+    assert 1.9 <= run.duration_s < 6
+    assert not group_alive(run.pid)
+
+
+@pytest.mark.parametrize("policy", ["skip", "queue", "replace"])
+def test_overlap_policies_with_a_job_slower_than_its_interval(daemon, policy):
+    daemon.write(f"""\
+        [job.slow]
+        overlap = "{policy}"
+        kill_grace = "1s"
+        @every 1s sleep 2.5
+        """)
+    daemon.start()
+    wait_until(lambda: len(daemon.runs("slow")) >= 4, 15, what="four runs")
+    daemon.stop()
+    runs = daemon.runs("slow")
+    statuses = [r.status for r in runs]
+    if policy == "skip":
+        assert "skipped" in statuses and "still running" in next(r.reason for r in runs if r.status == "skipped")
+        started = [r for r in runs if r.started_at is not None]
+        assert all(a.finished_at <= b.started_at for a, b in zip(started, started[1:]))  # never two at once
+    elif policy == "queue":
+        started = [r for r in runs if r.started_at is not None]
+        assert len(started) >= 2
+        assert all(a.finished_at <= b.started_at + 0.05 for a, b in zip(started, started[1:]))
+        assert started[1].scheduled_for < started[1].started_at - 0.5  # it waited for the first
+    else:
+        assert "killed" in statuses
+        assert "replaced" in next(r.reason for r in runs if r.status == "killed")
+
+
+def test_exactly_retries_plus_one_attempts(daemon):
+    daemon.write("""\
+        [job.flaky]
+        retries = 2
+        retry_delay = "0.2s"
+        retry_jitter = false
+        @every 5s echo attempt; exit 1
+        """)
+    daemon.start()
+    runs = daemon.finished("flaky", 3)
+    time.sleep(0.5)  # a fourth attempt would have come by now (0.2s, 0.4s delays)
+    runs = [r for r in daemon.runs("flaky") if r.scheduled_for == runs[0].scheduled_for]
+    assert [(r.attempt, r.trigger) for r in runs] == [(1, "schedule"), (2, "retry"), (3, "retry")]
+    assert runs[0].reason.startswith("exit code 1; attempt 2 of 3")
+    assert runs[-1].reason == "exit code 1"
+
+
+def test_an_after_chain_runs_on_success_and_not_on_failure(daemon):
+    flag = daemon.tmp / "fail"
+    daemon.write(f"""\
+        [job.backup]
+        @every 1s test ! -e {flag}
+        [job.report]
+        after = ["backup"]
+        @after echo reported
+        """)
+    daemon.start()
+    (report,) = daemon.finished("report")[:1]
+    assert report.trigger == "after" and report.status == "success"
+    flag.touch()
+    wait_until(lambda: any(r.status == "failed" for r in daemon.runs("backup")), what="a failed backup")
+    reports_then = len(daemon.runs("report"))
+    failed = [r for r in daemon.runs("backup") if r.status == "failed"]
+    wait_until(lambda: len([r for r in daemon.runs("backup") if r.status == "failed"]) >= len(failed) + 1,
+               what="another failed backup")
+    assert len(daemon.runs("report")) == reports_then
+
+
+def test_a_job_gets_crons_environment_and_no_inherited_file_descriptors(daemon):
+    daemon.write("""\
+        FROM_FILE=yes
+        [job.inspect]
+        env = { FROM_OPTION = "too" }
+        @every 1s env | sort; echo FDS; ls /proc/self/fd
+        """)
+    daemon.start(env={"SECRET_TOKEN": "hunter2", "NOTIFY_SOCKET": "/run/x"})
+    (run,) = daemon.finished("inspect")[:1]
+    text = daemon.output_of(run.id).decode()
+    env_part, fds = text.split("FDS\n")
+    names = {line.split("=", 1)[0] for line in env_part.splitlines()}
+    assert "SECRET_TOKEN" not in names and "NOTIFY_SOCKET" not in names
+    assert {"SHELL", "PATH", "HOME", "LOGNAME", "USER", "FROM_FILE", "FROM_OPTION"} <= names
+    assert "PATH=/usr/bin:/bin" in env_part
+    # ls lists 0, 1, 2 and the directory fd it opened itself to read /proc/self/fd
+    assert sorted(fds.split())[:3] == ["0", "1", "2"] and len(fds.split()) == 4
+
+
+def test_a_job_prints_a_gigabyte_and_the_daemon_stays_small(daemon):
+    daemon.write("""\
+        [job.flood]
+        output_limit = "64KiB"
+        @every 1h head -c 1000000000 /dev/zero | tr '\\0' x; echo; echo THE-END
+        """)
+    daemon.start()
+    rss_before = psutil.Process(daemon.proc.pid).memory_info().rss
+    peak = [rss_before]
+    result = daemon.cli("run", "flood", "--wait", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (run,) = daemon.runs("flood")
+    peak.append(psutil.Process(daemon.proc.pid).memory_info().rss)
+    data = daemon.output_of(run.id)
+    assert data.startswith(b"xxxx") and data.endswith(b"THE-END\n") and b"bytes cut" in data
+    assert len(data) < 70 * 1024
+    with RunLog.open(str(daemon.db), readonly=True) as log:
+        assert log.run(run.id).output_truncated is True
+    assert max(peak) - rss_before < 20 * 1024 * 1024
+
+
+def test_sigterm_stops_the_daemon_after_terming_running_jobs_and_recording_them(daemon):
+    daemon.write("""\
+        [job.long]
+        kill_grace = "2s"
+        @every 1s sleep 300
+        """)
+    daemon.start()
+    wait_until(lambda: daemon.runs("long"), what="a run")
+    (run,) = daemon.runs("long")
+    assert daemon.stop(signal.SIGTERM) == 0
+    (run,) = daemon.runs("long")
+    assert run.status == "killed" and run.reason == "stopped with the daemon" and run.signal == signal.SIGTERM
+    assert not group_alive(run.pid)
+
+
+def test_after_a_sigkill_the_next_daemon_marks_the_run_lost_and_kills_its_survivors(daemon):
+    daemon.write("""\
+        [job.orphan]
+        @every 1s sleep 300
+        """)
+    daemon.start()
+    wait_until(lambda: daemon.runs("orphan"), what="a run")
+    (run,) = daemon.runs("orphan")
+    daemon.stop(signal.SIGKILL)
+    assert group_alive(run.pid)  # nobody killed it: the daemon died
+    daemon.write("[job.orphan]\n@every 1h sleep 300\n")
+    daemon.start()
+    lost = daemon.runs("orphan")[0]
+    assert lost.status == "lost" and "killed when the daemon restarted" in lost.reason
+    wait_until(lambda: not group_alive(run.pid), 5, what="the survivor to be killed")
+
+
+def test_a_locked_run_log_is_waited_for(daemon):
+    daemon.write("[job.a]\n@every 1h true\n")
+    daemon.start()
+    daemon.stop()
+    conn = sqlite3.connect(str(daemon.db), check_same_thread=False)
+    conn.execute("BEGIN EXCLUSIVE")
+    release = threading.Timer(1.0, conn.rollback)
+    release.start()
+    t0 = time.monotonic()
+    daemon.start()
+    assert time.monotonic() - t0 >= 0.9
+    release.join()
+    conn.close()
+
+
+def test_a_corrupt_run_log_is_moved_aside_and_a_new_one_started(daemon):
+    daemon.write("[job.a]\n@every 1s true\n")
+    daemon.db.parent.mkdir(mode=0o700)
+    daemon.db.write_bytes(b"this is not a database" * 100)
+    daemon.start()
+    aside = [p for p in daemon.db.parent.iterdir() if ".corrupt-" in p.name]
+    assert len(aside) == 1 and aside[0].read_bytes().startswith(b"this is not a database")
+    assert "corrupt" in daemon.output()
+    daemon.finished("a")
+
+
+def test_a_second_daemon_on_the_same_run_log_is_refused(daemon):
+    daemon.write("[job.a]\n@every 1h true\n")
+    daemon.start()
+    result = daemon.cli("daemon")
+    assert result.returncode == 1 and "another cronsup daemon" in result.stderr
+
+
+def test_the_run_log_is_private(daemon):
+    daemon.write("[job.a]\n@every 1h true\n")
+    daemon.start()
+    assert os.stat(daemon.db).st_mode & 0o777 == 0o600
+    assert os.stat(daemon.db.parent).st_mode & 0o777 == 0o700
