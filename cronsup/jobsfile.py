@@ -424,7 +424,8 @@ def split_schedule_line(text: str, system: bool = False) -> tuple[Schedule, str 
         keyword = text.split(None, 1)[0]
         count = 2 if keyword == "@every" else 1
         if keyword not in KEYWORDS:
-            raise ScheduleError(f"unknown keyword {excerpt(text.split(None, 1)[0])}; known: "
+            hint = " (keywords are lowercase)" if keyword.lower() in KEYWORDS else ""
+            raise ScheduleError(f"unknown keyword {excerpt(keyword)}{hint}; known: "
                                 f"{' '.join(KEYWORDS)}")
     else:
         count = 5
