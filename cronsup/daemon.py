@@ -430,7 +430,7 @@ class Daemon:
         return given
 
     def _reap(self, now: Now) -> list[Action]:
-        exits = runner.reap_any() if self.pid == 1 else runner.reap(list(self.by_pid))
+        exits = runner.reap_any() if self.pid == 1 else runner.reap_exited(self.by_pid)
         actions: list[Action] = []
         for ex in exits:
             run_id = self.by_pid.pop(ex.pid, None)

@@ -13,7 +13,7 @@ import signal
 import stat
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 
 import psutil
@@ -265,6 +265,28 @@ def reap(pids: Iterable[int]) -> list[Exit]:
         if got:
             exits.append(_exit(got, status, usage))
     return exits
+
+
+def reap_exited(known: Container[int]) -> list[Exit]:
+    """Collect the exited children among `known` in O(exits), not O(children).
+
+    waitid(WNOWAIT) names an exited child without collecting it; wait4 then collects it
+    with its resource use. When the first exited child is not one of ours (the mail
+    thread's sendmail, whose own wait collects it), fall back to asking for each pid.
+    """
+    exits = []
+    while True:
+        try:
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return exits
+        if info is None:
+            return exits
+        if info.si_pid not in known:
+            return exits + reap([pid for pid in known if pid not in {e.pid for e in exits}])
+        got, status, usage = os.wait4(info.si_pid, os.WNOHANG)
+        if got:
+            exits.append(_exit(got, status, usage))
 
 
 def reap_any() -> list[Exit]:

@@ -123,7 +123,8 @@ class Supervisor:
         self.history = history or History()
         self.rng = rng or random.Random()
         self.jobs: dict[str, _Job] = {}
-        self.runs: list[_Run] = []
+        self.runs: dict[str, list[_Run]] = {}  # job name -> its runs, oldest first
+        self.by_id: dict[int, _Run] = {}
         self.paused: set[str] = set(self.history.paused)
         self.last_success = dict(self.history.last_success)
         self.last_started = dict(self.history.last_started)
@@ -235,7 +236,7 @@ class Supervisor:
         if jumped:
             log.warning("the wall clock jumped %s by %.0f s", "forward" if drift > 0 else "back",
                         abs(drift))
-        for run in self.runs:
+        for run in list(self.by_id.values()):
             actions += self._enforce(run, now)
         for job in list(self.jobs.values()):
             actions += self._tick_job(job, now, drift if jumped else 0.0)
@@ -312,16 +313,16 @@ class Supervisor:
                 wake = min(wake, due)
             if job.catchup and not self._active(job.spec.name):
                 wake = now.mono
-        for run in self.runs:
+        for run in self.by_id.values():
             for t in (run.deadline, run.kill_at):
-                if t is not None and run.run_id is not None:
+                if t is not None:
                     wake = min(wake, t)
         return max(wake, now.mono)
 
     # -- starting --------------------------------------------------------------------------
 
     def _active(self, name: str) -> list[_Run]:
-        return [r for r in self.runs if r.job.name == name]
+        return self.runs.get(name, [])
 
     def _due(self, job: _Job, fire: Fire, now: Now) -> list[Action]:
         """A fire came due: start it, or apply the overlap policy."""
@@ -351,19 +352,28 @@ class Supervisor:
         return [Record(spec, fire, RunStatus.SKIPPED, f"{label} still running")]
 
     def _start(self, job: _Job, fire: Fire) -> list[Action]:
-        self.runs.append(_Run(job=job.spec, fire=fire))
+        self.runs.setdefault(job.spec.name, []).append(_Run(job=job.spec, fire=fire))
         return [Start(job.spec, fire)]
 
     def _find(self, start: Start) -> _Run:
-        for run in self.runs:
+        for run in self.runs.get(start.job.name, []):
             if run.run_id is None and run.job is start.job and run.fire == start.fire:
                 return run
         raise KeyError(start)
+
+    def _forget(self, run: _Run) -> None:
+        runs = self.runs[run.job.name]
+        runs.remove(run)
+        if not runs:
+            del self.runs[run.job.name]
+        if run.run_id is not None:
+            del self.by_id[run.run_id]
 
     def started(self, start: Start, run_id: int, now: Now) -> None:
         """The daemon recorded and spawned `start` as run `run_id`."""
         run = self._find(start)
         run.run_id = run_id
+        self.by_id[run_id] = run
         run.started_mono = now.mono
         if start.job.timeout:
             run.deadline = now.mono + start.job.timeout
@@ -371,7 +381,7 @@ class Supervisor:
 
     def not_started(self, start: Start) -> None:
         """The daemon did not start `start`: a run for that time exists, or it could not spawn."""
-        self.runs.remove(self._find(start))
+        self._forget(self._find(start))
 
     def run_now(self, name: str, now: Now) -> list[Action]:
         """`cronsup run JOB`: a manual start under the job's overlap policy."""
@@ -407,8 +417,8 @@ class Supervisor:
                  now: Now) -> tuple[RunStatus, str | None, list[Action]]:
         """Run `run_id` ended: its status and reason, and what follows (retries, queued
         runs, @after jobs)."""
-        run = next(r for r in self.runs if r.run_id == run_id)
-        self.runs.remove(run)
+        run = self.by_id[run_id]
+        self._forget(run)
         spec, fire = run.job, run.fire
         if run.ending is not None:
             status, reason = run.ending
@@ -479,9 +489,7 @@ class Supervisor:
         actions: list[Action] = []
         for job in self.jobs.values():
             job.queued, job.pending, job.catchup = None, [], deque()
-        for run in list(self.runs):
-            if run.run_id is None:
-                continue
+        for run in list(self.by_id.values()):
             actions += self._signal(run, signal.SIGTERM, now, (RunStatus.KILLED, "stopped with the daemon"))
         return actions
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pwd
 import select
+import subprocess
 import signal
 import sys
 import time
@@ -16,6 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conftest import wait_until
 from cronsup import runner
 from cronsup.model import Every, JobSpec
 from cronsup.runner import Child, Exit, OutputBuffer, SpawnError
@@ -570,3 +572,16 @@ def test_a_reused_pid_is_never_signalled(leftovers):
     run_to_end(child)
     child.seen_descendants[os.getpid()] = 1  # no process started at tick 1
     runner.signal_tree(child, signal.SIGKILL)  # would kill pytest if it did not check
+
+
+def test_reap_exited_collects_only_exited_known_children():
+    fast = subprocess.Popen(["true"])
+    slow = subprocess.Popen(["sleep", "5"])
+    try:
+        exits = wait_until(lambda: runner.reap_exited({fast.pid, slow.pid}), 5, what="the fast child")
+        assert [e.pid for e in exits] == [fast.pid] and exits[0].exit_code == 0
+        assert runner.reap_exited({slow.pid}) == []
+    finally:
+        slow.kill()
+        slow.wait()
+        fast.returncode = 0
