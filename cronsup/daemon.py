@@ -32,6 +32,7 @@ HEARTBEAT = 60.0  # how often last_seen is written, for catch-up after a crash
 PRUNE_EVERY = 3600.0
 OUTPUT_FLUSH = 1.0  # a running job's output reaches the run log at most this late
 WATCH_STEP_MS = 50  # watchfiles: yield changes once the directory is quiet this long
+WATCH_CHECK_MS = 5000  # and compare the file's stat after this long without events
 LOST_GRACE = 2.0  # a survivor of a crashed daemon gets this long after SIGTERM
 
 
@@ -192,8 +193,16 @@ class Daemon:
                 h.reboot_done.add(name)
         return h
 
+    def _signature(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.jobs_path)
+        except OSError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
     def _load(self) -> JobsFile | None:
         """The jobs file if valid; otherwise None with config_error set (old version kept)."""
+        self._loaded_signature = self._signature()
         try:
             self._check_owner()
             jobs = jobsfile.load(self.jobs_path, system=self.system)
@@ -259,17 +268,17 @@ class Daemon:
         import watchfiles
 
         directory = os.path.dirname(self.jobs_path)
-        target = self.jobs_path
-
-        def wanted(change, path: str) -> bool:
-            return os.path.abspath(path) == target
-
         try:
-            for _ in watchfiles.watch(directory, watch_filter=wanted, stop_event=self._watch_stop,
-                                      debounce=1000, step=WATCH_STEP_MS, recursive=False,
-                                      raise_interrupt=False, rust_timeout=1000):
+            # Every wake-up also makes the loop compare the file's stat: other files in the
+            # directory changing, or WATCH_CHECK_MS of quiet. That catches an edit made
+            # before inotify was set up, and files on NFS, where inotify sees nothing.
+            for changes in watchfiles.watch(directory, watch_filter=None, stop_event=self._watch_stop,
+                                            debounce=1000, step=WATCH_STEP_MS, recursive=False,
+                                            raise_interrupt=False, rust_timeout=WATCH_CHECK_MS,
+                                            yield_on_timeout=True):
+                ours = any(os.path.abspath(path) == self.jobs_path for _, path in changes)
                 try:
-                    os.write(self._watch_w, b"w")
+                    os.write(self._watch_w, b"w" if ours else b"s")
                 except OSError:
                     pass
         except Exception as e:  # noqa: BLE001 - the watcher thread must not die silently
@@ -297,7 +306,8 @@ class Daemon:
             if self.flags.stop and not self.supervisor.stopping:
                 log.info("stopping on %s: %d running jobs get SIGTERM", signal.Signals(self.flags.stop).name,
                          len(self.running))
-                self.notifier.send("STOPPING=1")
+                self.notifier.send("STOPPING=1", f"STATUS=stopping: {len(self.running)} running jobs get "
+                                   "SIGTERM, then SIGKILL after their kill_grace")
                 actions += self.supervisor.stop(now)
             if self.flags.child:
                 self.flags.child = False
@@ -326,8 +336,8 @@ class Daemon:
         if data == "wake":
             _drain(self._wake_r)
         elif data == "watch":
-            _drain(self._watch_r)
-            self.flags.reload = True
+            if b"w" in _drain(self._watch_r) or self._signature() != self._loaded_signature:
+                self.flags.reload = True
         elif isinstance(data, _Running):
             if not runner.read_output(data.child):
                 self.selector.unregister(data.fd)
@@ -515,6 +525,7 @@ class Daemon:
         if jobs is None:
             if self.config_error != before:
                 log.error("keeping the last good jobs file: %s", self.config_error)
+            self.notifier.send(self._status_line())
             return False
         self.jobs = jobs
         self.supervisor.reload(jobs, now)
@@ -532,8 +543,12 @@ class Daemon:
             for j in self.jobs.jobs])
 
     def _status_line(self) -> str:
-        error = " (jobs file has errors)" if self.config_error else ""
-        return f"STATUS={len(self.jobs.jobs)} jobs, {len(self.running)} running{error}"
+        """What `systemctl status` shows on its Status: line, e.g. "STATUS=12 jobs, 1 running"."""
+        line = f"STATUS={len(self.jobs.jobs)} jobs, {len(self.running)} running"
+        if self.config_error:  # the admin's first question, answered where they look first
+            error = " ".join(self.config_error.split())
+            line += f"; jobs file error: {error[:300]}"
+        return line
 
     # -- the end -------------------------------------------------------------------------
 
@@ -561,12 +576,14 @@ class _Refused(Exception):
     pass
 
 
-def _drain(fd: int) -> None:
+def _drain(fd: int) -> bytes:
+    data = b""
     try:
-        while os.read(fd, 4096):
-            pass
+        while chunk := os.read(fd, 4096):
+            data += chunk
     except BlockingIOError:
         pass
+    return data
 
 
 def _killpg(pgid: int, sig: int) -> None:
