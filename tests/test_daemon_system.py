@@ -1,0 +1,200 @@
+"""The daemon against the system: users, file owners, PID 1, a full disk, mail, boots."""
+
+import os
+import pwd
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from conftest import wait_until
+from cronsup import control
+
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+@root_only
+def test_a_job_runs_as_its_user_with_that_users_groups(daemon):
+    daemon.write("""\
+        [job.as-nobody]
+        user = "nobody"
+        @every 1s id -u; id -g; id -G; echo "$HOME $LOGNAME"; pwd
+        """)
+    daemon.start()
+    (run,) = daemon.finished("as-nobody")[:1]
+    nobody = pwd.getpwnam("nobody")
+    uid, gid, groups, names, cwd = daemon.output_of(run.id).decode().splitlines()
+    assert (int(uid), int(gid)) == (nobody.pw_uid, nobody.pw_gid)
+    assert set(map(int, groups.split())) == set(os.getgrouplist("nobody", nobody.pw_gid))
+    assert names == f"{nobody.pw_dir} nobody" and cwd == "/"  # its home does not exist
+
+
+def test_a_bad_user_shell_or_workdir_is_an_error_run_never_a_run_as_root(daemon):
+    marker = daemon.tmp / "ran"
+    daemon.write(f"""\
+        [job.bad-user]
+        user = "no-such-user-here"
+        @every 1s touch {marker}
+        [job.bad-shell]
+        shell = "/no/such/shell"
+        @every 1s touch {marker}
+        [job.bad-workdir]
+        workdir = "/no/such/dir"
+        @every 1s touch {marker}
+        """)
+    daemon.start()
+    for job, needle in [("bad-user", "no such user"), ("bad-shell", "/no/such/shell"),
+                        ("bad-workdir", "/no/such/dir")]:
+        (run,) = daemon.finished(job)[:1]
+        assert run.status == "error" and needle in run.reason, run.reason
+    assert not marker.exists()
+
+
+@root_only
+@pytest.mark.parametrize("problem", ["group-writable", "owned by nobody"])
+def test_a_root_daemon_refuses_a_jobs_file_others_could_write(daemon, problem):
+    daemon.write("[job.a]\n@every 1s true\n")
+    if problem == "group-writable":
+        os.chmod(daemon.jobs, 0o664)
+        needle = "group- or other-writable (mode 664)"
+    else:
+        os.chown(daemon.jobs, pwd.getpwnam("nobody").pw_uid, -1)
+        needle = "owned by uid 65534"
+    daemon.start()
+    assert needle in daemon.status()["daemon"]["config_error"]
+    assert daemon.status()["jobs"] == [] and daemon.runs("a") == []
+
+
+def test_reboot_jobs_run_once_per_boot_not_once_per_daemon_start(daemon):
+    daemon.write("@reboot echo booted\n")
+    daemon.start()
+    (run,) = daemon.finished("echo")
+    assert run.trigger == "reboot"
+    daemon.stop()
+    daemon.start()
+    time.sleep(0.5)  # a second @reboot run, if any, would start at once
+    assert len(daemon.runs("echo")) == 1
+
+
+def test_mailto_sends_the_output_through_sendmail(daemon):
+    bin_dir = daemon.tmp / "bin"
+    bin_dir.mkdir()
+    mailbox = daemon.tmp / "mailbox"
+    sendmail = bin_dir / "sendmail"
+    sendmail.write_text(f"#!/bin/sh\necho \"$@\" > {mailbox}.args\ncat > {mailbox}\n")
+    sendmail.chmod(0o755)
+    daemon.write("""\
+        MAILTO=ops@example.com
+        [job.noisy]
+        @every 1s echo something to say
+        [job.quiet]
+        @every 1s true
+        """)
+    daemon.start(env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    daemon.finished("noisy")
+    daemon.finished("quiet")
+    text = wait_until(lambda: mailbox.exists() and mailbox.read_text(), what="a mail")
+    assert "To: ops@example.com" in text and "something to say" in text
+    assert "Subject: Cron <root@" in text
+    assert "-t" in (daemon.tmp / "mailbox.args").read_text().split()
+
+
+def test_fires_missed_while_the_daemon_was_down_are_recorded_or_caught_up(daemon):
+    daemon.write("""\
+        [job.none]
+        0 * * * * true
+        [job.last]
+        catchup = "last"
+        0 * * * * true
+        """)
+    daemon.start()
+    daemon.stop()
+    # Pretend the daemon stopped three hours ago.
+    conn = sqlite3.connect(str(daemon.db))
+    conn.execute("UPDATE daemon SET last_seen = last_seen - 3 * 3600")
+    conn.commit()
+    conn.close()
+    daemon.start()
+    missed = [r for r in daemon.runs("none") if r.status == "missed"]
+    assert len(missed) in (2, 3) and "was not running" in missed[0].reason
+    last = daemon.runs("last")
+    assert [r.trigger for r in last].count("catchup") == 1
+    assert len([r for r in last if r.status == "missed"]) == len(missed) - 1
+
+
+@root_only
+def test_as_pid_1_the_daemon_reaps_orphans(tmp_path):
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare is not installed")
+    jobs = tmp_path / "jobs"
+    jobs.write_text("[job.orphans]\n@every 1s sh -c 'sleep 0.2 &'; echo left one\n")
+    db = tmp_path / "state" / "runs.db"
+    log = open(tmp_path / "daemon.log", "wb")
+    outer = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-m", "cronsup",
+                              "daemon", "--jobs", str(jobs), "--db", str(db)], stdout=log, stderr=log)
+    try:
+        wait_until(lambda: _ping(db) == 1, 15, what="the daemon as PID 1")
+        inner = psutil.Process(outer.pid).children()[0]
+        wait_until(lambda: _finished_runs(db) >= 4, 15, what="four runs")
+
+        def zombies():
+            return [c for c in inner.children() if c.status() == psutil.STATUS_ZOMBIE]
+
+        # Orphaned sleeps exit 0.2 s after each run; none may stay a zombie for long.
+        time.sleep(0.5)
+        assert len(zombies()) <= 1
+        inner.send_signal(signal.SIGTERM)
+        assert outer.wait(15) == 0
+    finally:
+        if outer.poll() is None:
+            outer.kill()
+        log.close()
+
+
+def _ping(db) -> int | None:
+    try:
+        return control.request(str(db) + ".sock", "ping", timeout=2)["pid"]
+    except control.ControlError:
+        return None
+
+
+def _finished_runs(db) -> int:
+    from cronsup.runlog import RunLog, RunLogError
+
+    try:
+        with RunLog.open(str(db), readonly=True) as log:
+            return len([r for r in log.runs("orphans", limit=None) if r.status == "success"])
+    except RunLogError:
+        return 0
+
+
+@root_only
+def test_a_full_disk_does_not_stop_the_daemon_and_nothing_runs_unrecorded(daemon):
+    state = daemon.db.parent
+    state.mkdir(mode=0o700)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(state)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        marker = daemon.tmp / "count"
+        daemon.write(f"[job.tick]\n@every 1s echo x >> {marker}\n")
+        daemon.start()
+        daemon.finished("tick")
+        filler = state / "filler"
+        subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True)
+        wait_until(lambda: "database or disk is full" in daemon.output(), 15, what="the disk-full error")
+        recorded = len(daemon.runs("tick"))
+        ran = len(marker.read_text().splitlines())
+        time.sleep(2.5)  # fires come and go; none may run without a row
+        assert len(marker.read_text().splitlines()) - ran <= 1  # at most the one racing the fill
+        assert daemon.proc.poll() is None
+        filler.unlink()
+        wait_until(lambda: len(daemon.runs("tick")) > recorded + 1, 15, what="runs after space came back")
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+        subprocess.run(["umount", "-l", str(state)])
