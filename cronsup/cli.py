@@ -252,39 +252,141 @@ def daemon(system: bool, detach: bool, pidfile: str | None, log_file: str | None
 def _setup_logging(verbose: bool, log_file: str | None, syslog: bool = False) -> None:
     level = logging.DEBUG if verbose else logging.INFO
     if log_file:
-        handler: logging.Handler = logging.FileHandler(log_file)
+        from logging.handlers import WatchedFileHandler
+
+        try:  # Watched: logrotate may move the file away; the next line reopens the path
+            handler: logging.Handler = WatchedFileHandler(os.path.abspath(log_file))
+        except OSError as e:
+            fail(f"cannot open the log file {log_file}: {e.strerror}")
         handler.setFormatter(logging.Formatter("%(asctime)s cronsup[%(process)d]: %(levelname)s %(message)s"))
     elif syslog:
         from logging.handlers import SysLogHandler
 
-        handler = SysLogHandler("/dev/log") if os.path.exists("/dev/log") else logging.NullHandler()
-        handler.setFormatter(logging.Formatter("cronsup[%(process)d]: %(message)s"))
+        if os.path.exists("/dev/log"):
+            handler = SysLogHandler("/dev/log", facility=SysLogHandler.LOG_CRON)  # cron's facility
+            handler.setFormatter(logging.Formatter("cronsup[%(process)d]: %(message)s"))
+        else:  # said on stderr, which a detached daemon's launcher shows on its terminal
+            click.echo("cronsup: warning: no syslog socket (/dev/log): the daemon logs nothing; "
+                       "give it --log-file", err=True)
+            handler = logging.NullHandler()
     else:
         handler = logging.StreamHandler(sys.stderr)
-        # Under systemd the journal stamps each line; elsewhere say when.
-        fmt = "%(levelname)s %(message)s" if os.environ.get("JOURNAL_STREAM") else \
-            "%(asctime)s %(levelname)s %(message)s"
+        if _stderr_is_journal():
+            # The journal stamps each line, and reads a "<N>" prefix as its syslog priority
+            # (so `journalctl -p warning -u cronsup` works).
+            priority = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3}
+            handler.addFilter(lambda r: setattr(r, "priority", priority.get(r.levelno, 2)) or True)
+            fmt = "<%(priority)d>%(levelname)s %(message)s"
+        else:
+            fmt = "%(asctime)s %(levelname)s %(message)s"
         handler.setFormatter(logging.Formatter(fmt))
     root = logging.getLogger("cronsup")
     root.handlers[:] = [handler]
     root.setLevel(level)
 
 
-def _detach(d, pidfile: str | None, log_file: str | None, verbose: bool) -> None:
-    import daemon as pydaemon
-    from daemon.pidfile import TimeoutPIDLockFile
+def _stderr_is_journal() -> bool:
+    """stderr is systemd's journal stream, as $JOURNAL_STREAM ("DEV:INODE") says it is."""
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return os.environ.get("JOURNAL_STREAM", "") == f"{st.st_dev}:{st.st_ino}"
 
+
+DETACH_PATIENCE = 60.0  # how long `daemon --detach` waits for the daemon to be ready
+
+
+def _detach(d, pidfile: str | None, log_file: str | None, verbose: bool) -> None:
+    """Fork the daemon off; this process exits 0 once it is ready, or 1 with why it is not.
+
+    Like a Type=forking service should: the pidfile exists when the command returns, and
+    errors while starting reach the terminal instead of a log nobody reads.
+    """
+    from cronsup import notify
     from cronsup.daemon import DaemonError
 
     try:
         d.check_can_start()  # report a held lock here, while there is a terminal to say it on
     except DaemonError as e:
         fail(str(e))
-    context = pydaemon.DaemonContext(
-        pidfile=TimeoutPIDLockFile(os.path.abspath(pidfile), 5) if pidfile else None,
-        working_directory="/", umask=0o022, detach_process=True)
-    context.open()
+    if pidfile:
+        pidfile = os.path.abspath(pidfile)
+        _clear_stale_pidfile(pidfile)
+    if log_file:
+        log_file = os.path.abspath(log_file)  # the daemon runs in /
+    ready_r, ready_w = os.pipe()
+    stderr_r, stderr_w = os.pipe()
+    child = os.fork()
+    if child:
+        os.close(ready_w)
+        os.close(stderr_w)
+        os.waitpid(child, 0)  # it exits as soon as it has forked the daemon
+        launch = notify.await_ready(ready_r, stderr_r, DETACH_PATIENCE)
+        sys.stderr.write(launch.said)
+        if launch.startup is notify.Startup.READY:
+            sys.exit(0)
+        if launch.startup is notify.Startup.SLOW:
+            fail(f"the daemon is not ready after {DETACH_PATIENCE:.0f}s; it goes on starting in "
+                 "the background (see its log)")
+        fail("the daemon exited while starting" if not launch.said else "the daemon did not start")
+    os.close(ready_r)
+    os.close(stderr_r)
+    _become_daemon(d, pidfile, ready_w, stderr_w)
     _setup_logging(verbose, log_file, syslog=not log_file)
+
+
+def _become_daemon(d, pidfile: str | None, ready_w: int, stderr_w: int) -> None:
+    """In the forked child: detach (python-daemon), keeping the pipes to the launcher."""
+    import daemon as pydaemon
+    import lockfile
+    from daemon.pidfile import TimeoutPIDLockFile
+
+    from cronsup import notify
+
+    os.environ[notify.READY_FD] = str(ready_w)  # the daemon's Notifier says READY=1 on it
+    with open(stderr_w, "w", closefd=False) as launcher_stderr:
+        context = pydaemon.DaemonContext(
+            # A stale pidfile was removed above, so a held one is a race with another start.
+            pidfile=TimeoutPIDLockFile(pidfile, 0) if pidfile else None,
+            working_directory="/", umask=0o022, detach_process=True,
+            files_preserve=[ready_w], stderr=launcher_stderr)
+        try:
+            context.open()
+        except lockfile.Error as e:
+            fail(f"cannot create the pidfile {pidfile}: {e}")
+    os.close(stderr_w)  # now fd 2
+    d.pid = os.getpid()  # Daemon() was made before the forks
+
+    def log_crash(*exc) -> None:
+        # After the launcher has gone, stderr is a closed pipe: the traceback goes to the log.
+        logging.getLogger("cronsup").critical("crashed", exc_info=exc)
+        sys.__excepthook__(*exc)
+
+    sys.excepthook = log_crash
+
+
+def _clear_stale_pidfile(path: str) -> None:
+    """Remove `path` if the pid in it is not a live cronsup; fail if it is one."""
+    import psutil
+
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        fail(f"cannot read the pidfile {path}: {e.strerror}")
+    try:
+        if text.isdigit() and "cronsup" in " ".join(psutil.Process(int(text)).cmdline()):
+            fail(f"{path} names pid {text}, a running cronsup; stop it first, or give this one "
+                 "another --pidfile")
+    except psutil.Error:
+        pass  # gone (or not ours to look at): the file is left over from a crash
+    try:
+        os.remove(path)
+    except OSError as e:
+        fail(f"cannot remove the stale pidfile {path}: {e.strerror}")
 
 
 def _colour() -> bool:

@@ -544,7 +544,8 @@ class Daemon:
 
     def _status_line(self) -> str:
         """What `systemctl status` shows on its Status: line, e.g. "STATUS=12 jobs, 1 running"."""
-        line = f"STATUS={len(self.jobs.jobs)} jobs, {len(self.running)} running"
+        count = len(self.jobs.jobs)
+        line = f"STATUS={count} job{'' if count == 1 else 's'}, {len(self.running)} running"
         if self.config_error:  # the admin's first question, answered where they look first
             error = " ".join(self.config_error.split())
             line += f"; jobs file error: {error[:300]}"
