@@ -55,9 +55,15 @@ class Detached:
             return 0
 
     def kill_all(self) -> None:
-        for pid in self.started:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        """Every daemon this test started, found by its command line (not by a pidfile, which a
+        failing test may never have seen written)."""
+        for p in psutil.process_iter(["cmdline"]):
+            cmdline = " ".join(p.info["cmdline"] or ())
+            if "cronsup daemon" in cmdline and str(self.tmp) in cmdline:
+                try:
+                    p.kill()
+                except psutil.NoSuchProcess:
+                    pass
 
 
 @pytest.fixture
