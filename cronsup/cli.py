@@ -12,8 +12,27 @@ import sys
 
 import click
 
-from cronsup import __version__, importer, jobsfile, paths, schedule
+from cronsup import __version__, paths
 from cronsup.model import AfterJobs, Cron, Every, JobsFile, Reboot
+
+
+def _lazy(name: str):
+    """The module `name`, imported on first use: `status` with a running daemon, `logs`, `run`
+    and the rest never pay for the jobs-file parser (a third of a command's start-up)."""
+    import importlib.util
+
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    setattr(sys.modules[name.rpartition(".")[0]], name.rpartition(".")[2], module)
+    return module
+
+
+importer, jobsfile, schedule = (_lazy(f"cronsup.{m}") for m in ("importer", "jobsfile", "schedule"))
 
 EXIT_INVALID = 1
 EXIT_USAGE = 2
@@ -393,27 +412,56 @@ def _colour() -> bool:
     return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 
 
-def _open_log(db: str, must_exist: bool = True):
-    from cronsup.runlog import RunLog, RunLogError, RunLogMissing
+def _pipe_safe(func):
+    """`cronsup logs JOB | head`: a reader that goes away ends the command quietly."""
+    import functools
 
-    try:
-        return RunLog.open(db, readonly=True)
-    except RunLogMissing:
-        if must_exist:
-            fail(f"no run log at {db}: the daemon has not run with this --db yet "
-                 "(start it with `cronsup daemon`)")
-        return None
-    except RunLogError as e:
-        fail(str(e))
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except BrokenPipeError:
+            # Python would complain again when it flushes stdout at exit.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(0)
+    return wrapper
+
+
+def _start_hint(jobs_path: str, db: str) -> str:
+    """The command that starts a daemon these commands would find."""
+    words = ["cronsup daemon"]
+    if os.path.abspath(jobs_path) != os.path.abspath(paths.default_jobs()):
+        words.append(f"--jobs {jobs_path}")
+    if os.path.abspath(db) != os.path.abspath(paths.default_db()):
+        words.append(f"--db {db}")
+    return f"`{' '.join(words)}`" + (" (or `systemctl start cronsup`)" if len(words) == 1 else "")
+
+
+def _suggest(name: str, names: list[str]) -> str:
+    """'; did you mean backup?' or '; its jobs are: a, b, c' for an unknown job name."""
+    close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+    if not close:  # a prefix or a part of a name is a good guess too: "back" for "backup-db"
+        close = [n for n in names if name.lower() in n.lower()][:5]
+    if close:
+        return f"; did you mean {', '.join(close)}?"
+    if names:
+        more = f" and {len(names) - 10} more" if len(names) > 10 else ""
+        return f"; its jobs are {', '.join(names[:10])}{more}"
+    return ""
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the SPEC's JSON object.")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON object of the SPEC (for scripts).")
 @common_options
+@_pipe_safe
 def status(as_json: bool, jobs_path: str, db: str) -> None:
     """The daemon and every job: schedule, next run, last run, running now.
 
-    Works while the daemon is stopped, from the run log and the jobs file.
+    For each job: its next run (time and how soon), its last run (how long ago, its result
+    with the exit code or signal, how long it took), runs going on now (pid, how long), and over
+    its last 20 runs the share that succeeded (OK) and their median duration. Works while the
+    daemon is stopped, from the run log and the jobs file.
 
     \b
     Example:
@@ -429,66 +477,121 @@ def status(as_json: bool, jobs_path: str, db: str) -> None:
     except RunLogError as e:
         fail(str(e))
     if as_json:
-        click.echo(json.dumps(st.to_json(), indent=2))
+        click.echo(fmt.dump_json(st.to_json()))
         return
     colour = _colour()
+    for line in _status_lines(st, now, colour, jobs_path, db):
+        click.echo(line, color=colour)
+
+
+def _status_lines(st, now: float, colour: bool, jobs_path: str, db: str) -> list[str]:
+    from cronsup import fmt
+
+    def style(text: str, **kw) -> str:
+        return click.style(text, **kw) if colour else text
+
+    lines = []
     if st.running:
-        up = fmt.took(now - st.started_at) if st.started_at else "?"
-        click.echo(f"daemon: running, pid {st.pid}, up {up}, jobs file {st.jobs_file}")
+        up = fmt.coarse(now - st.started_at) if st.started_at else "?"
+        since = f" (since {fmt.stamp(st.started_at, now)})" if st.started_at else ""
+        lines.append(f"daemon     running, pid {st.pid}, up {up}{since}")
     else:
-        click.echo(f"daemon: not running (start it with `cronsup daemon`); jobs file {st.jobs_file}")
-    if st.note:
-        click.echo(st.note)
+        if st.stopped_at:
+            how = f"stopped {fmt.stamp(st.stopped_at, now)} ({fmt.relative(st.stopped_at, now)})"
+        elif st.ever_ran:
+            seen = f"; last seen {fmt.stamp(st.last_seen, now)}" if st.last_seen else ""
+            how = f"it ended without stopping cleanly{seen}"
+        else:
+            how = "it has not run with this run log yet"
+        lines.append(f"daemon     {style('not running', fg='yellow', bold=True)}: {how}")
+        lines.append(f"           start it with {_start_hint(jobs_path, db)}")
+    count = len(st.jobs)
+    lines.append(f"jobs file  {st.jobs_file} ({count} job{'' if count == 1 else 's'})")
+    lines.append(f"run log    {st.db_path}" + ("" if st.has_log else " (none yet)"))
     if st.config_error:
         label = "JOBS FILE ERROR" + (" (running the last good version)" if st.running else "")
-        click.echo(click.style(f"{label}: {st.config_error}", fg="red", bold=True), color=colour)
+        lines.append(style(f"{label}: {st.config_error}", fg="red", bold=True))
+        lines.append(f"`cronsup check {st.jobs_file}` lists every error")
+    lines.append("")
     if not st.jobs:
-        click.echo("no jobs")
-        return
-    rows = []
+        lines.append("no jobs")
+        return lines
+    rows: list[list[str] | str] = []
     for job in st.jobs:
-        if job.paused:
-            nxt = "paused"
-        elif not job.enabled:
-            nxt = "disabled"
-        elif job.next_run is None:
-            nxt = "-"
-        else:
-            nxt = f"{fmt.when(job.next_run, now)} {fmt.relative(job.next_run, now)}"
-        last = job.last_run
-        if last is None:
-            last_cols = ["never", "", "", ""]
-        else:
-            code = "" if last.exit_code is None else str(last.exit_code)
-            if last.signal:
-                code = f"sig {last.signal}"
-            last_cols = [fmt.when(last.started_at or last.scheduled_for, now),
-                         fmt.status(last.status, colour), code, fmt.took(last.duration_s)]
-        rate = "-" if job.success_rate is None else f"{job.success_rate * 100:.0f}%"
-        rows.append([job.name, job.schedule, nxt, *last_cols, rate])
+        rows.append(_status_row(job, now, colour, style))
         for run in job.running:
-            since = fmt.took(now - run.started_at) if run.started_at else "?"
-            where = "" if st.running else " (the daemon is gone: it will be marked lost)"
-            rows.append([f"  └ running", f"run {run.id}", f"pid {run.pid}, {since}{where}", "", "", "", "", ""])
-    lines = fmt.table(["JOB", "SCHEDULE", "NEXT", "LAST", "RESULT", "EXIT", "TOOK", "OK"], rows,
-                      [20, 16, 22, 16, None, 6, 7, 4], right={7})
-    for line in lines:
-        click.echo(line, color=colour)
+            since = f"for {fmt.coarse(now - run.started_at)}" if run.started_at else "not started yet"
+            if st.running:
+                rows.append(f"  ↳ running now: run {run.id}, pid {run.pid}, {since}")
+            else:
+                rows.append(f"  ↳ run {run.id} is still marked running, but the daemon is not: "
+                            "the next daemon marks it lost")
+    columns = [fmt.Column("JOB", wrap=True, shrink=True, least=10),
+               fmt.Column("SCHEDULE", shrink=True, least=9), fmt.Column("NEXT"),
+               fmt.Column("LAST"), fmt.Column("RESULT"), fmt.Column("TOOK", right=True, gap=1),
+               fmt.Column("OK", right=True), fmt.Column("MEDIAN", right=True)]
+    lines += fmt.table(columns, rows, fmt.width())
+    return lines
+
+
+def _status_row(job, now: float, colour: bool, style) -> list[str]:
+    from cronsup import fmt
+    from cronsup.model import RunStatus
+
+    if job.paused:
+        nxt = style("paused", fg="yellow")
+    elif not job.enabled:
+        nxt = style("disabled", fg="yellow")
+    elif job.next_run is None:
+        nxt = "-"
+    else:
+        nxt = f"{fmt.when(job.next_run, now)} {fmt.relative(job.next_run, now)}"
+    last = job.last_finished
+    if last is None:
+        last_cols = ["never" if not job.running else "-", "", ""]
+    else:
+        result = fmt.status(last.status, colour)
+        code = fmt.exit_text(last.exit_code, last.signal)
+        if last.signal and last.status is RunStatus.KILLED:  # a timeout's signal is our own
+            result += f" ({code.removeprefix('SIG')})"
+        elif code and not last.signal and code != "0":
+            result += f" ({code})"
+        at = last.started_at or last.scheduled_for
+        last_cols = [fmt.relative(at, now), result, fmt.took(last.duration_s)]
+    rate = "" if job.success_rate is None else f"{job.success_rate * 100:.0f}%"
+    median = "" if job.median_s is None else fmt.took(job.median_s)
+    return [job.name, job.schedule, nxt, *last_cols, rate, median]
+
+
+def _check_job(job: str, jobs_path: str, runlog) -> None:
+    """Exit 2 with close names unless the run log or the jobs file knows `job`."""
+    from cronsup import report
+
+    if report.has_job(runlog, job):
+        return
+    names = report.known_jobs(jobs_path, runlog)
+    if job not in names:
+        fail(f"no job named {job!r}{_suggest(job, names)}", EXIT_USAGE)
 
 
 @main.command()
 @click.argument("job")
-@click.option("-n", "limit", default=20, show_default=True, type=click.IntRange(1), help="How many runs.")
+@click.option("-n", "limit", default=20, show_default="20; 10 with --follow", type=click.IntRange(1), help="How many runs.")
 @click.option("--failed", is_flag=True, help="Only runs that did not succeed (failed, timeout, killed, lost, missed, error).")
 @click.option("--since", metavar="DURATION", help="Only runs of the last DURATION, such as 2d or 6h.")
 @click.option("--output", "with_output", is_flag=True, help="Add each run's captured output.")
 @click.option("--run", "run_id", type=int, metavar="ID", help="One run in full, with its output.")
-@click.option("--follow", "-f", is_flag=True, help="Keep printing runs as they start and end.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing runs as they start and end (Ctrl-C stops).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of runs (one object per line with --follow).")
 @common_options
-def logs(job: str, limit: int, failed: bool, since: str | None, with_output: bool, run_id: int | None,
-         follow: bool, as_json: bool, jobs_path: str, db: str) -> None:
+@click.pass_context
+@_pipe_safe
+def logs(ctx: click.Context, job: str, limit: int, failed: bool, since: str | None, with_output: bool,
+         run_id: int | None, follow: bool, as_json: bool, jobs_path: str, db: str) -> None:
     """A job's runs, newest first: trigger, attempt, start, duration, status, exit code.
+
+    On a terminal, control characters in the captured output are shown escaped (\\x1b), so
+    a job's output cannot move the cursor or pass for lines of cronsup's own.
 
     \b
     Example:
@@ -497,44 +600,85 @@ def logs(job: str, limit: int, failed: bool, since: str | None, with_output: boo
       cronsup logs backup --run 42
       cronsup logs backup --follow --output
     """
-    from cronsup import clock, logview, report
+    from cronsup import clock, fmt, logview, report
+    from cronsup.runlog import RunLogError
     from cronsup.units import parse_duration
 
-    runlog = _open_log(db)
-    with runlog:
-        names = report.known_jobs(jobs_path, runlog)
-        if job not in names:
-            close = difflib.get_close_matches(job, names, n=5, cutoff=0.4)
-            hint = f"; did you mean: {', '.join(close)}?" if close else (
-                f"; known jobs: {', '.join(names[:10])}" if names else "")
-            fail(f"no job named {job!r}{hint}", EXIT_USAGE)
-        after = None
-        if since:
-            try:
-                after = clock.wall() - parse_duration(since)
-            except ValueError as e:
-                fail(f"--since: {e}", EXIT_USAGE)
-        view = logview.LogView(runlog, job, escape=sys.stdout.isatty(), colour=_colour())
+    if run_id is not None and follow:
+        fail("--run shows one run; it cannot be combined with --follow", EXIT_USAGE)
+    after = None
+    if since:
+        try:
+            after = clock.wall() - parse_duration(since)
+        except ValueError as e:
+            fail(f"--since: {e}", EXIT_USAGE)
+    try:
+        runlog = report.open_log(db)
+    except RunLogError as e:
+        fail(str(e))
+    if follow and ctx.get_parameter_source("limit") is click.core.ParameterSource.DEFAULT:
+        limit = 10
+    try:
+        _check_job(job, jobs_path, runlog)
+        if runlog is None:  # a job of the jobs file, and no daemon has run with this --db yet
+            if run_id is not None:
+                fail(f"no run {run_id}: there is no run log at {db} yet", EXIT_USAGE)
+            if not follow:
+                click.echo("[]" if as_json else f"no runs of {job} yet: no daemon has run with "
+                           f"the run log {db} (start one with {_start_hint(jobs_path, db)})")
+                return
+            runlog = _await_log(db)
+        view = logview.LogView(runlog, job, escape=sys.stdout.isatty(), colour=_colour(),
+                               now=clock.wall, width=fmt.width())
         if run_id is not None:
             view.one(run_id, as_json)
         elif follow:
+            if report.daemon_pid(db) is None:
+                click.echo(f"cronsup: no daemon is running with the run log {db}: new runs appear "
+                           f"once one starts ({_start_hint(jobs_path, db)})", err=True)
             view.follow(limit, failed, after, with_output, as_json)
         else:
             view.list(limit, failed, after, with_output, as_json)
+    except logview.NoSuchRun as e:
+        fail(str(e), EXIT_USAGE)
+    except RunLogError as e:
+        fail(str(e))
+    finally:
+        if runlog is not None:
+            runlog.close()
 
 
-def _ask(db: str, op: str, job: str | None = None) -> dict:
+def _await_log(db: str):
+    """`logs --follow` before the daemon's first start: wait for it to create the run log."""
+    import time
+
+    from cronsup import report
+
+    click.echo(f"no run log at {db} yet; waiting for the daemon to start (Ctrl-C stops)", err=True)
+    try:
+        while (runlog := report.open_log(db)) is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        sys.exit(0)
+    return runlog
+
+
+def _ask(jobs_path: str, db: str, op: str, job: str | None = None) -> dict:
     """One request to the daemon over its control socket; exit 3 when none runs."""
-    from cronsup import control
+    from cronsup import control, report
 
     path = paths.control_socket(db)
     try:
         return control.request(path, op, job)
     except control.NoDaemon:
-        fail(f"no daemon is running with the run log {db}; start it with `cronsup daemon --db {db}` "
-             "(or `systemctl start cronsup`)", EXIT_NO_DAEMON)
+        pid = report.daemon_pid(db)
+        if pid is not None:
+            fail(f"the daemon (pid {pid}) holds the run log {db} but does not answer on {path}; "
+                 "it may still be starting: try again in a moment", EXIT_NO_DAEMON)
+        fail(f"no daemon is running with the run log {db}; start one with "
+             f"{_start_hint(jobs_path, db)}", EXIT_NO_DAEMON)
     except control.ControlError as e:
-        fail(str(e))
+        fail(str(e), EXIT_USAGE if e.kind == "unknown_job" else EXIT_INVALID)
     raise AssertionError("unreachable")
 
 
@@ -545,7 +689,8 @@ def _ask(db: str, op: str, job: str | None = None) -> dict:
 def run(job: str, wait: bool, jobs_path: str, db: str) -> None:
     """Have the daemon start JOB now (trigger "manual"), under its overlap policy and retries.
 
-    Prints the run id. Exits 3 when no daemon is running.
+    Prints the run id. Without --wait it returns at once; `cronsup logs JOB --run ID` shows
+    the run later. Exits 3 when no daemon is running.
 
     \b
     Example:
@@ -554,17 +699,19 @@ def run(job: str, wait: bool, jobs_path: str, db: str) -> None:
     """
     from cronsup import waiting
 
-    answer = _ask(db, "run", job)
+    answer = _ask(jobs_path, db, "run", job)
     run_id, state = answer.get("run_id"), answer.get("status")
     if state == "queued":
         click.echo(f"{job}: queued: {answer.get('reason')}")
     elif state == "running":
-        click.echo(f"{job}: started run {run_id}")
+        pid = f" (pid {answer['pid']})" if answer.get("pid") else ""
+        click.echo(f"{job}: started run {run_id}{pid}")
     else:  # skipped (overlap) or error (could not start): nothing to wait for
-        click.echo(f"{job}: run {run_id} {state}" + (f": {answer['reason']}" if answer.get("reason") else ""))
-        sys.exit(1)
+        why = f": {answer['reason']}" if answer.get("reason") else ""
+        click.echo(f"{job}: run {run_id} {'could not start' if state == 'error' else state}{why}")
+        sys.exit(EXIT_INVALID)
     if wait:
-        sys.exit(waiting.wait_for(db, job, run_id, echo=click.echo))
+        sys.exit(waiting.wait_for(db, job, run_id, echo=click.echo, after_id=answer.get("after_id") or 0))
 
 
 @main.command()
@@ -578,11 +725,24 @@ def reload(jobs_path: str, db: str) -> None:
     Example:
       cronsup reload
     """
-    answer = _ask(db, "reload")
+    answer = _ask(jobs_path, db, "reload")
+    path = answer.get("jobs_file") or jobs_path
     if answer.get("reloaded"):
-        click.echo(f"reloaded: {answer.get('jobs')} jobs")
+        click.echo(f"reloaded: {answer.get('jobs')} jobs from {path}")
     else:
-        fail(f"not reloaded, the daemon keeps the last good version: {answer.get('config_error')}")
+        fail(f"not reloaded: {answer.get('config_error')}\n"
+             f"cronsup: the daemon goes on running the last good version; "
+             f"`cronsup check {path}` lists every error")
+
+
+def _next_text(answer: dict) -> str:
+    from cronsup import clock, fmt
+
+    nxt = answer.get("next_run")
+    if nxt is None:
+        return ""
+    now = clock.wall()
+    return f"; next run {fmt.when(nxt, now)} ({fmt.relative(nxt, now)})"
 
 
 @main.command()
@@ -597,8 +757,15 @@ def pause(job: str, jobs_path: str, db: str) -> None:
     Example:
       cronsup pause backup
     """
-    _ask(db, "pause", job)
-    click.echo(f"{job}: paused")
+    from cronsup import clock, fmt
+
+    answer = _ask(jobs_path, db, "pause", job)
+    if answer.get("changed", True):
+        click.echo(f"{job}: paused until `cronsup resume {job}`, also across daemon restarts")
+    else:
+        since = answer.get("paused_since")
+        when = f" since {fmt.stamp(since, clock.wall())}" if since else ""
+        click.echo(f"{job}: already paused{when}")
 
 
 @main.command()
@@ -611,5 +778,8 @@ def resume(job: str, jobs_path: str, db: str) -> None:
     Example:
       cronsup resume backup
     """
-    _ask(db, "resume", job)
-    click.echo(f"{job}: resumed")
+    answer = _ask(jobs_path, db, "resume", job)
+    if answer.get("changed", True):
+        click.echo(f"{job}: resumed{_next_text(answer)}")
+    else:
+        click.echo(f"{job}: was not paused{_next_text(answer)}")

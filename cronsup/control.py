@@ -23,12 +23,22 @@ log = logging.getLogger("cronsup")
 
 MAX_REQUEST = 4096
 REQUEST_TIMEOUT = 2.0
+MAX_CLIENTS = 64  # connections waiting for their request; more are turned away
+MAX_JOB_NAME = 256
 OPS = {"ping", "run", "reload", "pause", "resume"}
+JOB_OPS = {"run", "pause", "resume"}  # the operations that name a job
 _SUN_PATH_MAX = 100  # sockaddr_un holds 108 bytes; longer paths go through /proc/self/fd
 
 
 class ControlError(Exception):
-    """No daemon answers on this socket, or it answered with an error."""
+    """No daemon answers on this socket, or it answered with an error.
+
+    `kind` is the daemon's name for the error when it gave one ("unknown_job", ...).
+    """
+
+    def __init__(self, message: str, kind: str | None = None):
+        super().__init__(message)
+        self.kind = kind
 
 
 class NoDaemon(ControlError):
@@ -81,6 +91,7 @@ class Server:
             if dirfd is not None:
                 os.close(dirfd)
         self.sock.listen(16)
+        _warn_if_open(os.path.dirname(os.path.abspath(path)))
         selector.register(self.sock, selectors.EVENT_READ, self._accept)
 
     def _accept(self) -> None:
@@ -93,8 +104,16 @@ class Server:
             uid = peer_uid(conn)
             if uid not in (0, self.uid):
                 log.warning("control socket: refused a client running as uid %d", uid)
+                try:  # closing with its request unread would reset the connection: read it
+                    conn.recv(MAX_REQUEST + 1)
+                except OSError:
+                    pass
                 self._reply(conn, {"ok": False, "error": f"permission denied: uid {uid} may not "
                                    "control this daemon (only its own user and root may)"})
+                conn.close()
+                continue
+            if len(self.clients) >= MAX_CLIENTS:
+                self._reply(conn, {"ok": False, "error": "busy: too many connections waiting; try again"})
                 conn.close()
                 continue
             client = _Client(conn, time.monotonic() + REQUEST_TIMEOUT)
@@ -128,9 +147,14 @@ class Server:
             return {"ok": False, "error": "malformed request: not JSON"}
         if not isinstance(request, dict) or request.get("op") not in OPS:
             return {"ok": False, "error": f"malformed request: op must be one of {sorted(OPS)}"}
-        job = request.get("job")
-        if request["op"] in ("run", "pause", "resume") and not isinstance(job, str):
-            return {"ok": False, "error": f"malformed request: {request['op']} needs a job name"}
+        op, job = request["op"], request.get("job")
+        if op in JOB_OPS:
+            if not isinstance(job, str) or not job:
+                return {"ok": False, "error": f"malformed request: {op} needs a job name"}
+            if len(job) > MAX_JOB_NAME or not job.isprintable():
+                return {"ok": False, "error": "malformed request: that is not a job name"}
+        elif "job" in request:
+            return {"ok": False, "error": f"malformed request: {op} takes no job"}
         extra = set(request) - {"op", "job"}
         if extra:
             return {"ok": False, "error": f"malformed request: unknown fields {sorted(extra)}"}
@@ -161,6 +185,7 @@ class Server:
         """Close clients that sent nothing whole in time; the next deadline to wake for."""
         for client in list(self.clients.values()):
             if client.deadline <= now_mono:
+                self._reply(client.conn, {"ok": False, "error": f"no whole request within {REQUEST_TIMEOUT:.0f}s"})
                 self._drop(client)
         return min((c.deadline for c in self.clients.values()), default=None)
 
@@ -176,6 +201,18 @@ class Server:
             os.unlink(self.path)
         except OSError:
             pass
+
+
+def _warn_if_open(directory: str) -> None:
+    # The socket is 0600 and every peer's uid is checked, so this is defence in depth: in a
+    # 0700 directory nobody else can even reach the socket (or the run log beside it).
+    try:
+        mode = os.stat(directory).st_mode & 0o777
+    except OSError:
+        return
+    if mode & 0o077:
+        log.warning("the control socket's directory %s is open to other users (mode %o); "
+                    "chmod 700 %s keeps them from reaching the socket at all", directory, mode, directory)
 
 
 def request(path: str, op: str, job: str | None = None, timeout: float = 10.0) -> dict:
@@ -196,22 +233,31 @@ def request(path: str, op: str, job: str | None = None, timeout: float = 10.0) -
     finally:
         if dirfd is not None:
             os.close(dirfd)
+    data, problem = b"", None
     try:
-        sock.sendall(json.dumps(message).encode() + b"\n")
-        data = b""
+        try:
+            sock.sendall(json.dumps(message).encode() + b"\n")
+        except (BrokenPipeError, ConnectionResetError) as e:
+            # A daemon that refuses us (another uid) answers and hangs up at once, maybe
+            # before we have sent: its answer is still there to read.
+            problem = e
         while not data.endswith(b"\n"):
             chunk = sock.recv(65536)
             if not chunk:
                 break
             data += chunk
     except OSError as e:
-        raise ControlError(f"the daemon did not answer: {e}") from None
+        problem = e
     finally:
         sock.close()
+    if not data.endswith(b"\n"):
+        raise ControlError(f"the daemon did not answer: {problem or 'it hung up'}")
     try:
         response = json.loads(data)
     except ValueError:
         raise ControlError("the daemon's answer was not JSON") from None
+    if not isinstance(response, dict):
+        raise ControlError("the daemon's answer was not a JSON object")
     if not response.get("ok"):
-        raise ControlError(response.get("error", "refused"))
+        raise ControlError(str(response.get("error", "refused")), response.get("kind"))
     return response

@@ -474,7 +474,11 @@ class Daemon:
     # -- control requests ----------------------------------------------------------------
 
     def _handle(self, request: dict) -> dict:
-        """One request from `cronsup run|reload|pause|resume`."""
+        """One request from `cronsup run|reload|pause|resume`: names a job, never a command.
+
+        An error answer carries "kind" ("unknown_job", "stopping", "not_started") so the
+        command can pick its exit status.
+        """
         now = self.now()
         op = request["op"]
         if op == "ping":
@@ -482,23 +486,30 @@ class Daemon:
         if op == "reload":
             reloaded = self.reload(now)
             return {"ok": True, "reloaded": reloaded, "config_error": self.config_error,
-                    "jobs": len(self.jobs.jobs)}
+                    "jobs": len(self.jobs.jobs), "jobs_file": self.jobs_path}
         name = request["job"]
         if name not in self.supervisor.jobs:
             close = difflib.get_close_matches(name, list(self.supervisor.jobs), n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
-            return {"ok": False, "error": f"no job named {name!r} in {self.jobs_path}{hint}"}
+            return {"ok": False, "kind": "unknown_job",
+                    "error": f"no job named {name!r} in {self.jobs_path}{hint}"}
         if op in ("pause", "resume"):
+            was_paused = name in self.supervisor.paused
             if op == "pause":
                 self.supervisor.pause(name)
             else:
                 self.supervisor.resume(name)
-            self._write(self.log.set_paused, name, op == "pause", now.wall)
-            self._jobs_dirty = True
-            log.info("%s: %sd", name, op)
-            return {"ok": True}
+            if was_paused != (op == "pause"):
+                self._write(self.log.set_paused, name, op == "pause", now.wall)
+                self._jobs_dirty = True
+                log.info("%s: %sd", name, op)
+            since = (self._write(self.log.paused) or {}).get(name) if op == "pause" else None
+            return {"ok": True, "changed": was_paused != (op == "pause"), "paused_since": since,
+                    "next_run": self.supervisor.next_runs().get(name)}
         if self.supervisor.stopping:
-            return {"ok": False, "error": "the daemon is stopping"}
+            return {"ok": False, "kind": "stopping", "error": "the daemon is stopping"}
+        newest = self._write(self.log.runs, name, limit=1) or []
+        after_id = newest[0].id if newest else 0
         actions = self.supervisor.run_now(name, now)
         ids = self.execute(actions, now)
         for action in actions:
@@ -506,14 +517,18 @@ class Daemon:
                 status = RunStatus.RUNNING if isinstance(action, Start) else action.status
                 run_id = ids[id(action)]
                 run = self.running.get(run_id)
+                reason = action.reason if isinstance(action, Record) else None
                 if isinstance(action, Start) and run is None:
                     status = RunStatus.ERROR
-                reason = action.reason if isinstance(action, Record) else None
-                return {"ok": True, "run_id": run_id, "status": str(status), "reason": reason}
+                    found = self._write(self.log.run, run_id)
+                    reason = found.reason if found else None
+                return {"ok": True, "run_id": run_id, "status": str(status), "reason": reason,
+                        "pid": run.child.pid if run else None, "after_id": after_id}
         if self.supervisor.jobs[name].queued is not None:
-            return {"ok": True, "run_id": None, "status": "queued",
-                    "reason": "waiting for the running run to end (overlap)"}
-        return {"ok": False, "error": f"{name} was not started (the run log refused the record)"}
+            return {"ok": True, "run_id": None, "status": "queued", "after_id": after_id,
+                    "reason": "waiting for the running run to end (overlap = \"queue\")"}
+        return {"ok": False, "kind": "not_started",
+                "error": f"{name} was not started (the run log refused the record; see the daemon's log)"}
 
     # -- reload --------------------------------------------------------------------------
 

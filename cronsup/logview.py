@@ -4,22 +4,35 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import click
 
-from cronsup import clock, fmt
+from cronsup import fmt
 from cronsup.model import RunStatus
-from cronsup.runlog import Run, RunLog, iso
+from cronsup.runlog import FAILED_STATUSES, Run, RunLog, iso
 
 FOLLOW_POLL = 0.5  # seconds between looks at the run log; each look is its own short read
 
 
+class NoSuchRun(Exception):
+    """`--run ID` names no run of the job."""
+
+
 class LogView:
-    def __init__(self, runlog: RunLog, job: str, *, escape: bool, colour: bool):
+    def __init__(self, runlog: RunLog, job: str, *, escape: bool, colour: bool,
+                 now: Callable[[], float] = time.time, width: int | None = None):
         self.runlog, self.job, self.escape, self.colour = runlog, job, escape, colour
+        self.now, self.width = now, width
+        self._midline = False  # streamed output that did not end its line
 
     def echo(self, text: str = "", nl: bool = True) -> None:
         click.echo(text, nl=nl, color=self.colour)
+
+    def raw(self, text: str, nl: bool) -> None:
+        """A job's output: escaped on a terminal already, and otherwise passed on as it is
+        (click would strip ANSI sequences from it in a pipe)."""
+        click.echo(text, nl=nl, color=True)
 
     def _output(self, run: Run) -> tuple[bytes, bool]:
         found = self.runlog.output(run.id)
@@ -30,72 +43,89 @@ class LogView:
     def list(self, limit: int, failed: bool, since: float | None, with_output: bool, as_json: bool) -> None:
         runs = self.runlog.runs(self.job, limit=limit, failed=failed, since=since)
         if as_json:
-            out = []
-            for run in runs:
-                out.append(run.to_json(*self._output(run)) if with_output else run.to_json())
-            self.echo(json.dumps(out, indent=2))
+            out = [run.to_json(*self._output(run)) if with_output else run.to_json() for run in runs]
+            self.echo(fmt.dump_json(out))
             return
         if not runs:
-            self.echo(f"no runs of {self.job}" + (" that failed" if failed else "") + " yet")
+            self.echo(self.none_yet(failed, since))
             return
-        now = clock.wall()
+        now = self.now()
         if not with_output:
-            for line in self._table(runs, now):
+            for line in self.table(runs, now):
                 self.echo(line)
             return
         for run in runs:
             self._summary(run, now)
             self._print_output(run)
 
-    def _table(self, runs: list[Run], now: float) -> list[str]:
-        rows = []
+    def none_yet(self, failed: bool = False, since: float | None = None) -> str:
+        what = "failed runs" if failed else "runs"
+        when = f" since {fmt.local(since).strftime('%Y-%m-%d %H:%M')}" if since is not None else " yet"
+        return f"no {what} of {self.job}{when}"
+
+    def table(self, runs: list[Run], now: float) -> list[str]:
+        rows: list[list[str] | str] = []
         for run in runs:
-            code = "" if run.exit_code is None else str(run.exit_code)
-            if run.signal:
-                code = f"sig {run.signal}"
             started = run.started_at or run.scheduled_for
             duration = run.duration_s
             if run.status is RunStatus.RUNNING and run.started_at:
                 duration = now - run.started_at
-            rows.append([str(run.id), str(run.trigger), str(run.attempt),
-                         fmt.local(started).strftime("%Y-%m-%d %H:%M:%S"), fmt.took(duration),
-                         fmt.status(run.status, self.colour), code, run.reason or ""])
-        return fmt.table(["ID", "TRIGGER", "TRY", "STARTED", "TOOK", "STATUS", "EXIT", "REASON"],
-                         rows, [None, None, None, None, 8, None, 6, 60], right={0, 2})
+            rows.append([str(run.id), str(run.trigger), str(run.attempt), fmt.stamp(started, now),
+                         fmt.took(duration), fmt.status(run.status, self.colour),
+                         fmt.exit_text(run.exit_code, run.signal), run.reason or ""])
+        columns = [fmt.Column("ID", right=True), fmt.Column("TRIGGER"), fmt.Column("TRY", right=True),
+                   fmt.Column("STARTED"), fmt.Column("TOOK", right=True), fmt.Column("STATUS"),
+                   fmt.Column("EXIT"), fmt.Column("REASON", shrink=True, least=20, fold=True)]
+        return fmt.table(columns, rows, self.width)
 
     def _summary(self, run: Run, now: float) -> None:
-        started = fmt.local(run.started_at or run.scheduled_for).strftime("%Y-%m-%d %H:%M:%S")
-        tail = f" ({run.reason})" if run.reason else ""
-        code = f" exit {run.exit_code}" if run.exit_code is not None else ""
-        self.echo(click.style(f"── run {run.id} · {run.trigger} · attempt {run.attempt} · {started} · ",
-                              dim=True) + fmt.status(run.status, self.colour) + code
-                  + f" · {fmt.took(run.duration_s)}{tail}")
+        started = fmt.stamp(run.started_at or run.scheduled_for, now)
+        parts = [f"run {run.id}", str(run.trigger), f"attempt {run.attempt}", started]
+        head = click.style(f"── {' · '.join(parts)} · ", dim=True) if self.colour else f"── {' · '.join(parts)} · "
+        tail = fmt.status(run.status, self.colour)
+        if run.duration_s is not None:
+            tail += f" · {fmt.took(run.duration_s)}"
+        detail = run.reason
+        code = fmt.exit_text(run.exit_code, run.signal)
+        if not detail and code and (run.signal or code != "0"):
+            detail = code if run.signal else f"exit code {code}"
+        if detail:
+            tail += f" · {detail}"
+        self.echo(head + tail)
 
     def _print_output(self, run: Run) -> None:
         data, truncated = self._output(run)
         if data:
             text = fmt.safe_output(data, self.escape)
-            self.echo(text, nl=not text.endswith("\n"))
+            self.raw(text, nl=not text.endswith("\n"))
         if truncated:
-            self.echo(click.style("(output truncated to its first and last halves by output_limit)", dim=True))
+            note = "(output truncated to its first and last halves by output_limit)"
+            self.echo(click.style(note, dim=True) if self.colour else note)
 
     # -- one run ---------------------------------------------------------------------------
 
     def one(self, run_id: int, as_json: bool) -> None:
         run = self.runlog.run(run_id)
-        if run is None or run.job != self.job:
-            raise click.ClickException(f"no run {run_id} of job {self.job!r}")
+        if run is None:
+            raise NoSuchRun(f"no run {run_id} in the run log (see `cronsup logs {self.job}` for run ids)")
+        if run.job != self.job:
+            raise NoSuchRun(f"run {run_id} is a run of {run.job}, not {self.job} "
+                            f"(cronsup logs {run.job} --run {run_id})")
         data, truncated = self._output(run)
         if as_json:
-            self.echo(json.dumps(run.to_json(data, truncated), indent=2))
+            self.echo(fmt.dump_json(run.to_json(data, truncated)))
             return
+        took = run.duration_s
+        if run.status is RunStatus.RUNNING and run.started_at:
+            took = self.now() - run.started_at
         fields = [
             ("run", str(run.id)), ("job", run.job), ("status", fmt.status(run.status, self.colour)),
             ("reason", run.reason or ""), ("trigger", str(run.trigger)), ("attempt", str(run.attempt)),
             ("scheduled for", iso(run.scheduled_for) or ""), ("started", iso(run.started_at) or "-"),
-            ("finished", iso(run.finished_at) or "-"), ("took", fmt.took(run.duration_s)),
+            ("finished", iso(run.finished_at) or "-"),
+            ("took", fmt.took(took) + (" so far" if run.status is RunStatus.RUNNING else "")),
             ("exit code", "" if run.exit_code is None else str(run.exit_code)),
-            ("signal", "" if run.signal is None else str(run.signal)),
+            ("signal", "" if run.signal is None else f"{run.signal} ({fmt.signal_name(run.signal)})"),
             ("pid", "" if run.pid is None else str(run.pid)), ("host", run.host),
             ("cpu", "" if run.cpu_s is None else f"{run.cpu_s:.2f}s"),
             ("peak memory", "" if run.max_rss is None else fmt.format_size(run.max_rss)),
@@ -103,64 +133,95 @@ class LogView:
         for name, value in fields:
             if value:
                 self.echo(f"{name + ':':<15}{value}")
-        self.echo(f"{'output:':<15}" + ("(none)" if not data else f"{len(data)} bytes"
-                                         + (", truncated" if truncated else "")))
+        size = "(none)" if not data else _size(len(data)) + (
+            ", truncated by output_limit to its first and last halves" if truncated else "")
+        self.echo(f"{'output:':<15}{size}")
         if data:
             text = fmt.safe_output(data, self.escape)
-            self.echo(text, nl=not text.endswith("\n"))
+            self.raw(text, nl=not text.endswith("\n"))
 
     # -- following ---------------------------------------------------------------------------
 
-    def follow(self, limit: int, failed: bool, since: float | None, with_output: bool, as_json: bool) -> None:
-        """Print the latest runs, then each new run and each end as it happens (Ctrl-C stops)."""
-        recent = list(reversed(self.runlog.runs(self.job, limit=min(limit, 10), failed=failed, since=since)))
-        last_id = max([r.id for r in recent], default=0)
-        if not recent:
-            newest = self.runlog.runs(self.job, limit=1)
-            last_id = newest[0].id if newest else 0
+    def follow(self, limit: int, failed: bool, since: float | None, with_output: bool, as_json: bool,
+               poll: float = FOLLOW_POLL) -> None:
+        """Print the latest runs, then each new run and each end as it happens (Ctrl-C stops).
+
+        Every look at the run log is a few short queries, each its own read transaction, so
+        following never holds a snapshot that would keep the daemon's WAL from being
+        checkpointed.
+        """
+        recent = list(reversed(self.runlog.runs(self.job, limit=limit, failed=failed, since=since)))
+        newest = self.runlog.runs(self.job, limit=1)
+        last_id = newest[0].id if newest else 0
         watching: dict[int, int] = {}  # running run id -> output bytes printed
+        if not recent and not as_json:
+            self.echo(self.none_yet(failed, since) + "; waiting for new runs (Ctrl-C stops)")
         for run in recent:
-            self._event(run, "", as_json)
+            self._event(run, as_json)
             if run.status is RunStatus.RUNNING:
-                watching[run.id] = 0
+                watching[run.id] = self._stream(run, 0) if with_output and not as_json else 0
+            elif with_output and not as_json:
+                self._print_output(run)
         try:
             while True:
-                time.sleep(FOLLOW_POLL)
+                time.sleep(poll)
                 for run in self.runlog.runs(self.job, after_id=last_id, limit=1000):
                     last_id = max(last_id, run.id)
-                    if failed and run.status in (RunStatus.SUCCESS, RunStatus.RUNNING, RunStatus.SKIPPED):
-                        if run.status is RunStatus.RUNNING:
-                            watching[run.id] = 0
-                        continue
-                    self._event(run, "started" if run.status is RunStatus.RUNNING else "", as_json)
                     if run.status is RunStatus.RUNNING:
                         watching[run.id] = 0
-                    elif with_output and not as_json:
-                        self._print_output(run)
+                        if not failed:
+                            self._event(run, as_json)
+                    elif not failed or _failed(run):
+                        self._event(run, as_json)
+                        if with_output and not as_json:
+                            self._print_output(run)
                 for run_id in list(watching):
                     run = self.runlog.run(run_id)
-                    if run is None:
+                    if run is None:  # pruned
                         del watching[run_id]
                         continue
-                    if with_output and not as_json:
+                    if with_output and not as_json and not failed:
                         watching[run_id] = self._stream(run, watching[run_id])
                     if run.status is not RunStatus.RUNNING:
                         del watching[run_id]
-                        if not (failed and run.status is RunStatus.SUCCESS):
-                            self._event(run, "ended", as_json)
+                        if not failed or _failed(run):
+                            self._event(run, as_json)
+                            if failed and with_output and not as_json:
+                                self._print_output(run)
         except KeyboardInterrupt:
             pass
 
-    def _event(self, run: Run, what: str, as_json: bool) -> None:
+    def _event(self, run: Run, as_json: bool) -> None:
+        if self._midline:
+            self.echo()
+            self._midline = False
         if as_json:
             self.echo(json.dumps(run.to_json()))
             return
-        self._summary(run, clock.wall())
+        self._summary(run, self.now())
 
     def _stream(self, run: Run, printed: int) -> int:
+        """Print what a run printed since we last looked; how many bytes are printed now.
+
+        While it runs, only whole lines: a line (or a UTF-8 character) cut in two by a flush
+        is printed once it is complete.
+        """
         data, truncated = self._output(run)
         if truncated and printed > len(data):
-            return printed
-        if len(data) > printed:
-            self.echo(fmt.safe_output(data[printed:], self.escape), nl=False)
-        return max(printed, len(data))
+            return printed  # its middle was cut: what we printed is gone from the buffer
+        end = len(data)
+        if run.status is RunStatus.RUNNING:
+            end = data.rfind(b"\n", printed) + 1
+        if end > printed:
+            text = fmt.safe_output(data[printed:end], self.escape)
+            self.raw(text, nl=False)
+            self._midline = not text.endswith("\n")
+        return max(printed, end)
+
+
+def _failed(run: Run) -> bool:
+    return run.status in FAILED_STATUSES
+
+
+def _size(n: int) -> str:
+    return f"{n} byte{'' if n == 1 else 's'}" if n < 1024 else fmt.format_size(n)

@@ -1,19 +1,21 @@
 """What `status` shows: the daemon and every job, from the run log and the jobs file.
 
-Works with the daemon stopped: then jobs and next runs come from the jobs file itself.
+Works with the daemon stopped (then jobs and next runs come from the jobs file itself) and
+before any run log exists. Only reads: nothing here writes the run log or talks to the daemon.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import errno
 import fcntl
 import os
 from dataclasses import dataclass
 
-from cronsup import jobsfile, paths, schedule
-from cronsup.model import Cron, JobSpec
+from cronsup import paths
+from cronsup.model import RunStatus
 from cronsup.runlog import JobRow, Run, RunLog, RunLogError, RunLogMissing, iso
+
+STATS_RUNS = 20  # success rate and median duration are over a job's last this many runs
 
 
 def daemon_pid(db_path: str) -> int | None:
@@ -45,10 +47,11 @@ class JobStatus:
     enabled: bool
     paused: bool
     next_run: float | None
-    last_run: Run | None
+    last_run: Run | None  # the newest run, finished or not
     running: list[Run]
     success_rate: float | None
     median_s: float | None
+    last_finished: Run | None = None  # the newest run that is not running
 
     def to_json(self) -> dict:
         return {
@@ -59,6 +62,7 @@ class JobStatus:
             "running": [r.to_json() for r in self.running],
             "success_rate": None if self.success_rate is None else round(self.success_rate, 3),
             "median_duration_s": None if self.median_s is None else round(self.median_s, 3),
+            "stats_over_runs": STATS_RUNS,
         }
 
 
@@ -71,18 +75,24 @@ class Status:
     config_error: str | None
     db_path: str
     jobs: list[JobStatus]
-    note: str | None = None  # e.g. "no run log yet"
+    has_log: bool = True  # False: no run log yet, the daemon never ran with this --db
+    stopped_at: float | None = None  # a stopped daemon's clean exit
+    last_seen: float | None = None  # a stopped daemon's last heartbeat (it may have crashed)
+    ever_ran: bool = False  # a daemon has written its state into this run log
 
     def to_json(self) -> dict:
         return {
             "daemon": {"running": self.running, "pid": self.pid, "started_at": iso(self.started_at),
                        "jobs_file": self.jobs_file, "config_error": self.config_error,
-                       "db": self.db_path},
+                       "db": self.db_path, "run_log_exists": self.has_log,
+                       "stopped_at": None if self.running else iso(self.stopped_at),
+                       "last_seen": None if self.running else iso(self.last_seen)},
             "jobs": [j.to_json() for j in self.jobs],
         }
 
 
-def _open(db_path: str) -> RunLog | None:
+def open_log(db_path: str) -> RunLog | None:
+    """The run log read-only, or None when none exists yet."""
     try:
         return RunLog.open(db_path, readonly=True)
     except RunLogMissing:
@@ -92,31 +102,39 @@ def _open(db_path: str) -> RunLog | None:
 def status(jobs_path: str, db_path: str, now: float) -> Status:
     """Everything `cronsup status` shows. Raises RunLogError for an unreadable run log."""
     pid = daemon_pid(db_path)
-    runlog = _open(db_path)
-    state = runlog.daemon() if runlog else None
     running = pid is not None
-    config_error = state.config_error if running and state else None
-    jobs_file = state.jobs_file if running and state else os.path.abspath(jobs_path)
-    rows: list[JobRow] = runlog.jobs() if (running and runlog) else []
-    if not running:
-        rows, config_error = _rows_from_file(jobs_path, now, runlog)
-    result = Status(running=running, pid=pid if running else None,
-                    started_at=state.started_at if running and state else None,
-                    jobs_file=jobs_file, config_error=config_error, db_path=db_path, jobs=[],
-                    note=None if runlog else f"no run log at {db_path} yet: the daemon has not run")
-    if runlog is None:
-        result.jobs = [_job(row, None, [], False, (None, None)) for row in rows]
-        return result
-    with runlog:
+    runlog = open_log(db_path)
+    try:
+        state = runlog.daemon() if runlog else None
+        if running and state is not None:
+            # The daemon's own view: the jobs it runs (the last good version of the file).
+            rows, config_error, jobs_file = runlog.jobs(), state.config_error, state.jobs_file
+        else:
+            rows, config_error = _rows_from_file(jobs_path, now, runlog)
+            jobs_file = os.path.abspath(jobs_path)
+        result = Status(running=running, pid=pid, jobs_file=jobs_file, config_error=config_error,
+                        db_path=os.path.abspath(db_path), jobs=[], has_log=runlog is not None,
+                        started_at=state.started_at if running and state else None,
+                        stopped_at=state.stopped_at if state and not running else None,
+                        last_seen=state.last_seen if state and not running else None,
+                        ever_ran=state is not None)
+        if runlog is None:
+            result.jobs = [_job(row, None, [], False, (None, None)) for row in rows]
+            return result
         last = runlog.last_runs()
         active: dict[str, list[Run]] = {}
         for run in runlog.running():
             active.setdefault(run.job, []).append(run)
         paused = runlog.paused()
         for row in rows:
-            result.jobs.append(_job(row, last.get(row.name), active.get(row.name, []),
-                                    row.name in paused, runlog.stats(row.name)))
-    return result
+            job = _job(row, last.get(row.name), active.get(row.name, []), row.name in paused,
+                       runlog.stats(row.name, STATS_RUNS))
+            job.last_finished = _last_finished(runlog, job)
+            result.jobs.append(job)
+        return result
+    finally:
+        if runlog is not None:
+            runlog.close()
 
 
 def _job(row: JobRow, last: Run | None, running: list[Run], paused: bool,
@@ -124,22 +142,42 @@ def _job(row: JobRow, last: Run | None, running: list[Run], paused: bool,
     return JobStatus(name=row.name, schedule=row.schedule, command=row.command,
                      description=row.description, enabled=row.enabled, paused=paused,
                      next_run=row.next_run, last_run=last, running=running,
-                     success_rate=stats[0], median_s=stats[1])
+                     success_rate=stats[0], median_s=stats[1], last_finished=last)
+
+
+def _last_finished(runlog: RunLog, job: JobStatus) -> Run | None:
+    if job.last_run is None or job.last_run.status is not RunStatus.RUNNING:
+        return job.last_run
+    for run in runlog.runs(job.name, limit=len(job.running) + 1):
+        if run.status is not RunStatus.RUNNING:
+            return run
+    return None
 
 
 def _rows_from_file(jobs_path: str, now: float, runlog: RunLog | None) -> tuple[list[JobRow], str | None]:
     """Jobs and their next runs from the file, for a stopped daemon; else the last known."""
+    from cronsup import jobsfile
+
     try:
         jf = jobsfile.load(jobs_path)
     except jobsfile.JobsfileErrors as e:
-        return (runlog.jobs() if runlog else []), str(e.first)
+        more = len(e.errors) - 1
+        error = str(e.first) + (f" (and {more} more error{'s' if more > 1 else ''})" if more else "")
+        return (runlog.jobs() if runlog else []), error
     except OSError as e:
         return (runlog.jobs() if runlog else []), f"{jobs_path}: cannot read: {e.strerror}"
     return [JobRow(name=j.name, schedule=j.schedule.text, command=j.command, description=j.description,
                    next_run=next_run(j, now), enabled=j.enabled, line=j.line) for j in jf.jobs], None
 
 
-def next_run(job: JobSpec, now: float) -> float | None:
+def next_run(job, now: float) -> float | None:
+    """A cron job's next fire time after `now`; None for @every (counted from the daemon's
+    start), @after and @reboot, which have no time of their own."""
+    import datetime as dt
+
+    from cronsup import schedule
+    from cronsup.model import Cron
+
     if not isinstance(job.schedule, Cron):
         return None
     zone = schedule.load_zone(job.timezone)
@@ -147,8 +185,17 @@ def next_run(job: JobSpec, now: float) -> float | None:
     return t.timestamp() if t else None
 
 
+def has_job(runlog: RunLog | None, name: str) -> bool:
+    """Whether the run log knows the job: it has runs, or the daemon lists it (cheap lookups)."""
+    if runlog is None:
+        return False
+    return bool(runlog.runs(name, limit=1)) or any(row.name == name for row in runlog.jobs())
+
+
 def known_jobs(jobs_path: str, runlog: RunLog | None) -> list[str]:
     """Job names from the jobs file and the run log, for "did you mean" hints."""
+    from cronsup import jobsfile
+
     names: list[str] = []
     try:
         names += jobsfile.load(jobs_path).names

@@ -5,34 +5,57 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from cronsup import report
+from cronsup import fmt, report
 from cronsup.model import RunStatus, Trigger
 from cronsup.runlog import Run, RunLog
 
 POLL = 0.1
 
+EXIT_OK, EXIT_FAILED, EXIT_NO_DAEMON = 0, 1, 3
 
-def wait_for(db: str, job: str, run_id: int | None, echo: Callable[[str], None]) -> int:
-    """0 when the run (or its last retry) succeeds, 1 otherwise; 3 if the daemon goes away."""
-    runlog = RunLog.open(db, readonly=True)
-    with runlog:
-        if run_id is None:  # queued: it is the next manual run of the job
-            run_id = _next_manual(runlog, job, db, echo)
+
+def wait_for(db: str, job: str, run_id: int | None, echo: Callable[[str], None],
+             after_id: int = 0) -> int:
+    """0 when the run (or its last retry) succeeds, 1 otherwise; 3 if the daemon goes away.
+
+    `run_id` None: the run is queued behind a running one (overlap = "queue"); it is then the
+    job's first manual run with an id above `after_id`.
+    """
+    with RunLog.open(db, readonly=True) as runlog:
+        if run_id is None:
+            run_id = _next_manual(runlog, job, db, after_id)
             if run_id is None:
-                return 3
+                echo(f"{job}: the daemon stopped before the queued run started")
+                return EXIT_NO_DAEMON
+            echo(f"{job}: started run {run_id}")
         while True:
             run = _ended(runlog, run_id, db)
             if run is None:
-                echo(f"{job}: the daemon stopped before run {run_id} ended")
-                return 3
-            took = f" after {run.duration_s:.1f}s" if run.duration_s is not None else ""
-            echo(f"{job}: run {run.id} {run.status}{took}" + (f" ({run.reason})" if run.reason else ""))
+                echo(f"{job}: the daemon stopped before run {run_id} ended; "
+                     f"see `cronsup logs {job} --run {run_id}`")
+                return EXIT_NO_DAEMON
+            echo(f"{job}: run {run.id} {describe(run)}")
             if run.status is RunStatus.SUCCESS:
-                return 0
+                return EXIT_OK
             retry = _retry_of(runlog, run, db)
             if retry is None:
-                return 1
+                echo(f"{job}: its output: `cronsup logs {job} --run {run.id}`")
+                return EXIT_FAILED
+            echo(f"{job}: started run {retry.id} (retry, attempt {retry.attempt})")
             run_id = retry.id
+
+
+def describe(run: Run) -> str:
+    """'success after 1.0s', 'failed after 2.0s: exit code 3; attempt 2 of 3 in 30s'."""
+    text = str(run.status)
+    if run.duration_s is not None:
+        text += f" after {fmt.took(run.duration_s)}"
+    if run.reason:
+        return f"{text}: {run.reason}"
+    code = fmt.exit_text(run.exit_code, run.signal)
+    if code and run.status is not RunStatus.SUCCESS:
+        text += f" ({code if run.signal else 'exit code ' + code})"
+    return text
 
 
 def _daemon_alive(db: str) -> bool:
@@ -45,30 +68,31 @@ def _ended(runlog: RunLog, run_id: int, db: str) -> Run | None:
         if run is not None and run.status is not RunStatus.RUNNING:
             return run
         if not _daemon_alive(db):
-            return None
+            # It may have ended just before the daemon stopped: look once more.
+            run = runlog.run(run_id)
+            return run if run is not None and run.status is not RunStatus.RUNNING else None
         time.sleep(POLL)
 
 
 def _retry_of(runlog: RunLog, run: Run, db: str) -> Run | None:
-    """The retry the daemon announced in the run's reason, once it starts."""
+    """The retry the daemon announced in the run's reason ("attempt 2 of 3 in 30s"), once it starts."""
     if not run.reason or f"attempt {run.attempt + 1} of" not in run.reason:
         return None
-    while _daemon_alive(db):
+    while True:
         for later in runlog.runs(run.job, after_id=run.id, limit=1000):
             if later.trigger is Trigger.RETRY and later.attempt == run.attempt + 1 \
                     and later.scheduled_for == run.scheduled_for:
                 return later
+        if not _daemon_alive(db):
+            return None
         time.sleep(POLL)
-    return None
 
 
-def _next_manual(runlog: RunLog, job: str, db: str, echo: Callable[[str], None]) -> int | None:
-    newest = runlog.runs(job, limit=1)
-    after = newest[0].id if newest else 0
-    while _daemon_alive(db):
-        for run in runlog.runs(job, after_id=after, limit=1000):
+def _next_manual(runlog: RunLog, job: str, db: str, after_id: int) -> int | None:
+    while True:
+        for run in runlog.runs(job, after_id=after_id, limit=1000):
             if run.trigger is Trigger.MANUAL:
-                echo(f"{job}: started run {run.id}")
                 return run.id
+        if not _daemon_alive(db):
+            return None
         time.sleep(POLL)
-    return None

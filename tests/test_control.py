@@ -1,0 +1,189 @@
+"""The control socket, against the real daemon: who may talk to it, and what it makes of
+requests that are malformed, too big, or never come."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import socket
+import stat
+import time
+
+import pytest
+
+from conftest import DaemonProcess
+from cronsup import control, paths
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory):
+    d = DaemonProcess(tmp_path_factory.mktemp("control"))
+    d.write("[job.backup]\n@every 1h true\n")
+    d.start()
+    yield d
+    d.kill()
+
+
+def sock_path(d: DaemonProcess) -> str:
+    return paths.control_socket(str(d.db))
+
+
+def connect(d: DaemonProcess, timeout: float = 10) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(sock_path(d))
+    return s
+
+
+def exchange(d: DaemonProcess, data: bytes) -> dict:
+    """Send raw bytes, read the one line of JSON that comes back."""
+    with connect(d) as s:
+        s.sendall(data)
+        return json.loads(read_line(s))
+
+
+def read_line(s: socket.socket) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_a_well_formed_request_is_answered(running):
+    assert control.request(sock_path(running), "ping")["pid"] == running.proc.pid
+
+
+def test_a_request_that_is_not_json_is_refused(running):
+    answer = exchange(running, b"run backup\n")
+    assert answer == {"ok": False, "error": "malformed request: not JSON"}
+
+
+def test_an_unknown_op_is_refused_and_a_command_line_is_never_an_op(running):
+    answer = exchange(running, b'{"op": "exec", "job": "backup"}\n')
+    assert answer["ok"] is False and "op must be one of" in answer["error"]
+    answer = exchange(running, b'{"op": "run", "job": "backup", "command": "rm -rf /"}\n')
+    assert answer["ok"] is False and "unknown fields ['command']" in answer["error"]
+    assert exchange(running, b'["run", "backup"]\n')["ok"] is False
+
+
+def test_a_job_operation_without_a_job_is_refused(running):
+    for op in ("run", "pause", "resume"):
+        answer = exchange(running, json.dumps({"op": op}).encode() + b"\n")
+        assert answer == {"ok": False, "error": f"malformed request: {op} needs a job name"}
+    assert exchange(running, b'{"op": "run", "job": 42}\n')["ok"] is False
+    answer = exchange(running, b'{"op": "run", "job": "nope"}\n')
+    assert answer["kind"] == "unknown_job" and "no job named 'nope'" in answer["error"]
+    assert running.runs("backup") == []  # nothing above started anything
+
+
+def test_a_request_over_4096_bytes_is_refused(running):
+    big = json.dumps({"op": "run", "job": "x" * 5000}).encode() + b"\n"
+    answer = exchange(running, big)
+    assert answer == {"ok": False, "error": "request larger than 4096 bytes"}
+    # The same without a newline: refused as soon as it passes the bound, not read forever.
+    with connect(running) as s:
+        s.sendall(b"{" * (control.MAX_REQUEST + 1))
+        assert json.loads(read_line(s))["error"] == "request larger than 4096 bytes"
+
+
+def test_a_silent_client_is_dropped_after_the_timeout_while_another_is_served(running):
+    silent = connect(running, timeout=control.REQUEST_TIMEOUT + 10)
+    try:
+        t0 = time.monotonic()
+        assert control.request(sock_path(running), "ping")["ok"] is True
+        assert time.monotonic() - t0 < 1.0  # the silent one does not hold the daemon up
+        answer = read_line(silent)  # blocks until the daemon gives up on it
+        waited = time.monotonic() - t0
+        assert json.loads(answer)["error"].startswith("no whole request within")
+        assert silent.recv(1) == b""  # and closed
+        assert control.REQUEST_TIMEOUT - 0.5 <= waited < control.REQUEST_TIMEOUT + 5
+    finally:
+        silent.close()
+
+
+def test_the_socket_is_private_and_lives_beside_the_run_log(running):
+    path = sock_path(running)
+    assert path == str(running.db) + ".sock"
+    assert stat.S_ISSOCK(os.stat(path).st_mode) and os.stat(path).st_mode & 0o777 == 0o600
+    assert os.stat(os.path.dirname(path)).st_mode & 0o777 == 0o700
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to another uid")
+def test_a_client_of_another_uid_is_refused(running):
+    nobody = pwd.getpwnam("nobody")
+    directory = os.path.dirname(sock_path(running))
+    os.chmod(directory, 0o711)  # let nobody reach the socket, so SO_PEERCRED is what refuses
+    os.chmod(sock_path(running), 0o666)
+    # pytest's temp dirs above it are 0700: the child goes through a directory fd opened
+    # as root, so only the socket's own directory and the socket need to let nobody in.
+    dirfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    r, w = os.pipe()
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: become nobody, ask, report the answer through the pipe
+            try:
+                os.close(r)
+                os.setgroups([])
+                os.setgid(nobody.pw_gid)
+                os.setuid(nobody.pw_uid)
+                via = f"/proc/self/fd/{dirfd}/{os.path.basename(sock_path(running))}"
+                try:
+                    control.request(via, "pause", "backup", timeout=5)
+                    message = "accepted"
+                except control.ControlError as e:
+                    message = str(e)
+                os.write(w, message.encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        _, status = os.waitpid(pid, 0)
+        answer = os.read(r, 4096).decode()
+    finally:
+        os.close(r)
+        os.close(dirfd)
+        os.chmod(directory, 0o700)
+        os.chmod(sock_path(running), 0o600)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert answer.startswith(f"permission denied: uid {nobody.pw_uid} may not control this daemon"), answer
+    assert not any(j["paused"] for j in running.status()["jobs"])
+    assert control.request(sock_path(running), "ping")["ok"] is True  # still serving
+
+
+def test_a_stale_socket_from_a_crashed_daemon_does_not_stop_a_new_one(daemon):
+    daemon.write("[job.a]\n@every 1h true\n")
+    daemon.db.parent.mkdir(mode=0o700)
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(sock_path(daemon))  # bound and closed without unlink: what a SIGKILL leaves
+    stale.close()
+    with pytest.raises(control.NoDaemon):
+        control.request(sock_path(daemon), "ping")
+    daemon.start()  # waits for a ping answered by this daemon
+    result = daemon.cli("pause", "a")
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_daemon_killed_with_sigkill_leaves_a_socket_the_next_one_replaces(daemon):
+    daemon.write("[job.a]\n@every 1h true\n")
+    daemon.start()
+    daemon.kill()
+    assert os.path.exists(sock_path(daemon))
+    assert daemon.cli("reload").returncode == 3  # nobody answers it: "no daemon"
+    daemon.start()
+    assert daemon.cli("reload").returncode == 0
+
+
+def test_a_second_daemon_on_the_same_run_log_is_refused_clearly(running):
+    result = running.cli("daemon", timeout=30)
+    assert result.returncode == 1
+    assert f"another cronsup daemon (pid {running.proc.pid}) is running on {running.db}" in result.stderr
+    assert "give this one another --db" in result.stderr
+    assert control.request(sock_path(running), "ping")["pid"] == running.proc.pid  # undisturbed
+
+
+def test_a_request_to_no_socket_is_no_daemon(tmp_path):
+    with pytest.raises(control.NoDaemon):
+        control.request(str(tmp_path / "runs.db.sock"), "ping")
