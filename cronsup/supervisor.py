@@ -9,6 +9,7 @@ measures timeouts, grace periods and delays, and comparing the two reveals clock
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import random
 import signal
@@ -149,8 +150,7 @@ class Supervisor:
 
     def _next_fire(self, job: _Job, after: float) -> float | None:
         assert isinstance(job.spec.schedule, Cron) and job.zone is not None
-        t = schedule.next_fire(job.spec.schedule, dt.datetime.fromtimestamp(after, job.zone), job.zone)
-        return t.timestamp() if t is not None else None
+        return _next_fire_at(job.spec.schedule, job.zone, after)
 
     def _startup_actions(self, now: Now) -> list[Action]:
         """Catch-up for fires missed while the daemon was down; @reboot jobs."""
@@ -508,6 +508,18 @@ class Supervisor:
             else:
                 out[name] = None
         return out
+
+
+@functools.lru_cache(maxsize=8192)
+def _next_fire_at(cron: Cron, zone: dt.tzinfo, after: float) -> float | None:
+    """schedule.next_fire as a timestamp, memoized (a pure function of its arguments).
+
+    Jobs that share a schedule come due together and ask the same questions in one tick:
+    a thousand `* * * * *` lines cost one computation instead of three thousand (~30 us
+    each), which is time spent before the first of them starts.
+    """
+    t = schedule.next_fire(cron, dt.datetime.fromtimestamp(after, zone), zone)
+    return t.timestamp() if t is not None else None
 
 
 def _signame(sig: int) -> str:
