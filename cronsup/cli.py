@@ -702,7 +702,7 @@ def run(job: str, wait: bool, jobs_path: str, db: str) -> None:
     answer = _ask(jobs_path, db, "run", job)
     run_id, state = answer.get("run_id"), answer.get("status")
     if state == "queued":
-        click.echo(f"{job}: queued: {answer.get('reason')}")
+        click.echo(f"{job}: queued, {answer.get('reason')}")
     elif state == "running":
         pid = f" (pid {answer['pid']})" if answer.get("pid") else ""
         click.echo(f"{job}: started run {run_id}{pid}")

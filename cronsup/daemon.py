@@ -526,7 +526,7 @@ class Daemon:
                         "pid": run.child.pid if run else None, "after_id": after_id}
         if self.supervisor.jobs[name].queued is not None:
             return {"ok": True, "run_id": None, "status": "queued", "after_id": after_id,
-                    "reason": "waiting for the running run to end (overlap = \"queue\")"}
+                    "reason": "to start when the running run ends (overlap = \"queue\")"}
         return {"ok": False, "kind": "not_started",
                 "error": f"{name} was not started (the run log refused the record; see the daemon's log)"}
 

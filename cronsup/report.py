@@ -93,17 +93,34 @@ class Status:
 
 def open_log(db_path: str) -> RunLog | None:
     """The run log read-only, or None when none exists yet."""
+    _check_access(db_path)
     try:
         return RunLog.open(db_path, readonly=True)
     except RunLogMissing:
         return None
 
 
+def _check_access(db_path: str) -> None:
+    """A run log we may not read is an error that says so, not a missing one."""
+    try:
+        os.stat(db_path)
+    except FileNotFoundError:
+        return
+    except PermissionError:
+        raise RunLogError(f"permission denied: cannot reach the run log {db_path}; it belongs to "
+                          "the daemon's user: run this as that user or root") from None
+    except OSError:
+        return  # RunLog.open reports it
+    if not os.access(db_path, os.R_OK):
+        raise RunLogError(f"permission denied: cannot read the run log {db_path}; run this as "
+                          "the daemon's user or root")
+
+
 def status(jobs_path: str, db_path: str, now: float) -> Status:
     """Everything `cronsup status` shows. Raises RunLogError for an unreadable run log."""
+    runlog = open_log(db_path)
     pid = daemon_pid(db_path)
     running = pid is not None
-    runlog = open_log(db_path)
     try:
         state = runlog.daemon() if runlog else None
         if running and state is not None:

@@ -39,7 +39,7 @@ def wait_for(db: str, job: str, run_id: int | None, echo: Callable[[str], None],
                 return EXIT_OK
             retry = _retry_of(runlog, run, db)
             if retry is None:
-                echo(f"{job}: its output: `cronsup logs {job} --run {run.id}`")
+                echo(f"{job}: its details and output: `cronsup logs {job} --run {run.id}`")
                 return EXIT_FAILED
             echo(f"{job}: started run {retry.id} (retry, attempt {retry.attempt})")
             run_id = retry.id

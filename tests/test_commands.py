@@ -219,6 +219,31 @@ def test_logs_of_a_job_before_any_run_log_exists_says_there_are_no_runs(tmp_path
     assert invoke(d, "logs", "nightyl").exit_code == 2
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to another uid")
+def test_status_and_logs_as_another_user_say_permission_denied_not_no_run_log(built):
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # become nobody, run the commands in this process, report through the pipe
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            answers = [invoke(built, "status"), invoke(built, "logs", "hello")]
+            os.write(w, json.dumps([[a.exit_code, a.stderr] for a in answers]).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    with os.fdopen(r) as f:
+        answers = json.loads(f.read())
+    for code, stderr in answers:
+        assert code == 1 and "permission denied" in stderr and str(built.db) in stderr, stderr
+
+
 # -- without a daemon -------------------------------------------------------------------------
 
 
@@ -299,6 +324,19 @@ def test_run_wait_follows_a_retry_that_succeeds(daemon):
     assert result.returncode == 0, result.stdout
     assert [(r.trigger, r.status) for r in daemon.runs("second")] == [("manual", "failed"), ("retry", "success")]
     assert "(retry, attempt 2)" in result.stdout
+
+
+def test_run_wait_of_a_queued_run_waits_for_it_to_start_and_end(daemon):
+    daemon.write("[job.q]\noverlap = \"queue\"\n@every 1h sleep 1; echo done\n")
+    daemon.start()
+    first = daemon.cli("run", "q", check=True)
+    assert first.stdout.startswith("q: started run ")
+    result = daemon.cli("run", "q", "--wait")
+    assert result.returncode == 0, result.stdout + result.stderr
+    one, two = daemon.runs("q")
+    assert "q: queued, to start when the running run ends" in result.stdout
+    assert f"q: started run {two.id}" in result.stdout and f"run {two.id} success" in result.stdout
+    assert two.started_at >= one.finished_at
 
 
 def test_run_of_an_unknown_job_is_a_usage_error_that_names_close_ones(daemon):
