@@ -34,6 +34,7 @@ OUTPUT_FLUSH = 1.0  # a running job's output reaches the run log at most this la
 WATCH_STEP_MS = 50  # watchfiles: yield changes once the directory is quiet this long
 WATCH_CHECK_MS = 5000  # and compare the file's stat after this long without events
 LOST_GRACE = 2.0  # a survivor of a crashed daemon gets this long after SIGTERM
+PRECISE_WAKE = 0.1  # a longer sleep ends early and is finished by a short one (see loop)
 
 
 class DaemonError(Exception):
@@ -325,6 +326,12 @@ class Daemon:
                 return
             self._housekeeping(now)
             timeout = max(0.0, wake - self.now().mono)
+            if timeout > PRECISE_WAKE:
+                # epoll_wait returns up to 0.1% of its timeout late (the kernel's slack for
+                # poll timers, 0.5% when niced): 5 ms after a 5 s sleep, 60 ms after a minute.
+                # Wake a little early instead; the last stretch, under PRECISE_WAKE, is slept
+                # with a slack of microseconds (and epoll's 1 ms rounding).
+                timeout -= timeout / 100 + 0.002
             if self.running:
                 timeout = min(timeout, OUTPUT_FLUSH)
             if self.notifier.watchdog_interval:
