@@ -29,7 +29,8 @@ ELLIPSIS = "…"
 
 
 def local(t: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).astimezone()
+    """The local wall-clock time of an instant, for display (naive: cheaper, same digits)."""
+    return dt.datetime.fromtimestamp(t)
 
 
 def when(t: float | None, now: float) -> str:
@@ -67,9 +68,14 @@ def relative(t: float, now: float) -> str:
 
 def coarse(seconds: float) -> str:
     """A duration to two units at most and no fractions: 4s, 3m, 1h05m, 2d3h."""
-    text = format_duration(max(seconds, 1.0))
-    text = re.sub(r"^(\d+)\.\d+s$", r"\1s", text)
-    return re.sub(r"^(\d+m)\d+s$", r"\1", text)
+    s = max(int(round(seconds)), 1)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600}h"
 
 
 def took(seconds: float | None) -> str:
@@ -140,9 +146,10 @@ def table(columns: list[Column], rows: list[list[str] | str], total: int | None 
     its own above the rest of its row, so a job name is never cut.
     """
     cells = [r for r in rows if not isinstance(r, str)]
+    lengths = [[_len(c) for c in r] for r in cells]
     sizes = []
     for i, col in enumerate(columns):
-        size = max([_len(r[i]) for r in cells] + [len(col.header)])
+        size = max([n[i] for n in lengths] + [len(col.header)])
         sizes.append(min(size, col.limit) if col.limit else size)
     if total is not None:
         excess = sum(sizes) + sum(c.gap for c in columns[1:]) - total
@@ -155,13 +162,15 @@ def table(columns: list[Column], rows: list[list[str] | str], total: int | None 
             excess -= 1
     lines = []
     header = [c.header for c in columns]
+    by_row = iter([[len(h) for h in header]] + lengths)
     for row in [header] + rows:
         if isinstance(row, str):
             lines.append(cut(row, total) if total else row)
             continue
         parts, more = [], []
+        widths = next(by_row)
         for i, (cell, col) in enumerate(zip(row, columns)):
-            if _len(cell) > sizes[i]:
+            if widths[i] > sizes[i]:
                 if col.wrap and i == 0:
                     lines.append(cell)
                     cell = ""
@@ -171,7 +180,8 @@ def table(columns: list[Column], rows: list[list[str] | str], total: int | None 
                     cell, *more = textwrap.wrap(click.unstyle(cell), sizes[i]) or [""]
                 else:
                     cell = cut(click.unstyle(cell), sizes[i])
-            pad = " " * (sizes[i] - _len(cell))
+                widths[i] = _len(cell)
+            pad = " " * (sizes[i] - widths[i])
             text = pad + cell if col.right else cell + pad
             parts.append((" " * col.gap if i else "") + text)
         lines.append("".join(parts).rstrip())
