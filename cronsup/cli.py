@@ -728,7 +728,8 @@ def reload(jobs_path: str, db: str) -> None:
     answer = _ask(jobs_path, db, "reload")
     path = answer.get("jobs_file") or jobs_path
     if answer.get("reloaded"):
-        click.echo(f"reloaded: {answer.get('jobs')} jobs from {path}")
+        count = answer.get("jobs")
+        click.echo(f"reloaded: {count} job{'' if count == 1 else 's'} from {path}")
     else:
         fail(f"not reloaded: {answer.get('config_error')}\n"
              f"cronsup: the daemon goes on running the last good version; "

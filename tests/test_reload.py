@@ -97,4 +97,4 @@ def test_reload_command_reports_errors_and_exits_1(daemon):
     result = daemon.cli("reload")
     assert result.returncode == 1 and ":1: minute field" in result.stderr
     daemon.write(BASE)
-    assert "reloaded: 1 jobs" in daemon.cli("reload").stdout
+    assert "reloaded: 1 job from" in daemon.cli("reload").stdout
