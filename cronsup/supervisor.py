@@ -142,7 +142,12 @@ class Supervisor:
         job = _Job(spec=spec)
         if isinstance(spec.schedule, Cron):
             job.zone = schedule.load_zone(spec.timezone)
-            job.cursor = now.wall - STARTUP_GRACE if startup else now.wall
+            job.cursor = now.wall
+            if startup and self.history.last_seen is not None:
+                # A restart: fires since the last heartbeat, up to a minute back, still run
+                # (a fire that did run is refused by the run log's unique key); older
+                # ones are catch-up. A first start runs nothing from before it.
+                job.cursor = max(now.wall - STARTUP_GRACE, min(self.history.last_seen, now.wall))
             job.next_fire = self._next_fire(job, job.cursor)
         elif isinstance(spec.schedule, Every):
             job.every_due = now.mono + spec.schedule.seconds

@@ -400,3 +400,9 @@ def test_stop_terms_every_run_then_kills_after_the_grace_and_starts_nothing_new(
     status, reason = w.finish(2, None, signal.SIGKILL)
     assert status is RunStatus.KILLED and reason == "stopped with the daemon"
     assert w.sup.idle
+
+
+def test_a_first_start_does_not_run_a_fire_from_before_it():
+    w = World("[job.a]\n0 2 * * * /bin/a\n", at(2026, 1, 1, 2, 0, 20))
+    w.tick()
+    assert w.starts == [] and w.records == []
