@@ -76,7 +76,12 @@ def pct(xs: list[float], p: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
+CRONSUP: list[str] = []  # --cronsup: how to run cronsup, for comparing another checkout
+
+
 def cronsup_argv() -> list[str]:
+    if CRONSUP:
+        return CRONSUP
     script = os.path.join(os.path.dirname(sys.executable), "cronsup")
     return [script] if os.path.exists(script) else [sys.executable, "-m", "cronsup"]
 
@@ -452,10 +457,14 @@ def main() -> None:
     ap.add_argument("--reload-timeout", type=float, default=30.0)
     ap.add_argument("--output-bytes", type=int, default=1 << 30)
     ap.add_argument("--output-jobs", type=int, default=0, help="output: idle jobs loaded beside the flooding one")
+    ap.add_argument("--cronsup", help="command that runs cronsup (default: the venv's cronsup script); e.g. "
+                    "'env PYTHONPATH=/tmp/old .venv/bin/python -m cronsup' to measure another checkout")
     ap.add_argument("--json", help="append each result as a JSON line to this file")
     ap.add_argument("--keep", action="store_true", help="keep the temp dirs")
     a = ap.parse_args()
     wanted = a.workloads
+    if a.cronsup:
+        CRONSUP[:] = a.cronsup.split()
     if "all" in wanted:
         wanted = ["idle", "reload", "output", "fire"]
 
@@ -477,6 +486,7 @@ def main() -> None:
             raise SystemExit(f"unknown workload {w!r}: fire, idle, reload, output or all")
         for r in results:
             r["at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+            r["cronsup"] = " ".join(cronsup_argv())
             r["loadavg"] = os.getloadavg()
             print(show(r), flush=True)
             if a.json:
