@@ -241,10 +241,19 @@ class Supervisor:
         if jumped:
             log.warning("the wall clock jumped %s by %.0f s", "forward" if drift > 0 else "back",
                         abs(drift))
+        # The daemon ticks on every wake-up (output, exits), so the common case is kept
+        # cheap: only runs and jobs with something due now go through the full checks.
+        mono, wall = now.mono, now.wall
         for run in list(self.by_id.values()):
-            actions += self._enforce(run, now)
+            if ((run.kill_at is not None and run.kill_at <= mono)
+                    or (run.deadline is not None and run.deadline <= mono)):
+                actions += self._enforce(run, now)
+        jump = drift if jumped else 0.0
         for job in list(self.jobs.values()):
-            actions += self._tick_job(job, now, drift if jumped else 0.0)
+            if (jump or job.pending or job.catchup
+                    or (job.next_fire is not None and job.next_fire <= wall)
+                    or (job.every_due is not None and job.every_due <= mono)):
+                actions += self._tick_job(job, now, jump)
         self._last = now
         return actions, self._wake(now)
 
@@ -308,21 +317,31 @@ class Supervisor:
         return self._due(job, fire, now)
 
     def _wake(self, now: Now) -> float:
-        wake = now.mono + MAX_SLEEP
+        mono = now.mono
+        wake = mono + MAX_SLEEP
+        fire = None  # the earliest next_fire (wall), turned into monotonic time once
         for job in self.jobs.values():
-            if job.next_fire is not None:
-                wake = min(wake, now.mono + (job.next_fire - now.wall))
-            if job.every_due is not None:
-                wake = min(wake, job.every_due)
+            t = job.next_fire
+            if t is not None and (fire is None or t < fire):
+                fire = t
+            t = job.every_due
+            if t is not None and t < wake:
+                wake = t
             for due, _ in job.pending:
-                wake = min(wake, due)
+                if due < wake:
+                    wake = due
             if job.catchup and not self._active(job.spec.name):
-                wake = now.mono
+                wake = mono
+        if fire is not None:
+            wake = min(wake, mono + (fire - now.wall))
         for run in self.by_id.values():
-            for t in (run.deadline, run.kill_at):
-                if t is not None:
-                    wake = min(wake, t)
-        return max(wake, now.mono)
+            t = run.deadline
+            if t is not None and t < wake:
+                wake = t
+            t = run.kill_at
+            if t is not None and t < wake:
+                wake = t
+        return max(wake, mono)
 
     # -- starting --------------------------------------------------------------------------
 
