@@ -1,6 +1,7 @@
 import json
 import os
 
+import pytest
 from click.testing import CliRunner
 
 from cronsup import cli, jobsfile
@@ -131,3 +132,28 @@ def test_every_command_has_help_with_an_example():
         assert command.help, f"{name} has no help"
         assert "Example" in command.help, f"{name}'s help shows no example"
     assert "Example" in invoke("--help").output or "Start here" in invoke("--help").output
+
+
+DEBIAN = sorted(p for p in (os.path.join(HERE, "data", "debian", "system", f)
+                            for f in os.listdir(os.path.join(HERE, "data", "debian", "system"))))
+
+
+@pytest.mark.parametrize("path", DEBIAN, ids=os.path.basename)
+def test_import_of_each_packaged_crontab_keeps_its_meaning(tmp_path, path):
+    out = tmp_path / "jobs"
+    out.write_text(invoke("import", "--system", path).output)
+    before = jobsfile.load(path, system=True).jobs
+    after = jobsfile.load(str(out)).jobs
+    fields = lambda j: (j.name, j.schedule, j.command, j.stdin, j.user, j.environment, j.shell, j.timezone, j.mailto)  # noqa: E731
+    assert [fields(j) for j in before] == [fields(j) for j in after]
+
+
+def test_import_of_all_packaged_crontabs_at_once_keeps_each_ones_meaning(tmp_path):
+    out = tmp_path / "jobs"
+    out.write_text(invoke("import", "--system", *DEBIAN).output)
+    after = jobsfile.load(str(out)).jobs
+    before = [j for p in DEBIAN for j in jobsfile.load(p, system=True).jobs]
+    assert len({j.name for j in after}) == len(after) == len(before)
+    for a, b in zip(before, after):
+        assert (a.schedule, a.command, a.user, a.env, a.shell, a.mailto) == \
+               (b.schedule, b.command, b.user, b.env, b.shell, b.mailto)
