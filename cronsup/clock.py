@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from cronsup.supervisor import Now
+from cronsup.model import Now
 
 
 def now() -> Now:

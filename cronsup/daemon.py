@@ -31,8 +31,10 @@ log = logging.getLogger("cronsup")
 HEARTBEAT = 60.0  # how often last_seen is written, for catch-up after a crash
 PRUNE_EVERY = 3600.0
 OUTPUT_FLUSH = 1.0  # a running job's output reaches the run log at most this late
-WATCH_STEP_MS = 50  # watchfiles: yield changes once the directory is quiet this long
-WATCH_CHECK_MS = 5000  # and compare the file's stat after this long without events
+# watchfiles polls its event queue every WATCH_STEP_MS and yields changes once the directory
+# has been quiet that long: 200 ms keeps a reload well under a second and idle wake-ups at 5/s.
+WATCH_STEP_MS = 200
+WATCH_CHECK_MS = 30000  # and compare the file's stat after this long without events
 LOST_GRACE = 2.0  # a survivor of a crashed daemon gets this long after SIGTERM
 PRECISE_WAKE = 0.1  # a longer sleep ends early and is finished by a short one (see loop)
 
@@ -88,7 +90,9 @@ class Daemon:
         self._watch_r = self._watch_w = -1
         self._watch_stop = threading.Event()
         self._last_heartbeat = self._last_prune = self._last_watchdog = 0.0
-        self._jobs_dirty = True
+        self._jobs_dirty = True  # rewrite the whole jobs table (start-up, reload)
+        self._need_tick = True
+        self._wake_at = 0.0
         self.control: control.Server | None = None
 
     # -- start-up ------------------------------------------------------------------------
@@ -313,11 +317,19 @@ class Daemon:
             if self.flags.child:
                 self.flags.child = False
                 actions += self._reap(now)
+                self._need_tick = True
             if self.flags.reload:
                 self.flags.reload = False
                 self.reload(now)
-            more, wake = self.supervisor.tick(now)
-            self.execute(actions + more, now)
+                self._need_tick = True
+            # Output arrives in 64 KiB reads; only a deadline or a change of state (an exit,
+            # a reload, a request, a signal) can make the supervisor decide anything new.
+            if self._need_tick or actions or now.mono >= self._wake_at or self.supervisor.stopping:
+                self._need_tick = False
+                more, self._wake_at = self.supervisor.tick(now)
+                actions += more
+            wake = self._wake_at
+            self.execute(actions, now)
             if self.control is not None:
                 expiry = self.control.expire(now.mono)
                 if expiry is not None:
@@ -326,6 +338,8 @@ class Daemon:
                 return
             self._housekeeping(now)
             timeout = max(0.0, wake - self.now().mono)
+            if self._need_tick:
+                timeout = 0.0
             if timeout > PRECISE_WAKE:
                 # epoll_wait returns up to 0.1% of its timeout late (the kernel's slack for
                 # poll timers, 0.5% when niced): 5 ms after a 5 s sleep, 60 ms after a minute.
@@ -357,7 +371,12 @@ class Daemon:
                 self._flush(entry, now)
         if self._jobs_dirty:
             self._jobs_dirty = False
+            self.supervisor.changed.clear()
             self._write_jobs()
+        elif self.supervisor.changed:
+            names, self.supervisor.changed = self.supervisor.changed, set()
+            self._write(self.log.update_next_runs, {n: self.supervisor.next_run(n) for n in names
+                                                    if n in self.supervisor.jobs})
         if now.mono - self._last_heartbeat >= HEARTBEAT:
             self._last_heartbeat = now.mono
             self._write(self.log.update_daemon, last_seen=now.wall)
@@ -443,7 +462,6 @@ class Daemon:
             log.error("%s[%d]: cannot start: %s", start.job.name, run_id, reason)
         for run_id, pid, _, _ in started:
             log.info("%s[%d]: started, pid %d", self.running[run_id].job.name, run_id, pid)
-        self._jobs_dirty = True
         return given
 
     def _reap(self, now: Now) -> list[Action]:
@@ -458,11 +476,10 @@ class Daemon:
                 self.selector.unregister(entry.fd)
                 runner.close_output(entry.child)
             data, truncated = entry.child.output.snapshot()
-            self._write(self.log.save_output, run_id, data, truncated)
             status, reason, follow = self.supervisor.finished(run_id, ex.exit_code, ex.signal, now)
             self._write(self.log.finish_run, run_id, status, finished_at=now.wall,
                         exit_code=ex.exit_code, signal=ex.signal, reason=reason,
-                        cpu_s=ex.cpu_s, max_rss=ex.max_rss)
+                        cpu_s=ex.cpu_s, max_rss=ex.max_rss, output=(data, truncated))
             took = now.wall - entry.child.started_at
             log.info("%s[%d]: %s after %.1fs%s", entry.job.name, run_id, status, took,
                      f" ({reason})" if reason else "")
@@ -486,6 +503,7 @@ class Daemon:
         An error answer carries "kind" ("unknown_job", "stopping", "not_started") so the
         command can pick its exit status.
         """
+        self._need_tick = True  # a request may start, pause or reload: decide again
         now = self.now()
         op = request["op"]
         if op == "ping":
@@ -508,11 +526,11 @@ class Daemon:
                 self.supervisor.resume(name)
             if was_paused != (op == "pause"):
                 self._write(self.log.set_paused, name, op == "pause", now.wall)
-                self._jobs_dirty = True
+                self._need_tick = True
                 log.info("%s: %sd", name, op)
             since = (self._write(self.log.paused) or {}).get(name) if op == "pause" else None
             return {"ok": True, "changed": was_paused != (op == "pause"), "paused_since": since,
-                    "next_run": self.supervisor.next_runs().get(name)}
+                    "next_run": self.supervisor.next_run(name)}
         if self.supervisor.stopping:
             return {"ok": False, "kind": "stopping", "error": "the daemon is stopping"}
         newest = self._write(self.log.runs, name, limit=1) or []

@@ -4,6 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
+
+
+class Now(NamedTuple):
+    """An instant as both clocks read it: the wall clock decides what is due, the
+    monotonic clock measures timeouts and delays, and the two together reveal jumps."""
+
+    wall: float  # time.time()
+    mono: float  # time.monotonic()
 
 
 class Overlap(StrEnum):

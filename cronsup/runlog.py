@@ -624,8 +624,10 @@ class RunLog:
         reason: str | None = None,
         cpu_s: float | None = None,
         max_rss: int | None = None,
+        output: tuple[bytes, bool] | None = None,
     ) -> bool:
-        """Complete a running run; False (nothing written) if it is not running any more."""
+        """Complete a running run, with its final output if given, in one transaction;
+        False (nothing written) if it is not running any more."""
         status = RunStatus(status)
         if status is RunStatus.RUNNING:
             raise ValueError("finish_run needs a finished status, not 'running'")
@@ -635,6 +637,11 @@ class RunLog:
                 "reason = ?, cpu_s = ?, max_rss = ? WHERE id = ? AND status = 'running'",
                 (str(status), finished_at, exit_code, signal, reason, cpu_s, max_rss, run_id),
             )
+            if output is not None and cur.rowcount == 1:
+                conn.execute(
+                    "INSERT OR REPLACE INTO outputs (run_id, truncated, data) VALUES (?, ?, ?)",
+                    (run_id, int(bool(output[1])), bytes(output[0])),
+                )
         return cur.rowcount == 1
 
     @_guarded
@@ -690,6 +697,13 @@ class RunLog:
                     for i, r in enumerate(rows)
                 ),
             )
+
+    @_guarded
+    def update_next_runs(self, next_runs: dict[str, float | None]) -> None:
+        """Set the next run of some of the jobs, leaving the others as they are."""
+        with self._transaction() as conn:
+            conn.executemany("UPDATE jobs SET next_run = ? WHERE name = ?",
+                             [(t, name) for name, t in next_runs.items()])
 
     @_guarded
     def set_paused(self, job: str, paused: bool, since: float) -> None:

@@ -15,11 +15,10 @@ import random
 import signal
 from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
 
 from cronsup import schedule
-from cronsup.model import (AfterJobs, Catchup, Cron, Every, JobsFile, JobSpec, Overlap, Reboot,
-                           RunStatus, Trigger)
+from cronsup.model import (AfterJobs, Catchup, Cron, Every, JobsFile, JobSpec, Now, Overlap,
+                           Reboot, RunStatus, Trigger)
 
 log = logging.getLogger("cronsup")
 
@@ -33,11 +32,6 @@ SMALL_JUMP = 3 * 3600.0
 CATCHUP_CAP = 100
 # Sleep at most this long, so a wall-clock jump during a long sleep is noticed.
 MAX_SLEEP = 60.0
-
-
-class Now(NamedTuple):
-    wall: float  # time.time()
-    mono: float  # time.monotonic()
 
 
 @dataclass(frozen=True)
@@ -132,9 +126,19 @@ class Supervisor:
         self.stopping = False
         self._last = now
         self._initial: list[Action] = []
+        self.changed: set[str] = set()  # jobs whose next run moved since the daemon last asked
         for spec in jobs.jobs:
             self.jobs[spec.name] = self._new_job(spec, now, startup=True)
+        self._index_dependents()
         self._initial = self._startup_actions(now)
+
+    def _index_dependents(self) -> None:
+        """job name -> the @after jobs that wait for it, so a success costs O(dependents)."""
+        self.dependents: dict[str, list[str]] = {}
+        for job in self.jobs.values():
+            if isinstance(job.spec.schedule, AfterJobs):
+                for dep in job.spec.after:
+                    self.dependents.setdefault(dep, []).append(job.spec.name)
 
     # -- jobs ------------------------------------------------------------------------------
 
@@ -221,15 +225,19 @@ class Supervisor:
                     old.spec = spec
             else:
                 old.spec = spec  # only its line moved
+        self._index_dependents()
+        self.changed |= set(self.jobs)
 
     def pause(self, name: str) -> None:
         self.paused.add(name)
+        self.changed.add(name)
         job = self.jobs.get(name)
         if job is not None:  # scheduled starts waiting to happen are dropped too
             job.queued, job.pending, job.catchup = None, [], deque()
 
     def resume(self, name: str) -> None:
         self.paused.discard(name)
+        self.changed.add(name)
 
     # -- time ------------------------------------------------------------------------------
 
@@ -265,10 +273,12 @@ class Supervisor:
             # is not run again: the run log's unique key refuses it.
             job.cursor = now.wall
             job.next_fire = self._next_fire(job, now.wall)
+            self.changed.add(spec.name)
         if job.next_fire is not None and job.next_fire <= now.wall:
             fires = self._fires_between(job, job.cursor, now.wall)
             job.cursor = now.wall
             job.next_fire = self._next_fire(job, now.wall)
+            self.changed.add(spec.name)
             pick = self._pick(spec, fires, now, jump)
             if pick is not None and self._may_schedule(spec):
                 actions += self._jittered(job, Fire(Trigger.SCHEDULE, 1, pick), now)
@@ -277,6 +287,7 @@ class Supervisor:
             late = now.mono - job.every_due
             # After a stall, skip the missed intervals rather than firing a burst.
             job.every_due += spec.schedule.seconds * (1 + int(late // spec.schedule.seconds))
+            self.changed.add(spec.name)
             if self._may_schedule(spec):
                 actions += self._jittered(job, Fire(Trigger.SCHEDULE, 1, now.wall - late), now)
         still = []
@@ -491,17 +502,15 @@ class Supervisor:
         if self.stopping:
             return ""
         job.pending.append((now.mono + delay, Fire(Trigger.RETRY, fire.attempt + 1, fire.scheduled_for)))
-        return f"; attempt {fire.attempt + 1} of {total} in {_duration(delay)}"
+        return f"; retrying in {_duration(delay)} (attempt {fire.attempt + 1} of {total})"
 
     def _after_success(self, name: str, now: Now) -> list[Action]:
         actions: list[Action] = []
-        for job in self.jobs.values():
-            spec = job.spec
-            if not isinstance(spec.schedule, AfterJobs) or name not in spec.after:
-                continue
-            since = self.last_started.get(spec.name, float("-inf"))
-            if all(self.last_success.get(dep, float("-inf")) > since for dep in spec.after):
-                if self._may_schedule(spec):
+        for dependent in self.dependents.get(name, ()):
+            job = self.jobs[dependent]
+            since = self.last_started.get(dependent, float("-inf"))
+            if all(self.last_success.get(dep, float("-inf")) > since for dep in job.spec.after):
+                if self._may_schedule(job.spec):
                     actions += self._due(job, Fire(Trigger.AFTER, 1, now.wall), now)
         return actions
 
@@ -520,6 +529,15 @@ class Supervisor:
     @property
     def idle(self) -> bool:
         return not self.runs
+
+    def next_run(self, name: str) -> float | None:
+        """The job's next scheduled start (wall), or None (@after, @reboot, can never fire)."""
+        job = self.jobs[name]
+        if job.next_fire is not None:
+            return job.next_fire
+        if job.every_due is not None:
+            return self._last.wall + (job.every_due - self._last.mono)
+        return None
 
     def next_runs(self) -> dict[str, float | None]:
         """Each job's next scheduled start (wall), for `status`."""

@@ -76,7 +76,7 @@ def _ended(runlog: RunLog, run_id: int, db: str) -> Run | None:
 
 def _retry_of(runlog: RunLog, run: Run, db: str) -> Run | None:
     """The retry the daemon announced in the run's reason ("attempt 2 of 3 in 30s"), once it starts."""
-    if not run.reason or f"attempt {run.attempt + 1} of" not in run.reason:
+    if not run.reason or f"(attempt {run.attempt + 1} of" not in run.reason:
         return None
     while True:
         for later in runlog.runs(run.job, after_id=run.id, limit=1000):

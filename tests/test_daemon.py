@@ -103,7 +103,7 @@ def test_exactly_retries_plus_one_attempts(daemon):
     time.sleep(0.5)  # a fourth attempt would have come by now (0.2s, 0.4s delays)
     runs = [r for r in daemon.runs("flaky") if r.scheduled_for == runs[0].scheduled_for]
     assert [(r.attempt, r.trigger) for r in runs] == [(1, "schedule"), (2, "retry"), (3, "retry")]
-    assert runs[0].reason.startswith("exit code 1; attempt 2 of 3")
+    assert runs[0].reason.startswith("exit code 1; retrying in") and runs[0].reason.endswith("(attempt 2 of 3)")
     assert runs[-1].reason == "exit code 1"
 
 

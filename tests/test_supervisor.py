@@ -191,8 +191,9 @@ def test_exactly_retries_plus_one_attempts_with_backoff():
     attempts = [(s.fire.attempt, s.fire.trigger) for _, s in w.starts]
     assert attempts == [(1, Trigger.SCHEDULE), (2, Trigger.RETRY), (3, Trigger.RETRY), (4, Trigger.RETRY)]
     assert {s.fire.scheduled_for for _, s in w.starts} == {at(2026, 1, 1, 1, 0)}
-    assert reasons == ["exit code 1; attempt 2 of 4 in 10s", "exit code 1; attempt 3 of 4 in 30s",
-                       "exit code 1; attempt 4 of 4 in 1m00s", "exit code 1"]
+    assert reasons == ["exit code 1; retrying in 10s (attempt 2 of 4)",
+                       "exit code 1; retrying in 30s (attempt 3 of 4)",
+                       "exit code 1; retrying in 1m00s (attempt 4 of 4)", "exit code 1"]
 
 
 def test_a_retry_that_would_come_after_the_next_scheduled_run_is_dropped():
