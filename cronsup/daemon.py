@@ -32,8 +32,8 @@ HEARTBEAT = 60.0  # how often last_seen is written, for catch-up after a crash
 PRUNE_EVERY = 3600.0
 OUTPUT_FLUSH = 1.0  # a running job's output reaches the run log at most this late
 # watchfiles polls its event queue every WATCH_STEP_MS and yields changes once the directory
-# has been quiet that long: 200 ms keeps a reload well under a second and idle wake-ups at 5/s.
-WATCH_STEP_MS = 200
+# has been quiet that long: 100 ms keeps a reload well under a second and idle wake-ups at 10/s.
+WATCH_STEP_MS = 100
 WATCH_CHECK_MS = 30000  # and compare the file's stat after this long without events
 LOST_GRACE = 2.0  # a survivor of a crashed daemon gets this long after SIGTERM
 PRECISE_WAKE = 0.1  # a longer sleep ends early and is finished by a short one (see loop)

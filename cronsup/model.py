@@ -107,7 +107,7 @@ class JobSpec:
     name: str
     schedule: Schedule
     command: str  # what `shell -c` runs: the text before the first unescaped %
-    line: int  # 1-based line of the schedule line in the jobs file
+    line: int = field(compare=False)  # 1-based line of the schedule line in the jobs file
     raw_command: str = ""  # the command as written, with its % and \% escapes
     stdin: str | None = None  # the text after the first unescaped %, % turned to newlines
     # Environment lines in effect for this job, in file order, then the `env` option.

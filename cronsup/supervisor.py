@@ -14,7 +14,7 @@ import logging
 import random
 import signal
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from cronsup import schedule
 from cronsup.model import (AfterJobs, Catchup, Cron, Every, JobsFile, JobSpec, Now, Overlap,
@@ -109,7 +109,7 @@ class _Job:
 
 
 def _same_job(a: JobSpec, b: JobSpec) -> bool:
-    return replace(a, line=0) == replace(b, line=0)
+    return a == b  # `line` is not compared: moving a job in the file does not change it
 
 
 class Supervisor:
