@@ -21,8 +21,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# By hand, on a quiet machine; figures go to bench/RESULTS.md (see bench/README.md).
 bench: $(STAMP)
 	$(BIN)/python bench/bench_jobsfile.py
+	$(BIN)/python bench/bench_cli.py
+	$(BIN)/python bench/bench_daemon.py all
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache .hypothesis build *.egg-info
