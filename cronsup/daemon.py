@@ -245,9 +245,10 @@ class Daemon:
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         # Jobs must not inherit ignored signals (nohup, a shell's `&`): exec keeps SIG_IGN.
-        for sig in (signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM,
-                    signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
-            if signal.getsignal(sig) == signal.SIG_IGN:
+        # SIGPIPE and SIGXFSZ, which Python ignores itself, are reset in each child.
+        for sig in signal.valid_signals():
+            if sig not in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGKILL, signal.SIGSTOP) \
+                    and signal.getsignal(sig) == signal.SIG_IGN:
                 signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)

@@ -46,13 +46,21 @@ class DaemonProcess:
     def write(self, text: str) -> None:
         self.jobs.write_text(textwrap.dedent(text))
 
-    def start(self, *args: str, env: dict[str, str] | None = None, wait: bool = True) -> DaemonProcess:
+    def start(self, *args: str, env: dict[str, str] | None = None, wait: bool = True,
+              ignoring: tuple[int, ...] = ()) -> DaemonProcess:
+        """Start the daemon; `ignoring`: signals it inherits ignored, as from nohup or `&`."""
         environ = dict(os.environ)
         environ.update(env or {})
         self._log = open(self.log_path, "ab")
+
+        def inherit_ignored() -> None:
+            for sig in ignoring:
+                signal.signal(sig, signal.SIG_IGN)
+
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cronsup", "daemon", "--jobs", str(self.jobs), "--db", str(self.db), *args],
-            stdout=self._log, stderr=subprocess.STDOUT, env=environ, cwd=str(self.tmp))
+            stdout=self._log, stderr=subprocess.STDOUT, env=environ, cwd=str(self.tmp),
+            preexec_fn=inherit_ignored if ignoring else None)
         if wait:
             wait_until(self.ready, 15, what="the daemon to start")
         return self

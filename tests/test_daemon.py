@@ -238,3 +238,13 @@ def test_the_run_log_is_private(daemon):
     daemon.start()
     assert os.stat(daemon.db).st_mode & 0o777 == 0o600
     assert os.stat(daemon.db.parent).st_mode & 0o777 == 0o700
+
+
+def test_jobs_do_not_inherit_signals_the_daemon_was_started_ignoring(daemon):
+    daemon.write("[job.masks]\n@every 1s grep -E '^Sig(Blk|Ign)' /proc/self/status\n")
+    daemon.start(ignoring=(signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGINT, signal.SIGTSTP))
+    (run,) = daemon.finished("masks")[:1]
+    masks = dict(line.split(":") for line in daemon.output_of(run.id).decode().splitlines())
+    reserved = sum(1 << (n - 1) for n in range(1, 65) if n not in signal.valid_signals())
+    assert int(masks["SigBlk"], 16) == 0
+    assert int(masks["SigIgn"], 16) & ~reserved == 0

@@ -9,7 +9,7 @@ from cronsup.jobsfile import JobsfileErrors, parse, parse_bytes, split_percent
 from cronsup.model import AfterJobs, Catchup, Cron, Every, Overlap, Reboot
 
 HERE = os.path.dirname(__file__)
-SHARED = os.path.join(HERE, "..", "..", "shared", "testdata", "crontabs")
+CRONIE = os.path.join(HERE, "data", "cronie")
 
 
 def jobs(text: str, **kw):
@@ -32,7 +32,7 @@ def the_error(text: str, **kw) -> tuple[int, str]:
 
 def _real(kind: str) -> list[str]:
     found = sorted(glob.glob(os.path.join(HERE, "data", "debian", kind, "*")))
-    found += sorted(glob.glob(os.path.join(SHARED, kind, "*")))
+    found += sorted(glob.glob(os.path.join(CRONIE, kind, "*")))
     return [f for f in found if not f.endswith(".md")]
 
 
@@ -62,7 +62,7 @@ def test_the_debian_system_crontab_means_what_it_meant_to_cron():
 
 
 def test_the_cronie_example_keeps_cron_tz_and_the_percent_input():
-    jf = jobsfile.load(os.path.join(SHARED, "user", "crontab.5-example--cronie-git"))
+    jf = jobsfile.load(os.path.join(CRONIE, "user", "crontab.5-example--cronie-git"))
     mail = next(j for j in jf.jobs if j.command.startswith("mail"))
     assert mail.timezone == "Japan"
     assert mail.command == "mail -s \"It's 10pm\" joe"
