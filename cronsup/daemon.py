@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import psutil
 
 from cronsup import clock, control, jobsfile, mail, notify, paths, runner
-from cronsup.model import JobsFile, JobSpec, RunStatus, Trigger
+from cronsup.model import JobsFile, JobSpec, Overlap, RunStatus, Trigger
 from cronsup.runlog import DaemonState, JobRow, NewRun, RunLog, RunLogError
 from cronsup.supervisor import Action, History, Kill, Now, Record, Start, Supervisor
 
@@ -329,8 +329,10 @@ class Daemon:
                 self._need_tick = False
                 more, self._wake_at = self.supervisor.tick(now)
                 actions += more
-            wake = self._wake_at
             self.execute(actions, now)
+            if actions:  # starts bring timeouts, finished runs queued starts: decide the wake-up again
+                self._wake_at = self.supervisor.wake(now)
+            wake = self._wake_at
             if self.control is not None:
                 expiry = self.control.expire(now.mono)
                 if expiry is not None:
@@ -539,6 +541,8 @@ class Daemon:
         actions = self.supervisor.run_now(name, now)
         ids = self.execute(actions, now)
         for action in actions:
+            if not isinstance(action, (Start, Record)):
+                continue  # a Kill of the run being replaced (overlap = "replace")
             if action.job.name == name and action.fire.trigger is Trigger.MANUAL and id(action) in ids:
                 status = RunStatus.RUNNING if isinstance(action, Start) else action.status
                 run_id = ids[id(action)]
@@ -551,8 +555,10 @@ class Daemon:
                 return {"ok": True, "run_id": run_id, "status": str(status), "reason": reason,
                         "pid": run.child.pid if run else None, "after_id": after_id}
         if self.supervisor.jobs[name].queued is not None:
+            policy = self.supervisor.jobs[name].spec.overlap
+            why = "the running run is being stopped" if policy is Overlap.REPLACE else "the running run ends"
             return {"ok": True, "run_id": None, "status": "queued", "after_id": after_id,
-                    "reason": "to start when the running run ends (overlap = \"queue\")"}
+                    "reason": f"to start when {why} (overlap = \"{policy}\")"}
         return {"ok": False, "kind": "not_started",
                 "error": f"{name} was not started (the run log refused the record; see the daemon's log)"}
 

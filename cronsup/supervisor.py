@@ -263,7 +263,7 @@ class Supervisor:
                     or (job.every_due is not None and job.every_due <= mono)):
                 actions += self._tick_job(job, now, jump)
         self._last = now
-        return actions, self._wake(now)
+        return actions, self.wake(now)
 
     def _tick_job(self, job: _Job, now: Now, jump: float) -> list[Action]:
         actions: list[Action] = []
@@ -327,7 +327,8 @@ class Supervisor:
             return []
         return self._due(job, fire, now)
 
-    def _wake(self, now: Now) -> float:
+    def wake(self, now: Now) -> float:
+        """The monotonic time by which tick() must be called again."""
         mono = now.mono
         wake = mono + MAX_SLEEP
         fire = None  # the earliest next_fire (wall), turned into monotonic time once

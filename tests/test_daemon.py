@@ -248,3 +248,34 @@ def test_jobs_do_not_inherit_signals_the_daemon_was_started_ignoring(daemon):
     reserved = sum(1 << (n - 1) for n in range(1, 65) if n not in signal.valid_signals())
     assert int(masks["SigBlk"], 16) == 0
     assert int(masks["SigIgn"], 16) & ~reserved == 0
+
+
+def test_a_scheduled_runs_timeout_is_enforced_on_time_not_at_the_next_wake_up(daemon):
+    daemon.write("""\
+        [job.hang]
+        timeout = "1s"
+        kill_grace = "1s"
+        @every 6s sleep 300
+        """)
+    daemon.start()
+    (run,) = daemon.finished("hang", timeout=20)[:1]
+    assert run.status == "timeout" and run.duration_s < 2.5, run.duration_s
+
+
+def test_run_of_a_running_replace_job_stops_the_old_run_and_queues_the_new_one(daemon):
+    daemon.write("""\
+        [job.swap]
+        overlap = "replace"
+        kill_grace = "1s"
+        @every 1h sleep 300
+        """)
+    daemon.start()
+    first = daemon.cli("run", "swap")
+    assert first.returncode == 0, first.stderr
+    second = daemon.cli("run", "swap")
+    assert second.returncode == 0 and "queued" in second.stdout and "being stopped" in second.stdout, \
+        second.stdout + second.stderr
+    runs = daemon.finished("swap")
+    assert runs[0].status == "killed" and "replaced" in runs[0].reason
+    wait_until(lambda: len(daemon.runs("swap")) == 2, what="the replacing run")
+    assert "Traceback" not in daemon.output()
