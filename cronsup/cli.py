@@ -115,12 +115,34 @@ def check(files: tuple[str, ...], system: bool, jobs_path: str, db: str) -> None
             click.echo(f"{path}: cannot read: {e.strerror}", err=True)
             failed = True
             continue
+        problem = jobsfile.refusal(path)
+        if problem:
+            click.echo(problem, err=True)
+            failed = True
+            continue
+        _hint_system(path, jf, system)
         count = len(jf.jobs)
         click.echo(f"{path}: {count} job{'s' if count != 1 else ''}, no errors")
         for job in jf.jobs:
             click.echo(f"  {job.name:<24} {job.schedule.text:<16} {_one_line(job.command)}")
     if failed:
         sys.exit(EXIT_INVALID)
+
+
+def _hint_system(path: str, jf: JobsFile, system: bool) -> None:
+    """Warn when a file read as a user crontab looks like a system one (/etc/crontab)."""
+    import pwd
+
+    if system or not jf.jobs:
+        return
+    first = {job.command.split(None, 1)[0] for job in jf.jobs if job.command.strip()}
+    try:
+        for word in first:
+            pwd.getpwnam(word)
+    except KeyError:
+        return
+    click.echo(f"{path}: warning: every command starts with a user name ({', '.join(sorted(first))}); "
+               "if this is a system crontab (/etc/crontab, /etc/cron.d/*), add --system", err=True)
 
 
 def _one_line(text: str, width: int = 60) -> str:
@@ -225,7 +247,10 @@ def import_(crontabs: tuple[str, ...], system: bool, jobs_path: str, db: str) ->
         except OSError as e:
             fail(f"cannot read {path}: {e.strerror}")
     try:
-        click.echo(importer.convert(sources, system=system), nl=False)
+        text = importer.convert(sources, system=system)
+        for path, source in sources:
+            _hint_system(path, jobsfile.parse(source, path, system=system), system)
+        click.echo(text, nl=False)
     except jobsfile.JobsfileErrors as e:
         for error in e.errors:
             click.echo(str(error), err=True)

@@ -228,16 +228,9 @@ class Daemon:
         return None
 
     def _check_owner(self) -> None:
-        # cron refuses files others could have written to: they would run as root.
-        if os.geteuid() != 0:
-            return
-        st = os.stat(self.jobs_path)
-        if st.st_uid != 0:
-            raise _Refused(f"{self.jobs_path}: refused: owned by uid {st.st_uid}, not root; "
-                           f"a root daemon runs only files root owns (chown root {self.jobs_path})")
-        if st.st_mode & 0o022:
-            raise _Refused(f"{self.jobs_path}: refused: group- or other-writable (mode "
-                           f"{st.st_mode & 0o777:o}); fix it with chmod go-w {self.jobs_path}")
+        problem = jobsfile.refusal(self.jobs_path)
+        if problem:
+            raise _Refused(problem)
 
     def _signals(self) -> None:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -556,7 +549,7 @@ class Daemon:
                         "pid": run.child.pid if run else None, "after_id": after_id}
         if self.supervisor.jobs[name].queued is not None:
             policy = self.supervisor.jobs[name].spec.overlap
-            why = "the running run is being stopped" if policy is Overlap.REPLACE else "the running run ends"
+            why = "the running run is stopped" if policy is Overlap.REPLACE else "the running run ends"
             return {"ok": True, "run_id": None, "status": "queued", "after_id": after_id,
                     "reason": f"to start when {why} (overlap = \"{policy}\")"}
         return {"ok": False, "kind": "not_started",

@@ -61,7 +61,7 @@ def convert(sources: list[tuple[str, str]], system: bool = False) -> str:
         for number, line in enumerate(text.split("\n"), start=1):
             job = by_line.get(number)
             if job is not None:
-                out.extend(_job_lines(job, renamed[id(job)], separate_env))
+                out.extend(_job_lines(job, renamed[id(job)], separate_env, system))
             elif separate_env and _is_env_line(line):
                 out.append("# " + line.strip() + "   (now in the env option of each job below)")
             else:
@@ -78,9 +78,9 @@ def _is_env_line(line: str) -> bool:
     return jobsfile.parse_env_assignment(stripped) is not None
 
 
-def _job_lines(job: JobSpec, name: str, separate_env: bool) -> list[str]:
+def _job_lines(job: JobSpec, name: str, separate_env: bool, system: bool) -> list[str]:
     options: dict[str, object] = {}
-    if job.user is not None:
+    if system and job.user is not None:  # the user field becomes the option
         options["user"] = job.user
     lines = []
     if job.auto_named:

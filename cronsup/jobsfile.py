@@ -7,6 +7,7 @@ Reads text only: no clock, no processes, no run log. Every problem is collected 
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -71,6 +72,21 @@ class _Entry:
     options: dict[str, tuple[Any, int]]  # key -> (typed value, line)
     name: str | None  # pinned by [job.NAME]
     header_line: int | None
+
+
+def refusal(path: str) -> str | None:
+    """Why a root daemon refuses the file, as cron does: others could have written into it
+    what then runs as root. None when it is fine (or when we are not root)."""
+    if os.geteuid() != 0:
+        return None
+    st = os.stat(path)
+    if st.st_uid != 0:
+        return (f"{path}: refused: owned by uid {st.st_uid}, not root; a root daemon runs only "
+                f"files root owns (chown root {path})")
+    if st.st_mode & 0o022:
+        return (f"{path}: refused: group- or other-writable (mode {st.st_mode & 0o777:o}); "
+                f"fix it with chmod go-w {path}")
+    return None
 
 
 def load(path: str, system: bool = False) -> JobsFile:

@@ -157,3 +157,26 @@ def test_import_of_all_packaged_crontabs_at_once_keeps_each_ones_meaning(tmp_pat
     for a, b in zip(before, after):
         assert (a.schedule, a.command, a.user, a.env, a.shell, a.mailto) == \
                (b.schedule, b.command, b.user, b.env, b.shell, b.mailto)
+
+
+def test_check_and_import_hint_at_system_format_when_every_command_starts_with_a_user():
+    for command in (["check", CRONTAB], ["import", CRONTAB]):
+        result = CliRunner().invoke(cli.main, command)
+        assert "add --system" in result.stderr
+
+
+def test_importing_an_imported_file_again_stays_valid(tmp_path):
+    once = tmp_path / "once"
+    once.write_text(invoke("import", "--system", CRONTAB).output)
+    twice = tmp_path / "twice"
+    twice.write_text(invoke("import", str(once)).output)
+    assert [j.user for j in jobsfile.load(str(twice)).jobs] == ["root"] * 4
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_check_as_root_refuses_a_file_others_could_write_as_the_daemon_does(tmp_path):
+    path = tmp_path / "jobs"
+    path.write_text("@daily /bin/true\n")
+    path.chmod(0o666)
+    result = CliRunner().invoke(cli.main, ["check", str(path)])
+    assert result.exit_code == 1 and "group- or other-writable (mode 666)" in result.stderr

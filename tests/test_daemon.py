@@ -273,7 +273,7 @@ def test_run_of_a_running_replace_job_stops_the_old_run_and_queues_the_new_one(d
     first = daemon.cli("run", "swap")
     assert first.returncode == 0, first.stderr
     second = daemon.cli("run", "swap")
-    assert second.returncode == 0 and "queued" in second.stdout and "being stopped" in second.stdout, \
+    assert second.returncode == 0 and "queued" in second.stdout and "is stopped" in second.stdout, \
         second.stdout + second.stderr
     runs = daemon.finished("swap")
     assert runs[0].status == "killed" and "replaced" in runs[0].reason
