@@ -192,6 +192,7 @@ class LogView:
             pass
 
     def _event(self, run: Run, as_json: bool) -> None:
+        self._streaming = None
         if self._midline:
             self.echo()
             self._midline = False
@@ -213,6 +214,12 @@ class LogView:
         if run.status is RunStatus.RUNNING:
             end = data.rfind(b"\n", printed) + 1
         if end > printed:
+            if getattr(self, "_streaming", None) != run.id:
+                # Runs that overlap take turns: say whose output follows.
+                if self._midline:
+                    self.echo()
+                self.echo(click.style(f"── output of run {run.id} (running) ──", dim=True))
+                self._streaming = run.id
             text = fmt.safe_output(data[printed:end], self.escape)
             self.raw(text, nl=False)
             self._midline = not text.endswith("\n")

@@ -70,10 +70,19 @@ def _program(tokens: list[str]) -> str | None:
             i = _skip_options(tokens, i + 1, takes_value)
             i += positional
         elif base in _INTERPRETERS:
-            j = _skip_options(tokens, i + 1, frozenset({"-m", "-c", "-W", "-X", "-o", "-O"}),
-                              stop_at={"-m", "-c"})
-            if j < len(tokens) and tokens[j] == "-c" and j + 1 < len(tokens):
-                return _program(_tokens(tokens[j + 1])) if base in _SHELLS else base
+            j = _skip_options(tokens, i + 1, frozenset({"-m", "-c", "-e", "-W", "-X", "-o", "-O"}),
+                              stop_at={"-m", "-c", "-e"})
+            if j < len(tokens) and tokens[j] in ("-c", "-e") and j + 1 < len(tokens):
+                if base in _SHELLS and tokens[j] == "-c":
+                    return _program(_tokens(tokens[j + 1]))
+                # Inline code (`perl -e 'sleep int(rand(3600))'`) sets the scene, like sleep:
+                # the program to name the job after comes next, if there is one.
+                i = j + 2
+                while i < len(tokens) and tokens[i] not in _SEPARATORS:
+                    i += 1
+                if i < len(tokens):
+                    continue
+                return base
             if j < len(tokens) and tokens[j] == "-m" and j + 1 < len(tokens):
                 return tokens[j + 1].rsplit(".", 1)[-1]
             if j < len(tokens) and tokens[j] not in _SEPARATORS:

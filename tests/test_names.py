@@ -23,6 +23,9 @@ from cronsup.names import assign, derive
     ("php /var/www/artisan schedule:run", "artisan"),
     ("'/opt/my tool/bin/thing' --x", "thing"),
     (":", "job"),
+    ("test -x /usr/bin/certbot -a \\! -d /run/systemd/system && perl -e 'sleep int(rand(43200))' && "
+     "certbot -q renew", "certbot"),
+    ("python3 -c 'import x; x.run()'", "python3"),
 ])
 def test_a_name_comes_from_the_program_the_line_runs(command, name):
     assert derive(command) == name
