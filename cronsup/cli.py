@@ -477,16 +477,17 @@ def _suggest(name: str, names: list[str]) -> str:
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the JSON object of the SPEC (for scripts).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
 @common_options
 @_pipe_safe
 def status(as_json: bool, jobs_path: str, db: str) -> None:
     """The daemon and every job: schedule, next run, last run, running now.
 
     For each job: its next run (time and how soon), its last run (how long ago, its result
-    with the exit code or signal, how long it took), runs going on now (pid, how long), and over
-    its last 20 runs the share that succeeded (OK) and their median duration. Works while the
-    daemon is stopped, from the run log and the jobs file.
+    with the exit code or signal, how long it took), its description, runs going on now (pid,
+    how long), and over its last 20 runs the share that succeeded in the end, retries
+    included (OK), and their median duration. Works while the daemon is stopped, from the run
+    log and the jobs file.
 
     \b
     Example:
@@ -544,6 +545,8 @@ def _status_lines(st, now: float, colour: bool, jobs_path: str, db: str) -> list
     rows: list[list[str] | str] = []
     for job in st.jobs:
         rows.append(_status_row(job, now, colour, style))
+        if job.description:
+            rows.append(style(fmt.cut(f"  {job.description}", fmt.width() or 100), dim=True))
         for run in job.running:
             since = f"for {fmt.coarse(now - run.started_at)}" if run.started_at else "not started yet"
             if st.running:

@@ -162,11 +162,16 @@ def _job(row: JobRow, last: Run | None, running: list[Run], paused: bool,
                      success_rate=stats[0], median_s=stats[1], last_finished=last)
 
 
+_NOT_AN_END = (RunStatus.RUNNING, RunStatus.SKIPPED, RunStatus.MISSED)
+
+
 def _last_finished(runlog: RunLog, job: JobStatus) -> Run | None:
-    if job.last_run is None or job.last_run.status is not RunStatus.RUNNING:
+    """The latest run that ran to an end: what LAST shows. A run still going, and the
+    skipped or missed fires around it, say nothing about how the job went."""
+    if job.last_run is None or job.last_run.status not in _NOT_AN_END:
         return job.last_run
-    for run in runlog.runs(job.name, limit=len(job.running) + 1):
-        if run.status is not RunStatus.RUNNING:
+    for run in runlog.runs(job.name, limit=50):
+        if run.status not in _NOT_AN_END:
             return run
     return None
 

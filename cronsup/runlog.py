@@ -906,7 +906,8 @@ class RunLog:
 
     @_guarded
     def stats(self, job: str, n: int = 20) -> tuple[float | None, float | None]:
-        """Success rate (0..1) and median duration (s) of the job's last `n` runs in RAN_STATUSES.
+        """Success rate (0..1) of the job's last `n` invocations (a retried run counts as its
+        last attempt) and median duration (s) of its last `n` runs in RAN_STATUSES.
 
         (None, None) when there are none; e.g. 3 successes of 4 runs lasting 1, 2, 3, 10 s
         give (0.75, 2.5).
@@ -916,15 +917,23 @@ class RunLog:
         # log of a million runs.) INDEXED BY keeps the planner from sorting all of a job's
         # rows out of the (job, status, id) index instead.
         rows = self._conn.execute(
-            "SELECT status, finished_at - started_at FROM runs INDEXED BY runs_job_id "
+            "SELECT status, finished_at - started_at, scheduled_for FROM runs INDEXED BY runs_job_id "
             f"WHERE job = ? AND status IN ({_placeholders(len(RAN_STATUSES))}) "
             "ORDER BY id DESC LIMIT ?",
-            (job, *map(str, RAN_STATUSES), n),
+            (job, *map(str, RAN_STATUSES), 3 * n),
         ).fetchall()
         if not rows:
             return None, None
-        rate = sum(1 for status, _ in rows if status == "success") / len(rows)
-        durations = [d for _, d in rows if d is not None]
+        # The rate counts invocations: a run whose retry succeeded counts as the success it
+        # became. Newest first, so the first row of a scheduled time is its last attempt.
+        outcome: dict[float, str] = {}
+        for status, _, scheduled_for in rows:
+            if scheduled_for not in outcome:
+                if len(outcome) == n:
+                    break
+                outcome[scheduled_for] = status
+        rate = sum(1 for status in outcome.values() if status == "success") / len(outcome)
+        durations = [d for _, d, _ in rows[:n] if d is not None]
         return rate, _median(durations)
 
     @_guarded

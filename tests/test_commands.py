@@ -106,7 +106,9 @@ def test_status_with_no_run_log_yet_lists_the_jobs_file(tmp_path):
     assert result.exit_code == 0, result.output
     assert "it has not run with this run log yet" in result.output
     assert f"run log    {d.db} (none yet)" in result.output
-    assert [line.split()[0] for line in result.output.splitlines()[-3:]] == ["hello", "flaky", "nightly"]
+    rows = [line.split()[0] for line in result.output.splitlines() if line and not line.startswith(" ")]
+    assert rows[-3:] == ["hello", "flaky", "nightly"]
+    assert "  Nightly" in result.output  # descriptions show under their job
     data = json.loads(invoke(d, "status", "--json").output)
     assert data["daemon"]["run_log_exists"] is False and len(data["jobs"]) == 3
 

@@ -638,3 +638,11 @@ def test_a_log_left_by_a_killed_daemon_opens_with_all_its_committed_runs(db):
         assert writer.insert_runs([NewRun("backup", Trigger.SCHEDULE, 1, T)],
                                   host=HOST, boot_id=BOOT) == [None]
     assert corrupt_files(os.path.dirname(db)) == []
+
+
+def test_stats_count_a_retried_run_as_the_success_its_last_attempt_became(log):
+    ran(log, "flaky", T, RunStatus.FAILED, attempt=1)
+    ran(log, "flaky", T, RunStatus.FAILED, attempt=2, trigger=Trigger.RETRY)
+    ran(log, "flaky", T, RunStatus.SUCCESS, attempt=3, trigger=Trigger.RETRY)
+    ran(log, "flaky", T + 60, RunStatus.FAILED, attempt=1)
+    assert log.stats("flaky")[0] == 0.5
