@@ -11,6 +11,7 @@ import errno
 import fcntl
 import logging
 import os
+import resource
 import selectors
 import signal
 import socket
@@ -463,6 +464,9 @@ class Daemon:
     def _reap(self, now: Now) -> list[Action]:
         exits = runner.reap_any() if self.pid == 1 else runner.reap_exited(self.by_pid)
         actions: list[Action] = []
+        # Linux charges a child, at exec, with the peak size of the process that started it:
+        # a job's peak at or below the daemon's own is the daemon's, so it is not recorded.
+        own_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 if exits else 0
         for ex in exits:
             run_id = self.by_pid.pop(ex.pid, None)
             if run_id is None:
@@ -475,7 +479,8 @@ class Daemon:
             status, reason, follow = self.supervisor.finished(run_id, ex.exit_code, ex.signal, now)
             self._write(self.log.finish_run, run_id, status, finished_at=now.wall,
                         exit_code=ex.exit_code, signal=ex.signal, reason=reason,
-                        cpu_s=ex.cpu_s, max_rss=ex.max_rss, output=(data, truncated))
+                        cpu_s=ex.cpu_s, max_rss=ex.max_rss if ex.max_rss > own_peak else None,
+                        output=(data, truncated))
             took = now.wall - entry.child.started_at
             log.info("%s[%d]: %s after %.1fs%s", entry.job.name, run_id, status, took,
                      f" ({reason})" if reason else "")
@@ -564,7 +569,7 @@ class Daemon:
         self._write(self.log.update_daemon, config_error=self.config_error)
         if jobs is None:
             if self.config_error != before:
-                log.error("keeping the last good jobs file: %s", self.config_error)
+                log.error("keeping the last good version of %s (the errors are above)", self.jobs_path)
             self.notifier.send(self._status_line())
             return False
         self.jobs = jobs

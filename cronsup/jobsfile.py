@@ -293,7 +293,8 @@ class _Parser:
             m = re.search(r"\(at line (\d+), column (\d+)\)", message)
             line = first + int(m.group(1)) - 1 if m else last
             reason = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", message)
-            self.error(line, f"in {block.label}: invalid TOML: {reason}")
+            text = next((t for n, t in block.body if n == line), "")
+            self.error(line, f"in {block.label}: invalid TOML: {_explain_toml(reason, text)}")
             return {}
         result: dict[str, tuple[Any, int]] = {}
         for key, value in raw.items():
@@ -405,6 +406,21 @@ class _Parser:
                 reported |= set(cycle)
                 line = entry_lines.get(job.line, job.line)
                 self.error(line, "after: dependency cycle " + " -> ".join(cycle))
+
+
+def _explain_toml(reason: str, text: str) -> str:
+    """tomllib's terse message, said in terms of the option on the line."""
+    m = re.match(r"\s*([A-Za-z0-9_.\"'-]+)\s*=", text)
+    key = m.group(1).strip("\"'") if m else None
+    if reason == "Cannot overwrite a value" and key:
+        return f"{key!r} is set twice in this block"
+    if reason.startswith("Illegal character") or reason.startswith("Unterminated string"):
+        return f"{reason}: a string is not closed (a missing quote?)"
+    if reason in ("Invalid value", "Expected newline or end of document after a statement") and key:
+        return f"invalid value for {key!r}: strings need quotes, as in {key} = \"...\""
+    if reason.startswith("Expected '=' after a key"):
+        return f"{reason}: an option is written KEY = VALUE"
+    return reason
 
 
 def _unfinished(error: tomllib.TOMLDecodeError, block: _Block) -> bool:

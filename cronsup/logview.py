@@ -66,11 +66,13 @@ class LogView:
     def table(self, runs: list[Run], now: float) -> list[str]:
         rows: list[list[str] | str] = []
         for run in runs:
-            started = run.started_at or run.scheduled_for
+            # A skipped or missed fire never started: show when it was due, marked as such.
+            started = fmt.stamp(run.started_at, now) if run.started_at else \
+                f"{fmt.stamp(run.scheduled_for, now)} (due)"
             duration = run.duration_s
             if run.status is RunStatus.RUNNING and run.started_at:
                 duration = now - run.started_at
-            rows.append([str(run.id), str(run.trigger), str(run.attempt), fmt.stamp(started, now),
+            rows.append([str(run.id), str(run.trigger), str(run.attempt), started,
                          fmt.took(duration), fmt.status(run.status, self.colour),
                          fmt.exit_text(run.exit_code, run.signal), run.reason or ""])
         columns = [fmt.Column("ID", right=True), fmt.Column("TRIGGER"), fmt.Column("TRY", right=True),
@@ -95,6 +97,8 @@ class LogView:
 
     def _print_output(self, run: Run) -> None:
         data, truncated = self._output(run)
+        if not data and run.started_at is not None:
+            self.echo(click.style("(no output)", dim=True) if self.colour else "(no output)")
         if data:
             text = fmt.safe_output(data, self.escape)
             self.raw(text, nl=not text.endswith("\n"))

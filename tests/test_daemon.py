@@ -279,3 +279,18 @@ def test_run_of_a_running_replace_job_stops_the_old_run_and_queues_the_new_one(d
     assert runs[0].status == "killed" and "replaced" in runs[0].reason
     wait_until(lambda: len(daemon.runs("swap")) == 2, what="the replacing run")
     assert "Traceback" not in daemon.output()
+
+
+def test_peak_memory_is_recorded_when_the_job_outgrew_the_daemon(daemon):
+    daemon.write("""\
+        [job.small]
+        @every 1s true
+        [job.big]
+        @every 1h python3 -c 'x = bytearray(200 * 1024 * 1024); print(len(x))'
+        """)
+    daemon.start()
+    assert daemon.cli("run", "big", "--wait", timeout=60).returncode == 0
+    (big,) = daemon.runs("big")
+    (small,) = daemon.finished("small")[:1]
+    assert big.max_rss > 200 * 1024 * 1024
+    assert small.max_rss is None  # what Linux reports for it is the daemon's own peak

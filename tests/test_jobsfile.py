@@ -355,6 +355,9 @@ def test_the_system_format_rejects_a_missing_user_and_a_seconds_field():
     ('workdir = "srv"', 2, "absolute path"),
     ("env = { A = 1 }", 2, "expected a string"),
     ('timeout = ', 2, "invalid TOML"),
+    ('timeout = 1h', 2, "invalid value for 'timeout': strings need quotes"),
+    ('description = "unclosed', 2, "a string is not closed"),
+    ('retries = 1\nretries = 2', 3, "'retries' is set twice"),
 ])
 def test_a_bad_option_is_reported_at_its_line(block, line, needle):
     number, message = the_error(f"[job.x]\n{block}\n* * * * * /bin/x\n")
