@@ -603,7 +603,7 @@ def _check_job(job: str, jobs_path: str, runlog) -> None:
 
 
 @main.command()
-@click.argument("job")
+@click.argument("job", required=False)
 @click.option("-n", "limit", default=20, show_default="20; 10 with --follow", type=click.IntRange(1), help="How many runs.")
 @click.option("--failed", is_flag=True, help="Only runs that did not succeed (failed, timeout, killed, lost, missed, error).")
 @click.option("--since", metavar="DURATION", help="Only runs of the last DURATION, such as 2d or 6h.")
@@ -625,7 +625,7 @@ def logs(ctx: click.Context, job: str, limit: int, failed: bool, since: str | No
     Example:
       cronsup logs backup
       cronsup logs backup --failed --since 7d --output
-      cronsup logs backup --run 42
+      cronsup logs backup --run 42          (or: cronsup logs --run 42)
       cronsup logs backup --follow --output
     """
     from cronsup import clock, fmt, logview, report
@@ -646,6 +646,13 @@ def logs(ctx: click.Context, job: str, limit: int, failed: bool, since: str | No
         fail(str(e))
     if follow and ctx.get_parameter_source("limit") is click.core.ParameterSource.DEFAULT:
         limit = 10
+    if job is None and run_id is None:
+        fail("which job? give JOB (or --run ID for one run)", EXIT_USAGE)
+    if job is None:
+        found = runlog.run(run_id) if runlog is not None else None
+        if found is None:
+            fail(f"no run {run_id} in the run log {db}", EXIT_USAGE)
+        job = found.job
     try:
         _check_job(job, jobs_path, runlog)
         if runlog is None:  # a job of the jobs file, and no daemon has run with this --db yet

@@ -484,3 +484,11 @@ def test_every_command_here_has_help_with_an_example():
 def test_the_daemon_command_hint_names_non_default_paths(tmp_path):
     hint = cli._start_hint(str(tmp_path / "jobs"), str(tmp_path / "runs.db"))
     assert hint == f"`cronsup daemon --jobs {tmp_path / 'jobs'} --db {tmp_path / 'runs.db'}`"
+
+
+def test_logs_run_id_alone_finds_its_job(built):
+    run_id = json.loads(invoke(built, "logs", "hello", "--json").output)[0]["id"]
+    result = invoke(built, "logs", "--run", str(run_id))
+    assert result.exit_code == 0 and "job:" in result.output and "hello" in result.output
+    missing = invoke(built, "logs")
+    assert missing.exit_code == 2 and "which job?" in missing.output
