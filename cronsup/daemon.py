@@ -210,28 +210,20 @@ class Daemon:
         """The jobs file if valid; otherwise None with config_error set (old version kept)."""
         self._loaded_signature = self._signature()
         try:
-            self._check_owner()
-            jobs = jobsfile.load(self.jobs_path, system=self.system)
+            self.config_error = jobsfile.refusal(self.jobs_path)
+            if self.config_error is None:
+                jobs = jobsfile.load(self.jobs_path, system=self.system)
         except jobsfile.JobsfileErrors as e:
-            more = len(e.errors) - 1
-            self.config_error = str(e.first) + (f" (and {more} more error{'s' if more > 1 else ''})" if more else "")
+            self.config_error = e.summary
             for error in e.errors:
                 log.error("%s", error)
+            return None
         except OSError as e:
             self.config_error = f"{self.jobs_path}: cannot read: {e.strerror}"
+        if self.config_error is not None:
             log.error("%s", self.config_error)
-        except _Refused as e:
-            self.config_error = str(e)
-            log.error("%s", self.config_error)
-        else:
-            self.config_error = None
-            return jobs
-        return None
-
-    def _check_owner(self) -> None:
-        problem = jobsfile.refusal(self.jobs_path)
-        if problem:
-            raise _Refused(problem)
+            return None
+        return jobs
 
     def _signals(self) -> None:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -616,10 +608,6 @@ class Daemon:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
         log.info("stopped")
-
-
-class _Refused(Exception):
-    pass
 
 
 def _drain(fd: int) -> bytes:

@@ -42,6 +42,12 @@ class JobsfileErrors(Exception):
     def first(self) -> JobsfileError:
         return self.errors[0]
 
+    @property
+    def summary(self) -> str:
+        """The first error, and how many more: what `status` shows as the config error."""
+        more = len(self.errors) - 1
+        return str(self.first) + (f" (and {more} more error{'s' if more > 1 else ''})" if more else "")
+
 
 def excerpt(text: str, limit: int = _EXCERPT) -> str:
     """`text` quoted, cut to `limit` characters so that a huge line cannot flood a message."""

@@ -183,8 +183,7 @@ def _rows_from_file(jobs_path: str, now: float, runlog: RunLog | None) -> tuple[
     try:
         jf = jobsfile.load(jobs_path)
     except jobsfile.JobsfileErrors as e:
-        more = len(e.errors) - 1
-        error = str(e.first) + (f" (and {more} more error{'s' if more > 1 else ''})" if more else "")
+        error = e.summary
         return (runlog.jobs() if runlog else []), error
     except OSError as e:
         return (runlog.jobs() if runlog else []), f"{jobs_path}: cannot read: {e.strerror}"

@@ -542,15 +542,7 @@ class Supervisor:
 
     def next_runs(self) -> dict[str, float | None]:
         """Each job's next scheduled start (wall), for `status`."""
-        out: dict[str, float | None] = {}
-        for name, job in self.jobs.items():
-            if job.next_fire is not None:
-                out[name] = job.next_fire
-            elif job.every_due is not None:
-                out[name] = self._last.wall + (job.every_due - self._last.mono)
-            else:
-                out[name] = None
-        return out
+        return {name: self.next_run(name) for name in self.jobs}
 
 
 @functools.lru_cache(maxsize=8192)
