@@ -264,10 +264,11 @@ def import_(crontabs: tuple[str, ...], system: bool, jobs_path: str, db: str) ->
 @click.option("--log-file", metavar="PATH", help="Log here instead of standard error (with --detach: syslog).")
 @click.option("--keep-runs", default=1000, show_default=True, type=click.IntRange(1), help="Runs kept per job in the run log.")
 @click.option("--keep-days", default=90.0, show_default=True, type=click.FloatRange(min=0.01), help="Days of history kept in the run log.")
+@click.option("--sendmail", metavar="PATH", envvar="CRONSUP_SENDMAIL", help="The program that mails output (env CRONSUP_SENDMAIL; default: /usr/sbin/sendmail, /usr/lib/sendmail, then PATH).")
 @click.option("-v", "--verbose", is_flag=True, help="Log debugging detail.")
 @common_options
 def daemon(system: bool, detach: bool, pidfile: str | None, log_file: str | None, keep_runs: int,
-           keep_days: float, verbose: bool, jobs_path: str, db: str) -> None:
+           keep_days: float, sendmail: str | None, verbose: bool, jobs_path: str, db: str) -> None:
     """Run the daemon: start jobs on time, supervise them, record every run.
 
     Runs in the foreground until SIGTERM or SIGINT (running jobs get SIGTERM and their
@@ -282,7 +283,10 @@ def daemon(system: bool, detach: bool, pidfile: str | None, log_file: str | None
 
     if pidfile and not detach:
         fail("--pidfile needs --detach (under systemd, leave both out)", EXIT_USAGE)
-    d = Daemon(jobs_path, db, system=system, keep_runs=keep_runs, keep_days=keep_days)
+    if sendmail:
+        sendmail = os.path.abspath(sendmail)  # the daemon runs in / once detached
+    d = Daemon(jobs_path, db, system=system, keep_runs=keep_runs, keep_days=keep_days,
+               sendmail=sendmail)
     if detach:
         _detach(d, pidfile, log_file, verbose)
     else:

@@ -69,12 +69,13 @@ def boot_id() -> str:
 
 class Daemon:
     def __init__(self, jobs_path: str, db_path: str, *, system: bool = False,
-                 keep_runs: int = 1000, keep_days: float = 90.0,
+                 keep_runs: int = 1000, keep_days: float = 90.0, sendmail: str | None = None,
                  now: Callable[[], Now] = clock.now):
         self.jobs_path = os.path.abspath(jobs_path)
         self.db_path = os.path.abspath(db_path)
         self.system = system
         self.keep_runs, self.keep_days = keep_runs, keep_days
+        self.sendmail = sendmail  # None: look in the usual places (mail.find_sendmail)
         self.now = now
         self.flags = _Flags()
         self.host = socket.gethostname()
@@ -478,7 +479,8 @@ class Daemon:
                      f" ({reason})" if reason else "")
             if entry.job.mailto and data:
                 mail.send(entry.job, f"{status}" + (f": {reason}" if reason else ""), data,
-                          host=self.host, user=entry.job.user or _user_name())
+                          host=self.host, user=entry.job.user or _user_name(),
+                          sendmail=self.sendmail)
             actions += follow
         return actions
 

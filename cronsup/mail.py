@@ -25,8 +25,11 @@ _MAILER_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 DEFAULT_TIMEOUT = 60.0
 
 
-def find_sendmail() -> str | None:
-    """The sendmail program to use: the usual places first, then PATH; None if there is none."""
+def find_sendmail(configured: str | None = None) -> str | None:
+    """The sendmail program to use: `configured` (`daemon --sendmail`, CRONSUP_SENDMAIL) as
+    given, else the usual places, then PATH; None if there is none."""
+    if configured:
+        return configured  # never second-guessed: a missing one is reported when mailing
     for path in SENDMAIL_PATHS:
         if os.access(path, os.X_OK) and os.path.isfile(path):
             return path
@@ -50,7 +53,7 @@ def send(
     """
     if not job.mailto or not output:
         return
-    program = sendmail or find_sendmail()
+    program = find_sendmail(sendmail)
     if program is None:
         log.warning("job %s: not mailing its output to %s: no sendmail program found",
                     job.name, job.mailto)

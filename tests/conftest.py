@@ -42,6 +42,11 @@ class DaemonProcess:
         self.db = tmp / "state" / "runs.db"
         self.proc: subprocess.Popen | None = None
         self.log_path = tmp / "daemon.log"
+        # Every daemon a test starts mails through this stub, never the host's MTA.
+        self.mailbox = tmp / "mailbox"
+        self.sendmail = tmp / "stub-sendmail"
+        self.sendmail.write_text(f'#!/bin/sh\necho "$@" > {self.mailbox}.args\ncat >> {self.mailbox}\n')
+        self.sendmail.chmod(0o755)
 
     def write(self, text: str) -> None:
         self.jobs.write_text(textwrap.dedent(text))
@@ -50,6 +55,7 @@ class DaemonProcess:
               ignoring: tuple[int, ...] = ()) -> DaemonProcess:
         """Start the daemon; `ignoring`: signals it inherits ignored, as from nohup or `&`."""
         environ = dict(os.environ)
+        environ["CRONSUP_SENDMAIL"] = str(self.sendmail)
         environ.update(env or {})
         self._log = open(self.log_path, "ab")
 

@@ -189,7 +189,8 @@ def test_after_a_sigkill_the_next_daemon_marks_the_run_lost_and_kills_its_surviv
         @every 1s sleep 300
         """)
     daemon.start()
-    wait_until(lambda: daemon.runs("orphan"), what="a run")
+    # The row is written before the start and its pid after: wait for the pid.
+    wait_until(lambda: [r for r in daemon.runs("orphan") if r.pid], what="a started run")
     (run,) = daemon.runs("orphan")
     daemon.stop(signal.SIGKILL)
     assert group_alive(run.pid)  # nobody killed it: the daemon died

@@ -81,13 +81,13 @@ def test_reboot_jobs_run_once_per_boot_not_once_per_daemon_start(daemon):
     assert len(daemon.runs("echo")) == 1
 
 
-def test_mailto_sends_the_output_through_sendmail(daemon):
+def test_mailto_sends_the_output_through_the_injected_sendmail(daemon):
+    # A sendmail first on PATH must not be used either: the injected one wins everywhere.
     bin_dir = daemon.tmp / "bin"
     bin_dir.mkdir()
-    mailbox = daemon.tmp / "mailbox"
-    sendmail = bin_dir / "sendmail"
-    sendmail.write_text(f"#!/bin/sh\necho \"$@\" > {mailbox}.args\ncat > {mailbox}\n")
-    sendmail.chmod(0o755)
+    trap = daemon.tmp / "reached-the-wrong-sendmail"
+    (bin_dir / "sendmail").write_text(f"#!/bin/sh\ntouch {trap}\n")
+    (bin_dir / "sendmail").chmod(0o755)
     daemon.write("""\
         MAILTO=ops@example.com
         [job.noisy]
@@ -98,10 +98,23 @@ def test_mailto_sends_the_output_through_sendmail(daemon):
     daemon.start(env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})
     daemon.finished("noisy")
     daemon.finished("quiet")
+    mailbox = daemon.mailbox
     text = wait_until(lambda: mailbox.exists() and mailbox.read_text(), what="a mail")
     assert "To: ops@example.com" in text and "something to say" in text
     assert "Subject: Cron <root@" in text
     assert "-t" in (daemon.tmp / "mailbox.args").read_text().split()
+    assert not trap.exists()
+
+
+def test_daemon_sendmail_option_wins_over_the_environment(daemon):
+    other = daemon.tmp / "other-sendmail"
+    other.write_text(f"#!/bin/sh\ncat > {daemon.tmp}/other-mailbox\n")
+    other.chmod(0o755)
+    daemon.write("MAILTO=ops@example.com\n[job.noisy]\n@every 1s echo hello\n")
+    daemon.start("--sendmail", str(other))
+    text = wait_until(lambda: (daemon.tmp / "other-mailbox").exists()
+                      and (daemon.tmp / "other-mailbox").read_text(), what="a mail")
+    assert "hello" in text and not daemon.mailbox.exists()
 
 
 def test_fires_missed_while_the_daemon_was_down_are_recorded_or_caught_up(daemon):

@@ -147,6 +147,25 @@ def test_find_sendmail_prefers_the_usual_places_then_path(tmp_path, monkeypatch)
     assert mail.find_sendmail() is None
 
 
+def test_an_injected_sendmail_is_used_even_when_a_system_one_exists(tmp_path, monkeypatch):
+    system = fake_sendmail(tmp_path)  # stands for /usr/sbin/sendmail
+    monkeypatch.setattr(mail, "SENDMAIL_PATHS", (str(system),))
+    monkeypatch.setenv("PATH", str(system.parent))
+    stub = tmp_path / "stub"
+    assert mail.find_sendmail(str(stub)) == str(stub)
+    assert mail.find_sendmail() == str(system)
+
+
+def test_an_injected_sendmail_that_is_missing_is_reported_not_replaced(tmp_path, monkeypatch, caplog):
+    system = fake_sendmail(tmp_path)
+    monkeypatch.setattr(mail, "SENDMAIL_PATHS", (str(system),))
+    with caplog.at_level(logging.WARNING, logger="cronsup.mail"):
+        send(make_job(), b"output", tmp_path / "nope")
+        wait_for(lambda: caplog.records)
+    assert str(tmp_path / "nope") in caplog.records[0].getMessage()
+    assert not (tmp_path / "message").exists()
+
+
 def test_without_any_sendmail_a_warning_is_logged(monkeypatch, tmp_path, caplog):
     monkeypatch.setattr(mail, "SENDMAIL_PATHS", ())
     monkeypatch.setenv("PATH", str(tmp_path))
