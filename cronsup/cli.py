@@ -622,12 +622,17 @@ def logs(ctx: click.Context, job: str, limit: int, failed: bool, since: str | No
          run_id: int | None, follow: bool, as_json: bool, jobs_path: str, db: str) -> None:
     """A job's runs, newest first: trigger, attempt, start, duration, status, exit code.
 
+    Without JOB, the runs of every job, with a JOB column: `cronsup logs --failed --since 12h`
+    answers "what failed last night". A failed attempt whose retry then succeeded says so in
+    its reason ("retried: attempt 2 succeeded"; "retried_ok" in JSON).
+
     On a terminal, control characters in the captured output are shown escaped (\\x1b), so
     a job's output cannot move the cursor or pass for lines of cronsup's own.
 
     \b
     Example:
       cronsup logs backup
+      cronsup logs --failed --since 12h
       cronsup logs backup --failed --since 7d --output
       cronsup logs backup --run 42          (or: cronsup logs --run 42)
       cronsup logs backup --follow --output
@@ -650,20 +655,19 @@ def logs(ctx: click.Context, job: str, limit: int, failed: bool, since: str | No
         fail(str(e))
     if follow and ctx.get_parameter_source("limit") is click.core.ParameterSource.DEFAULT:
         limit = 10
-    if job is None and run_id is None:
-        fail("which job? give JOB (or --run ID for one run)", EXIT_USAGE)
-    if job is None:
+    if job is None and run_id is not None:
         found = runlog.run(run_id) if runlog is not None else None
         if found is None:
             fail(f"no run {run_id} in the run log {db}", EXIT_USAGE)
         job = found.job
     try:
-        _check_job(job, jobs_path, runlog)
+        if job is not None:
+            _check_job(job, jobs_path, runlog)
         if runlog is None:  # a job of the jobs file, and no daemon has run with this --db yet
             if run_id is not None:
                 fail(f"no run {run_id}: there is no run log at {db} yet", EXIT_USAGE)
             if not follow:
-                click.echo("[]" if as_json else f"no runs of {job} yet: no daemon has run with "
+                click.echo("[]" if as_json else f"no runs of {job or 'any job'} yet: no daemon has run with "
                            f"the run log {db} (start one with {_start_hint(jobs_path, db)})")
                 return
             runlog = _await_log(db)

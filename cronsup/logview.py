@@ -1,4 +1,5 @@
-"""What `cronsup logs JOB` prints: a table of runs, one run in full, or runs as they happen."""
+"""What `cronsup logs [JOB]` prints: a table of runs (of one job or of all), one run in full,
+or runs as they happen."""
 
 from __future__ import annotations
 
@@ -20,11 +21,14 @@ class NoSuchRun(Exception):
 
 
 class LogView:
-    def __init__(self, runlog: RunLog, job: str, *, escape: bool, colour: bool,
+    """`job` None: the runs of every job, with a JOB column."""
+
+    def __init__(self, runlog: RunLog, job: str | None, *, escape: bool, colour: bool,
                  now: Callable[[], float] = time.time, width: int | None = None):
         self.runlog, self.job, self.escape, self.colour = runlog, job, escape, colour
         self.now, self.width = now, width
         self._midline = False  # streamed output that did not end its line
+        self._retried: dict[int, int] = {}  # run id -> attempt that succeeded (RunLog.retried_ok)
 
     def echo(self, text: str = "", nl: bool = True) -> None:
         click.echo(text, nl=nl, color=self.colour)
@@ -38,32 +42,43 @@ class LogView:
         found = self.runlog.output(run.id)
         return found if found is not None else (b"", False)
 
+    def _runs(self, **filters) -> list[Run]:
+        if self.job is None:
+            return self.runlog.runs_of_all_jobs(**filters)
+        return self.runlog.runs(self.job, **filters)
+
+    def _json(self, run: Run, retried: dict[int, int], with_output: bool = False) -> dict:
+        data = run.to_json(*self._output(run)) if with_output else run.to_json()
+        # A failed attempt whose retry then succeeded: not the fire's final outcome.
+        data["retried_ok"] = run.id in retried
+        return data
+
     # -- a list ----------------------------------------------------------------------------
 
     def list(self, limit: int, failed: bool, since: float | None, with_output: bool, as_json: bool) -> None:
-        runs = self.runlog.runs(self.job, limit=limit, failed=failed, since=since)
+        runs = self._runs(limit=limit, failed=failed, since=since)
+        retried = self.runlog.retried_ok(runs)
         if as_json:
-            out = [run.to_json(*self._output(run)) if with_output else run.to_json() for run in runs]
-            self.echo(fmt.dump_json(out))
+            self.echo(fmt.dump_json([self._json(run, retried, with_output) for run in runs]))
             return
         if not runs:
             self.echo(self.none_yet(failed, since))
             return
         now = self.now()
         if not with_output:
-            for line in self.table(runs, now):
+            for line in self.table(runs, now, retried):
                 self.echo(line)
             return
         for run in runs:
-            self._summary(run, now)
+            self._summary(run, now, retried)
             self._print_output(run)
 
     def none_yet(self, failed: bool = False, since: float | None = None) -> str:
         what = "failed runs" if failed else "runs"
         when = f" since {fmt.local(since).strftime('%Y-%m-%d %H:%M')}" if since is not None else " yet"
-        return f"no {what} of {self.job}{when}"
+        return f"no {what} of {self.job or 'any job'}{when}"
 
-    def table(self, runs: list[Run], now: float) -> list[str]:
+    def table(self, runs: list[Run], now: float, retried: dict[int, int] | None = None) -> list[str]:
         rows: list[list[str] | str] = []
         for run in runs:
             # A skipped or missed fire never started: show when it was due, marked as such.
@@ -72,17 +87,22 @@ class LogView:
             duration = run.duration_s
             if run.status is RunStatus.RUNNING and run.started_at:
                 duration = now - run.started_at
-            rows.append([str(run.id), str(run.trigger), str(run.attempt), started,
-                         fmt.took(duration), fmt.status(run.status, self.colour),
-                         fmt.exit_text(run.exit_code, run.signal), run.reason or ""])
+            row = [str(run.id), str(run.trigger), str(run.attempt), started,
+                   fmt.took(duration), fmt.status(run.status, self.colour),
+                   fmt.exit_text(run.exit_code, run.signal), _reason(run, retried)]
+            rows.append(row if self.job else [row[0], run.job, *row[1:]])
         columns = [fmt.Column("ID", right=True), fmt.Column("TRIGGER"), fmt.Column("TRY", right=True),
                    fmt.Column("STARTED"), fmt.Column("TOOK", right=True), fmt.Column("STATUS"),
                    fmt.Column("EXIT"), fmt.Column("REASON", shrink=True, least=20, fold=True)]
+        if self.job is None:
+            columns.insert(1, fmt.Column("JOB", shrink=True, least=10))
         return fmt.table(columns, rows, self.width)
 
-    def _summary(self, run: Run, now: float) -> None:
+    def _summary(self, run: Run, now: float, retried: dict[int, int] | None = None) -> None:
         started = fmt.stamp(run.started_at or run.scheduled_for, now)
         parts = [f"run {run.id}", str(run.trigger), f"attempt {run.attempt}", started]
+        if self.job is None:
+            parts.insert(1, run.job)
         head = click.style(f"── {' · '.join(parts)} · ", dim=True) if self.colour else f"── {' · '.join(parts)} · "
         tail = fmt.status(run.status, self.colour)
         if run.duration_s is not None:
@@ -91,6 +111,8 @@ class LogView:
         code = fmt.exit_text(run.exit_code, run.signal)
         if not detail and code and (run.signal or code != "0"):
             detail = code if run.signal else f"exit code {code}"
+        if retried and run.id in retried:
+            detail = f"{detail} {_retried_note(retried[run.id])}".strip()
         if detail:
             tail += f" · {detail}"
         self.echo(head + tail)
@@ -112,19 +134,20 @@ class LogView:
         run = self.runlog.run(run_id)
         if run is None:
             raise NoSuchRun(f"no run {run_id} in the run log (see `cronsup logs {self.job}` for run ids)")
-        if run.job != self.job:
+        if self.job is not None and run.job != self.job:
             raise NoSuchRun(f"run {run_id} is a run of {run.job}, not {self.job} "
                             f"(cronsup logs {run.job} --run {run_id})")
         data, truncated = self._output(run)
+        retried = self.runlog.retried_ok([run])
         if as_json:
-            self.echo(fmt.dump_json(run.to_json(data, truncated)))
+            self.echo(fmt.dump_json(self._json(run, retried, with_output=True)))
             return
         took = run.duration_s
         if run.status is RunStatus.RUNNING and run.started_at:
             took = self.now() - run.started_at
         fields = [
             ("run", str(run.id)), ("job", run.job), ("status", fmt.status(run.status, self.colour)),
-            ("reason", run.reason or ""), ("trigger", str(run.trigger)), ("attempt", str(run.attempt)),
+            ("reason", _reason(run, retried)), ("trigger", str(run.trigger)), ("attempt", str(run.attempt)),
             ("scheduled for", iso(run.scheduled_for) or ""), ("started", iso(run.started_at) or "-"),
             ("finished", iso(run.finished_at) or "-"),
             ("took", fmt.took(took) + (" so far" if run.status is RunStatus.RUNNING else "")),
@@ -154,8 +177,9 @@ class LogView:
         following never holds a snapshot that would keep the daemon's WAL from being
         checkpointed.
         """
-        recent = list(reversed(self.runlog.runs(self.job, limit=limit, failed=failed, since=since)))
-        newest = self.runlog.runs(self.job, limit=1)
+        recent = list(reversed(self._runs(limit=limit, failed=failed, since=since)))
+        self._retried = self.runlog.retried_ok(recent)
+        newest = self._runs(limit=1)
         last_id = newest[0].id if newest else 0
         watching: dict[int, int] = {}  # running run id -> output bytes printed
         if not recent and not as_json:
@@ -169,7 +193,7 @@ class LogView:
         try:
             while True:
                 time.sleep(poll)
-                for run in self.runlog.runs(self.job, after_id=last_id, limit=1000):
+                for run in self._runs(after_id=last_id, limit=1000):
                     last_id = max(last_id, run.id)
                     if run.status is RunStatus.RUNNING:
                         watching[run.id] = 0
@@ -201,9 +225,9 @@ class LogView:
             self.echo()
             self._midline = False
         if as_json:
-            self.echo(json.dumps(run.to_json()))
+            self.echo(json.dumps(self._json(run, self._retried)))
             return
-        self._summary(run, self.now())
+        self._summary(run, self.now(), self._retried)
 
     def _stream(self, run: Run, printed: int) -> int:
         """Print what a run printed since we last looked; how many bytes are printed now.
@@ -228,6 +252,17 @@ class LogView:
             self.raw(text, nl=False)
             self._midline = not text.endswith("\n")
         return max(printed, end)
+
+
+def _retried_note(attempt: int) -> str:
+    return f"(retried: attempt {attempt} succeeded)"
+
+
+def _reason(run: Run, retried: dict[int, int] | None) -> str:
+    """The run's reason, and whether a later attempt of the same fire succeeded."""
+    if retried and run.id in retried:
+        return f"{run.reason or ''} {_retried_note(retried[run.id])}".strip()
+    return run.reason or ""
 
 
 def _failed(run: Run) -> bool:

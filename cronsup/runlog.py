@@ -177,6 +177,8 @@ class Run:
             "pid": self.pid,
             "host": self.host,
             "reason": self.reason,
+            "cpu_s": None if self.cpu_s is None else round(self.cpu_s, 3),
+            "max_rss": self.max_rss,
         }
         if output is not None:
             data["output"] = output.decode("utf-8", errors="replace")
@@ -856,8 +858,24 @@ class RunLog:
         `since` keeps runs that started (or, never started, were scheduled) at or after it.
         `limit=None` means no limit.
         """
-        where = ["job = ?"]
-        params: list[Any] = [job]
+        return self._select_runs(["job = ?"], [job], limit=limit, failed=failed, since=since,
+                                 after_id=after_id, before_id=before_id)
+
+    @_guarded
+    def runs_of_all_jobs(
+        self,
+        *,
+        limit: int | None = 20,
+        failed: bool = False,
+        since: float | None = None,
+        after_id: int | None = None,
+    ) -> list[Run]:
+        """Runs of every job, newest first (oldest first with `after_id`); filters as `runs`."""
+        return self._select_runs([], [], limit=limit, failed=failed, since=since, after_id=after_id)
+
+    def _select_runs(self, where: list[str], params: list[Any], *, limit: int | None,
+                     failed: bool, since: float | None, after_id: int | None = None,
+                     before_id: int | None = None) -> list[Run]:
         if since is not None:
             where.append("COALESCE(started_at, scheduled_for) >= ?")
             params.append(since)
@@ -870,19 +888,21 @@ class RunLog:
         order = "ASC" if after_id is not None else "DESC"
         n = -1 if limit is None else max(int(limit), 0)  # LIMIT -1: no limit
         if not failed:
+            cond = f"WHERE {' AND '.join(where)}" if where else ""
             return self._runs(
                 # Unqualified names are runs' own: outputs has no column called so.
-                f"{_SELECT_RUNS} WHERE {' AND '.join(where)} ORDER BY r.id {order} LIMIT ?",
+                f"{_SELECT_RUNS} {cond} ORDER BY r.id {order} LIMIT ?",
                 (*params, n),
             )
         # One index range per failed status, each cut to `limit`, merged: bounded work even
         # for a job with a million runs, where `status IN (...) ORDER BY id` would sort them all.
+        # (Across jobs there is no (status, id) index: each arm walks ids newest first.)
         arms = []
         arm_params: list[Any] = []
         for status in FAILED_STATUSES:
             arms.append(
-                f"SELECT id FROM (SELECT id FROM runs WHERE {' AND '.join(where)} "
-                f"AND status = ? ORDER BY id {order} LIMIT ?)"
+                f"SELECT id FROM (SELECT id FROM runs WHERE {' AND '.join([*where, 'status = ?'])} "
+                f"ORDER BY id {order} LIMIT ?)"
             )
             arm_params += [*params, str(status), n]
         return self._runs(
@@ -890,6 +910,24 @@ class RunLog:
             f"ORDER BY r.id {order} LIMIT ?",
             (*arm_params, n),
         )
+
+    @_guarded
+    def retried_ok(self, runs: Sequence[Run]) -> dict[int, int]:
+        """For each of `runs` that did not succeed but a later attempt of the same fire did:
+        run id -> the attempt that succeeded. E.g. attempt 1 failed, attempt 2 succeeded:
+        {id of attempt 1: 2}."""
+        ids = [run.id for run in runs if run.status is not RunStatus.SUCCESS]
+        found: dict[int, int] = {}
+        for start in range(0, len(ids), 500):  # under SQLite's limit on parameters
+            chunk = ids[start:start + 500]
+            rows = self._conn.execute(
+                "SELECT r.id, MIN(s.attempt) FROM runs r JOIN runs s ON s.job = r.job "
+                "AND s.scheduled_for = r.scheduled_for AND s.attempt > r.attempt "
+                f"AND s.status = 'success' WHERE r.id IN ({_placeholders(len(chunk))}) GROUP BY r.id",
+                chunk,
+            ).fetchall()
+            found.update({run_id: attempt for run_id, attempt in rows})
+        return found
 
     @_guarded
     def run(self, run_id: int) -> Run | None:
@@ -906,8 +944,8 @@ class RunLog:
 
     @_guarded
     def stats(self, job: str, n: int = 20) -> tuple[float | None, float | None]:
-        """Success rate (0..1) of the job's last `n` invocations (a retried run counts as its
-        last attempt) and median duration (s) of its last `n` runs in RAN_STATUSES.
+        """Success rate (0..1) of the job's last `n` invocations that ran or could not start
+        (a retried run counts as its last attempt) and median duration (s) of its last `n` runs in RAN_STATUSES.
 
         (None, None) when there are none; e.g. 3 successes of 4 runs lasting 1, 2, 3, 10 s
         give (0.75, 2.5).
@@ -916,11 +954,14 @@ class RunLog:
         # (One index range per status, merged, reads up to 4n rows and was 10x slower on a
         # log of a million runs.) INDEXED BY keeps the planner from sorting all of a job's
         # rows out of the (job, status, id) index instead.
+        # An `error` run (could not start) counts against the rate, as a failed one does, but
+        # has no duration.
+        counted = (*RAN_STATUSES, RunStatus.ERROR)
         rows = self._conn.execute(
             "SELECT status, finished_at - started_at, scheduled_for FROM runs INDEXED BY runs_job_id "
-            f"WHERE job = ? AND status IN ({_placeholders(len(RAN_STATUSES))}) "
+            f"WHERE job = ? AND status IN ({_placeholders(len(counted))}) "
             "ORDER BY id DESC LIMIT ?",
-            (job, *map(str, RAN_STATUSES), 3 * n),
+            (job, *map(str, counted), 3 * n),
         ).fetchall()
         if not rows:
             return None, None
@@ -933,7 +974,8 @@ class RunLog:
                     break
                 outcome[scheduled_for] = status
         rate = sum(1 for status in outcome.values() if status == "success") / len(outcome)
-        durations = [d for _, d, _ in rows[:n] if d is not None]
+        ran = [d for status, d, _ in rows if status != "error"][:n]
+        durations = [d for d in ran if d is not None]
         return rate, _median(durations)
 
     @_guarded

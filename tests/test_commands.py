@@ -23,7 +23,8 @@ from cronsup import cli, fmt
 from cronsup.runlog import RunLog
 
 RUN_KEYS = {"id", "job", "trigger", "attempt", "scheduled_for", "started_at", "finished_at",
-            "duration_s", "status", "exit_code", "signal", "pid", "host", "reason"}
+            "duration_s", "status", "exit_code", "signal", "pid", "host", "reason", "cpu_s", "max_rss"}
+LOGS_RUN_KEYS = RUN_KEYS | {"retried_ok"}  # `logs` says whether a later attempt succeeded
 
 BUILT_JOBS = """\
     [job.hello]
@@ -157,7 +158,7 @@ def test_logs_lists_runs_newest_first_with_trigger_attempt_status_and_exit_code(
 
 def test_logs_json_is_a_list_of_spec_runs_newest_first(built):
     data = json.loads(invoke(built, "logs", "hello", "--json").output)
-    assert len(data) >= 3 and all(set(run) == RUN_KEYS for run in data)
+    assert len(data) >= 3 and all(set(run) == LOGS_RUN_KEYS for run in data)
     assert [r["id"] for r in data] == sorted((r["id"] for r in data), reverse=True)
     assert {r["status"] for r in data} == {"success"} and data[0]["exit_code"] == 0
     with_output = json.loads(invoke(built, "logs", "hello", "--json", "--output", "-n", "1").output)
@@ -468,7 +469,7 @@ def test_logs_follow_json_prints_one_object_per_line(built, tmp_path):
     try:
         text = read_until(proc, lambda t: t.count("\n") >= 2)
         runs = [json.loads(line) for line in text.splitlines()]
-        assert all(set(r) == RUN_KEYS for r in runs) and runs[0]["id"] < runs[1]["id"]
+        assert all(set(r) == LOGS_RUN_KEYS for r in runs) and runs[0]["id"] < runs[1]["id"]
     finally:
         proc.terminate()
         proc.wait(10)
@@ -490,5 +491,43 @@ def test_logs_run_id_alone_finds_its_job(built):
     run_id = json.loads(invoke(built, "logs", "hello", "--json").output)[0]["id"]
     result = invoke(built, "logs", "--run", str(run_id))
     assert result.exit_code == 0 and "job:" in result.output and "hello" in result.output
-    missing = invoke(built, "logs")
-    assert missing.exit_code == 2 and "which job?" in missing.output
+
+
+
+def test_logs_without_a_job_lists_every_jobs_runs_newest_first_with_a_job_column(built):
+    result = invoke(built, "logs", "-n", "50")
+    assert result.exit_code == 0, result.output
+    header, *rows = result.output.splitlines()
+    assert header.split()[:3] == ["ID", "JOB", "TRIGGER"]
+    ids = [int(row.split()[0]) for row in rows if row.split() and row.split()[0].isdigit()]
+    assert ids == sorted(ids, reverse=True)
+    assert {row.split()[1] for row in rows if row.split() and row.split()[0].isdigit()} == {"hello", "flaky"}
+
+
+def test_logs_failed_since_without_a_job_answers_which_job(built):
+    data = json.loads(invoke(built, "logs", "--failed", "--since", "12h", "--json").output)
+    assert {r["job"] for r in data} == {"flaky"} and len(data) == 2
+    assert all(set(r) == LOGS_RUN_KEYS and r["retried_ok"] is False for r in data)
+    text = invoke(built, "logs", "--failed", "--since", "12h").output
+    assert "flaky" in text and "hello" not in text
+
+
+def test_logs_failed_marks_an_attempt_whose_retry_then_succeeded(tmp_path):
+    from cronsup.model import RunStatus, Trigger
+    from cronsup.runlog import NewRun
+
+    db = str(tmp_path / "runs.db")
+    with RunLog.open(db) as log:
+        t = 1_764_000_000.0
+        first, retry = log.insert_runs([NewRun("flaky", Trigger.SCHEDULE, 1, t),
+                                        NewRun("flaky", Trigger.RETRY, 2, t)], host="h", boot_id="b")
+        log.finish_run(first, RunStatus.FAILED, finished_at=t + 1, exit_code=3, reason="exit code 3")
+        log.finish_run(retry, RunStatus.SUCCESS, finished_at=t + 2, exit_code=0)
+    args = ["--jobs", str(tmp_path / "jobs"), "--db", db]
+    runner = CliRunner(env={"COLUMNS": "200"})
+    text = runner.invoke(cli.main, ["logs", "flaky", "--failed", *args]).output
+    assert "exit code 3 (retried: attempt 2 succeeded)" in text
+    data = json.loads(runner.invoke(cli.main, ["logs", "--failed", "--json", *args]).output)
+    assert [(r["id"], r["retried_ok"]) for r in data] == [(first, True)]
+    one = runner.invoke(cli.main, ["logs", "--run", str(first), *args]).output
+    assert "retried: attempt 2 succeeded" in one

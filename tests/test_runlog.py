@@ -36,7 +36,7 @@ T = 1_764_032_400.0  # 2025-11-25 01:00:00 UTC
 HOST, BOOT = "web1", "boot-1"
 RUN_KEYS = [
     "id", "job", "trigger", "attempt", "scheduled_for", "started_at", "finished_at",
-    "duration_s", "status", "exit_code", "signal", "pid", "host", "reason",
+    "duration_s", "status", "exit_code", "signal", "pid", "host", "reason", "cpu_s", "max_rss",
 ]
 
 
@@ -287,7 +287,7 @@ def test_to_json_has_exactly_the_spec_run_shape(log, berlin):
         "started_at": "2025-11-25T02:00:00+01:00",
         "finished_at": "2025-11-25T02:00:12+01:00",
         "duration_s": 12.5, "status": "success", "exit_code": 0, "signal": None,
-        "pid": 4242, "host": HOST, "reason": None,
+        "pid": 4242, "host": HOST, "reason": None, "cpu_s": None, "max_rss": None,
     }
     assert type(data["status"]) is str and type(data["trigger"]) is str
 
@@ -362,7 +362,7 @@ def test_last_runs_gives_each_jobs_latest_run(log):
     assert RunLog.open(log.path, readonly=True).last_runs() == last
 
 
-def test_stats_count_only_runs_that_ran_to_a_known_end(log):
+def test_stats_count_runs_that_ran_to_a_known_end_or_could_not_start(log):
     ran(log, "backup", T, RunStatus.SUCCESS, duration=1)
     ran(log, "backup", T + 60, RunStatus.FAILED, duration=2)
     ran(log, "backup", T + 120, RunStatus.SUCCESS, duration=3)
@@ -371,9 +371,39 @@ def test_stats_count_only_runs_that_ran_to_a_known_end(log):
         never_ran(log, "backup", T + 240 + 60 * i, status)
     ran(log, "backup", T + 500, RunStatus.LOST, duration=999)
     insert(log, "backup", T + 600)
-    assert log.stats("backup") == (0.75, 2.5)
-    assert log.stats("backup", n=2) == (1.0, 6.5)
+    # 3 successes of 4 ran and 1 error; the error has no duration.
+    assert log.stats("backup") == (0.6, 2.5)
+    assert log.stats("backup", n=2) == (0.5, 6.5)
     assert log.stats("nosuchjob") == (None, None)
+
+
+def test_a_job_whose_runs_all_could_not_start_is_0_percent_ok(log):
+    for i in range(3):
+        never_ran(log, "badshell", T + 60 * i, RunStatus.ERROR)
+    assert log.stats("badshell") == (0.0, None)
+
+
+def test_runs_of_all_jobs_are_newest_first_with_the_same_filters(log):
+    a1 = ran(log, "a", T, RunStatus.FAILED)
+    b1 = ran(log, "b", T + 60, RunStatus.SUCCESS)
+    a2 = ran(log, "a", T + 120, RunStatus.SUCCESS)
+    b2 = never_ran(log, "b", T + 180, RunStatus.MISSED)
+    assert [r.id for r in log.runs_of_all_jobs()] == [b2, a2, b1, a1]
+    assert [r.id for r in log.runs_of_all_jobs(failed=True)] == [b2, a1]
+    assert [r.id for r in log.runs_of_all_jobs(since=T + 100)] == [b2, a2]
+    assert [r.id for r in log.runs_of_all_jobs(limit=1)] == [b2]
+    assert [r.id for r in log.runs_of_all_jobs(after_id=b1)] == [a2, b2]
+
+
+def test_retried_ok_names_failed_attempts_whose_retry_succeeded(log):
+    first = ran(log, "flaky", T, RunStatus.FAILED)
+    second = ran(log, "flaky", T, RunStatus.TIMEOUT, attempt=2, trigger=Trigger.RETRY)
+    third = ran(log, "flaky", T, RunStatus.SUCCESS, attempt=3, trigger=Trigger.RETRY)
+    alone = ran(log, "flaky", T + 60, RunStatus.FAILED)  # its fire was never retried
+    other = ran(log, "other", T, RunStatus.SUCCESS, attempt=2)  # another job's fire
+    runs = [log.run(i) for i in (first, second, third, alone, other)]
+    assert log.retried_ok(runs) == {first: 3, second: 3}
+    assert RUN_KEYS[-2:] == ["cpu_s", "max_rss"]
 
 
 def test_the_queries_the_daemon_asks_at_start(log):
