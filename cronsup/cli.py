@@ -493,6 +493,10 @@ def status(as_json: bool, jobs_path: str, db: str) -> None:
     included (OK), and their median duration. Works while the daemon is stopped, from the run
     log and the jobs file.
 
+    Exit status, for scripts (`cronsup status >/dev/null || alert`): 0 the daemon runs and
+    the jobs file is good; 1 the jobs file has errors (also when no daemon runs: the file
+    needs fixing either way); 3 no daemon runs (as `systemctl status` uses 3).
+
     \b
     Example:
       cronsup status
@@ -508,10 +512,18 @@ def status(as_json: bool, jobs_path: str, db: str) -> None:
         fail(str(e))
     if as_json:
         click.echo(fmt.dump_json(st.to_json()))
-        return
-    colour = _colour()
-    for line in _status_lines(st, now, colour, jobs_path, db):
-        click.echo(line, color=colour)
+    else:
+        colour = _colour()
+        for line in _status_lines(st, now, colour, jobs_path, db):
+            click.echo(line, color=colour)
+    sys.exit(_status_code(st))
+
+
+def _status_code(st) -> int:
+    """0 running with a good file, 1 the file has errors (checked first), 3 no daemon."""
+    if st.config_error:
+        return EXIT_INVALID
+    return 0 if st.running else EXIT_NO_DAEMON
 
 
 def _status_lines(st, now: float, colour: bool, jobs_path: str, db: str) -> list[str]:

@@ -107,7 +107,11 @@ class DaemonProcess:
         return result
 
     def status(self) -> dict:
-        return json.loads(self.cli("status", "--json", check=True).stdout)
+        result = self.cli("status", "--json")
+        # 1: the jobs file has errors, 3: no daemon; the JSON says which either way.
+        if result.returncode not in (0, 1, 3):
+            raise AssertionError(f"cronsup status exited {result.returncode}: {result.stderr}")
+        return json.loads(result.stdout)
 
     def runs(self, job: str | None = None) -> list[Run]:
         """Every run of `job` (or of all jobs), oldest first."""

@@ -71,7 +71,7 @@ def runs_of(d: DaemonProcess, job: str):
 
 def test_status_while_the_daemon_is_stopped_shows_jobs_from_the_file_and_runs_from_the_log(built):
     result = invoke(built, "status")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # no daemon
     out = result.output
     assert "daemon     not running: stopped" in out and "start it with `cronsup daemon" in out
     assert f"jobs file  {built.jobs} (3 jobs)" in out
@@ -104,7 +104,7 @@ def test_status_with_no_run_log_yet_lists_the_jobs_file(tmp_path):
     d = DaemonProcess(tmp_path)
     d.write(BUILT_JOBS)
     result = invoke(d, "status")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output
     assert "it has not run with this run log yet" in result.output
     assert f"run log    {d.db} (none yet)" in result.output
     rows = [line.split()[0] for line in result.output.splitlines() if line and not line.startswith(" ")]
@@ -136,6 +136,7 @@ def test_status_shows_an_error_in_the_jobs_file_prominently(tmp_path):
     d = DaemonProcess(tmp_path)
     d.write("[job.a]\nretries = -1\n@daily true\n")
     result = invoke(d, "status")
+    assert result.exit_code == 1  # the file's errors win over "no daemon" (3)
     assert f"JOBS FILE ERROR: {d.jobs}:2: " in result.output
     assert f"`cronsup check {d.jobs}` lists every error" in result.output
     assert json.loads(invoke(d, "status", "--json").output)["daemon"]["config_error"].startswith(f"{d.jobs}:2:")
@@ -389,6 +390,7 @@ def test_status_shows_a_running_job_with_its_pid_and_the_daemon(daemon):
     daemon.start()
     run = wait_until(lambda: next((r for r in daemon.runs("long") if r.pid), None), what="a started run")
     result = daemon.cli("status")
+    assert result.returncode == 0
     assert f"daemon     running, pid {daemon.proc.pid}, up " in result.stdout
     assert f"↳ running now: run {run.id}, pid {run.pid}, for " in result.stdout
     data = daemon.status()

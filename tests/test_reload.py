@@ -61,6 +61,7 @@ def test_a_syntax_error_mid_edit_is_shown_and_the_old_version_keeps_running(daem
     assert error.startswith(f"{daemon.jobs}:3: the block [job.half] has no schedule line")
     assert error.endswith("(and 1 more error)")
     result = daemon.cli("status")
+    assert result.returncode == 1  # scripts see the broken file though the daemon runs
     assert "JOBS FILE ERROR (running the last good version)" in result.stdout
     before = len(daemon.finished("steady"))
     daemon.finished("steady", before + 2)
