@@ -187,7 +187,8 @@ def next_(target: str, start: str | None, count: int, tz: str | None, as_json: b
         zone = schedule.load_zone(zone_name)
     except ValueError as e:
         fail(str(e), EXIT_USAGE)
-    after = _parse_instant(start, zone) if start else dt.datetime.now(zone)
+    # From now, whole seconds: `next '@every 20s'` would otherwise print microseconds.
+    after = _parse_instant(start, zone) if start else dt.datetime.now(zone).replace(microsecond=0)
     if isinstance(sched, (AfterJobs, Reboot)):
         what = "once per boot" if isinstance(sched, Reboot) else "after the jobs it waits for succeed"
         fail(f"{target!r} has no fire times: it runs {what}")

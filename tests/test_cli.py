@@ -1,3 +1,4 @@
+import datetime as dt
 import json
 import os
 
@@ -59,6 +60,14 @@ def test_next_prints_fire_times_with_offsets_following_dst():
 def test_next_prints_json():
     result = invoke("next", "@hourly", "--tz", "UTC", "--from", "2026-01-01T00:30:00+00:00", "-n", "2", "--json")
     assert json.loads(result.output) == ["2026-01-01T01:00:00+00:00", "2026-01-01T02:00:00+00:00"]
+
+
+def test_next_of_every_from_now_prints_whole_seconds():
+    result = invoke("next", "@every 20s", "-n", "3")
+    assert result.exit_code == 0
+    times = [dt.datetime.fromisoformat(line) for line in result.output.split() if line[:1].isdigit()]
+    assert len(times) == 3 and all(t.microsecond == 0 for t in times)
+    assert (times[1] - times[0]).total_seconds() == 20
 
 
 def test_next_of_a_job_uses_its_zone(tmp_path):
