@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import itertools
 import json
 import logging
@@ -12,7 +11,7 @@ import sys
 
 import click
 
-from cronsup import __version__, paths
+from cronsup import __version__, paths, suggest
 from cronsup.model import AfterJobs, Cron, Every, JobsFile, Reboot
 
 
@@ -178,9 +177,8 @@ def next_(target: str, start: str | None, count: int, tz: str | None, as_json: b
         jf = load_jobs(jobs_path)
         job = jf.get(target)
         if job is None:
-            close = difflib.get_close_matches(target, jf.names, n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            fail(f"no job named {target!r} in {jobs_path}{hint}", EXIT_USAGE)
+            fail(f"no job named {target!r} in {jobs_path}{suggest.did_you_mean(target, jf.names)}",
+                 EXIT_USAGE)
         sched = job.schedule
         zone_name = tz or job.timezone
     try:
@@ -470,11 +468,9 @@ def _start_hint(jobs_path: str, db: str) -> str:
 
 def _suggest(name: str, names: list[str]) -> str:
     """'; did you mean backup?' or '; its jobs are: a, b, c' for an unknown job name."""
-    close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
-    if not close:  # a prefix or a part of a name is a good guess too: "back" for "backup-db"
-        close = [n for n in names if name.lower() in n.lower()][:5]
-    if close:
-        return f"; did you mean {', '.join(close)}?"
+    hint = suggest.did_you_mean(name, names, n=5)
+    if hint:
+        return hint
     if names:
         more = f" and {len(names) - 10} more" if len(names) > 10 else ""
         return f"; its jobs are {', '.join(names[:10])}{more}"

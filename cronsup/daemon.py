@@ -6,7 +6,6 @@ directory changes. Signal handlers only set flags (and Python's wakeup fd wakes 
 
 from __future__ import annotations
 
-import difflib
 import errno
 import fcntl
 import logging
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from cronsup import clock, control, jobsfile, mail, notify, paths, runner
+from cronsup import clock, control, jobsfile, mail, notify, paths, runner, suggest
 from cronsup.model import JobsFile, JobSpec, Overlap, RunStatus, Trigger
 from cronsup.runlog import DaemonState, JobRow, NewRun, RunLog, RunLogError
 from cronsup.supervisor import Action, History, Kill, Now, Record, Start, Supervisor
@@ -509,8 +508,7 @@ class Daemon:
                     "jobs": len(self.jobs.jobs), "jobs_file": self.jobs_path}
         name = request["job"]
         if name not in self.supervisor.jobs:
-            close = difflib.get_close_matches(name, list(self.supervisor.jobs), n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            hint = suggest.did_you_mean(name, self.supervisor.jobs)
             return {"ok": False, "kind": "unknown_job",
                     "error": f"no job named {name!r} in {self.jobs_path}{hint}"}
         if op in ("pause", "resume"):

@@ -6,14 +6,13 @@ Reads text only: no clock, no processes, no run log. Every problem is collected 
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from cronsup import names, options
+from cronsup import names, options, suggest
 from cronsup.model import AfterJobs, Cron, JobsFile, JobSpec, Schedule
 from cronsup.schedule import KEYWORDS, ScheduleError, can_fire, load_zone, parse_schedule
 
@@ -306,8 +305,7 @@ class _Parser:
         for key, value in raw.items():
             line = self.key_line(block, key)
             if key not in options.SPECS:
-                close = difflib.get_close_matches(key, options.SPECS, n=1, cutoff=0.6)
-                hint = f"; did you mean {close[0]!r}?" if close else (
+                hint = suggest.did_you_mean(key, options.SPECS, n=1, quote=True) or (
                     f"; known options: {', '.join(options.SPECS)}")
                 self.error(line, f"unknown option {key!r} in {block.label}{hint}")
                 continue
@@ -402,8 +400,7 @@ class _Parser:
                 if dep == job.name:
                     self.error(line, f"after: job {job.name!r} cannot wait for itself")
                 elif dep not in by_name:
-                    close = difflib.get_close_matches(dep, by_name, n=1, cutoff=0.6)
-                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    hint = suggest.did_you_mean(dep, by_name, n=1, quote=True)
                     self.error(line, f"after: no job named {dep!r}{hint}")
         reported: set[str] = set()
         for job in jobs:
@@ -462,7 +459,7 @@ def split_schedule_line(text: str, system: bool = False) -> tuple[Schedule, str 
         keyword = text.split(None, 1)[0]
         count = 2 if keyword == "@every" else 1
         if keyword not in KEYWORDS:
-            hint = " (keywords are lowercase)" if keyword.lower() in KEYWORDS else ""
+            hint = suggest.keyword_hint(keyword, KEYWORDS)
             raise ScheduleError(f"unknown keyword {excerpt(keyword)}{hint}; known: "
                                 f"{' '.join(KEYWORDS)}")
     else:

@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from cronsup import suggest
 from cronsup.model import Catchup, Overlap
 from cronsup.schedule import load_zone
 from cronsup.units import parse_duration, parse_size
@@ -77,7 +78,8 @@ def _enum(kind: type) -> Callable[[Any], Any]:
         try:
             return kind(value.lower())
         except ValueError:
-            raise ValueError(f"{value!r} is not one of {choices}") from None
+            hint = suggest.did_you_mean(value, [m.value for m in kind], n=1, quote=True)
+            raise ValueError(f"{value!r} is not one of {choices}{hint}") from None
     return convert
 
 

@@ -20,6 +20,7 @@ import re
 import zoneinfo
 from collections.abc import Iterator
 
+from cronsup import suggest
 from cronsup.model import AfterJobs, Cron, Every, Reboot, Schedule
 from cronsup.units import parse_duration
 
@@ -100,7 +101,7 @@ def parse_cron(text: str) -> Cron:
 def _parse_cron(text: str) -> Cron:
     if text.startswith("@"):
         if text not in MACROS:  # case-sensitive, as in Debian's cron
-            hint = " (keywords are lowercase)" if text.lower() in MACROS else ""
+            hint = suggest.keyword_hint(text.split()[0], KEYWORDS)
             raise ScheduleError(f"unknown keyword {_q(text.split()[0])}{hint}; known: {' '.join(KEYWORDS)}")
         return _build(MACROS[text], text)
     return _build(text, text)
@@ -374,7 +375,8 @@ def _zone(name: str) -> dt.tzinfo:
     try:
         return zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
-        raise ValueError(f"unknown time zone {name!r} (an IANA name such as 'Europe/Berlin')") from None
+        hint = suggest.did_you_mean(name, zoneinfo.available_timezones(), n=1, quote=True)
+        raise ValueError(f"unknown time zone {name!r} (an IANA name such as 'Europe/Berlin'){hint}") from None
 
 
 @functools.lru_cache(maxsize=1)
