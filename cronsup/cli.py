@@ -95,6 +95,9 @@ def check(files: tuple[str, ...], system: bool, jobs_path: str, db: str) -> None
     """Validate jobs files (default: --jobs) and list their jobs.
 
     Exit 0 when all are valid; exit 1 with every error as FILE:LINE: message on stderr.
+    Warnings (FILE:LINE: warning: message, exit status unchanged) point at what would not
+    run as meant on this host: a user, shell or workdir that does not exist here, and a %
+    that cuts a command short, as in $(date +%F) (cron starts the job's input there).
 
     \b
     Example:
@@ -120,6 +123,10 @@ def check(files: tuple[str, ...], system: bool, jobs_path: str, db: str) -> None
             failed = True
             continue
         _hint_system(path, jf, system)
+        from cronsup import hostcheck
+
+        for warning in hostcheck.warnings(jf, system):
+            click.echo(str(warning), err=True)
         count = len(jf.jobs)
         click.echo(f"{path}: {count} job{'s' if count != 1 else ''}, no errors")
         for job in jf.jobs:
