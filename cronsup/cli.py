@@ -137,18 +137,26 @@ def check(files: tuple[str, ...], system: bool, jobs_path: str, db: str) -> None
 
 def _hint_system(path: str, jf: JobsFile, system: bool) -> None:
     """Warn when a file read as a user crontab looks like a system one (/etc/crontab)."""
+    first = _user_words(jf, system)
+    if first:
+        click.echo(f"{path}: warning: every command starts with a user name ({', '.join(sorted(first))}); "
+                   "if this is a system crontab (/etc/crontab, /etc/cron.d/*), add --system", err=True)
+
+
+def _user_words(jf: JobsFile, system: bool) -> set[str]:
+    """The first words of the commands of a file read as a user crontab, when every one is
+    a user name here (as in /etc/crontab's `root cd / && ...`); else the empty set."""
     import pwd
 
     if system or not jf.jobs:
-        return
+        return set()
     first = {job.command.split(None, 1)[0] for job in jf.jobs if job.command.strip()}
     try:
         for word in first:
             pwd.getpwnam(word)
     except KeyError:
-        return
-    click.echo(f"{path}: warning: every command starts with a user name ({', '.join(sorted(first))}); "
-               "if this is a system crontab (/etc/crontab, /etc/cron.d/*), add --system", err=True)
+        return set()
+    return first
 
 
 def _one_line(text: str, width: int = 60) -> str:
@@ -235,27 +243,52 @@ def _parse_instant(text: str, zone: dt.tzinfo) -> dt.datetime:
 def import_(crontabs: tuple[str, ...], system: bool, jobs_path: str, db: str) -> None:
     """Print a jobs file equivalent to the crontabs given (or standard input).
 
-    Every job gets a pinned name in a [job.NAME] block; schedules and commands are unchanged.
+    Every job gets a pinned name in a [job.NAME] block, one a person would write
+    (`cron-daily` for `run-parts /etc/cron.daily`, `sa1` for `debian-sa1`); schedules and
+    commands are unchanged. Where MAILTO was unset, each job gets the `mailto` cron used
+    (the crontab's owner; for a system line, its user). With --system, files of cron.d
+    that cron ignores (a name with a dot, as `sysstat.dpkg-old`) are skipped with a note.
+    A file that looks like a system crontab read without --system is refused (exit 1).
 
     \b
     Example:
       crontab -l | cronsup import > ~/.config/cronsup/jobs
       cronsup import --system /etc/crontab /etc/cron.d/* > /etc/cronsup/jobs
     """
+    import pwd
+    import shutil
+
     sources = []
+    owners: dict[str, str] = {}  # whom cron mailed when MAILTO was unset
     for path in crontabs or ("-",):
+        if system and path != "-" and (why := importer.cron_ignores(path)):
+            click.echo(f"cronsup: skipping {path}: {why}", err=True)
+            continue
         try:
             if path == "-":
                 sources.append(("<stdin>", sys.stdin.buffer.read().decode("utf-8", "surrogateescape")))
+                uid = os.geteuid()  # `crontab -l | cronsup import`: the caller's crontab
             else:
                 with open(path, "rb") as f:
                     sources.append((path, f.read().decode("utf-8", "surrogateescape")))
+                    uid = os.fstat(f.fileno()).st_uid
         except OSError as e:
             fail(f"cannot read {path}: {e.strerror}")
+        try:
+            owners[sources[-1][0]] = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            pass
     try:
-        text = importer.convert(sources, system=system)
+        text = importer.convert(sources, system=system, owners=owners)
         for path, source in sources:
-            _hint_system(path, jobsfile.parse(source, path, system=system), system)
+            jf = jobsfile.parse(source, path, system=system)
+            users = _user_words(jf, system)
+            search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin:/usr/bin:/sbin:/bin"])
+            if users and not any(shutil.which(user, path=search) for user in users):
+                # /etc/crontab read as a user crontab: jobs named `root` running `root cd / ...`.
+                fail(f"{path} looks like a system crontab: every command starts with a user "
+                     f"name ({', '.join(sorted(users))}); import it with --system")
+            _hint_system(path, jf, system)
         click.echo(text, nl=False)
     except jobsfile.JobsfileErrors as e:
         for error in e.errors:

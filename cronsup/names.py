@@ -119,12 +119,73 @@ def derive(command: str) -> str:
     return name[:60] or "job"
 
 
-def assign(entries: list[tuple[str | None, str, str]]) -> list[str]:
+def readable(command: str) -> str:
+    """The name a person would give the line, for `cronsup import` (which pins it): the
+    program's name, plus what tells its lines apart.
+
+    >>> readable("cd / && run-parts --report /etc/cron.daily")
+    'cron-daily'
+    >>> readable("command -v debian-sa1 > /dev/null && debian-sa1 1 1")
+    'sa1'
+    >>> readable("cd /srv/app && python manage.py cleanup --days 3")
+    'manage-cleanup'
+    """
+    base = derive(command)
+    tokens = _tokens(command)
+    if base == "run-parts":  # named after the directory it runs: cron.daily -> cron-daily
+        where = _after_program(tokens, "run-parts", _RUN_PARTS_VALUED)
+        if where:
+            return _clean(os.path.basename(where.rstrip("/"))) or base
+    if base in ("invoke-rc-d", "service"):  # named after the service it starts
+        service = _after_program(tokens, "invoke-rc.d" if base == "invoke-rc-d" else base,
+                                 frozenset())
+        if service and not service.startswith("$"):
+            return _clean(service) or base
+    if base.startswith("debian-") and len(base) > len("debian-"):
+        return base[len("debian-"):]  # Debian's wrapper of the program: debian-sa1 runs sa1
+    for i, token in enumerate(tokens[:-1]):
+        # A script run by an interpreter, and its subcommand: `python manage.py cleanup`.
+        if _stem(os.path.basename(token)) == base and any(
+                os.path.basename(t) in _INTERPRETERS for t in tokens[:i]):
+            sub = tokens[i + 1]
+            if re.fullmatch(r"[A-Za-z][A-Za-z0-9_:.-]*", sub):
+                return _clean(f"{base}-{sub}")
+            break
+    return base
+
+
+_RUN_PARTS_VALUED = frozenset({"-u", "--umask", "--arg", "-a", "--regex"})
+
+
+def _after_program(tokens: list[str], program: str, takes_value: frozenset[str]) -> str | None:
+    """The first argument after `program`'s options."""
+    for i, token in enumerate(tokens):
+        if os.path.basename(token) == program:
+            j = _skip_options(tokens, i + 1, takes_value)
+            if j < len(tokens) and tokens[j] not in _SEPARATORS and tokens[j][0] not in "<>":
+                return tokens[j]
+    return None
+
+
+def _stem(program: str) -> str:
+    for ext in _EXTENSIONS:
+        if program.endswith(ext) and len(program) > len(ext):
+            return program[: -len(ext)]
+    return program
+
+
+def _clean(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-")[:60]
+
+
+def assign(entries: list[tuple[str | None, str, str]], *, readable_names: bool = False) -> list[str]:
     """Names for (pinned name or None, command, line text) entries, in file order.
 
     A pinned name is kept. Otherwise the first line to want a name gets it, and a later
     line that wants the same name gets a suffix derived from its own text, so the name of
-    a line never depends on where other lines are or what they say.
+    a line never depends on where other lines are or what they say. With `readable_names`
+    (import), names come from `readable`, and the suffix is the line's time of day when it
+    has one ("sa1-2359"), else the digest.
     """
     taken = {pinned for pinned, _, _ in entries if pinned}
     result = []
@@ -132,8 +193,10 @@ def assign(entries: list[tuple[str | None, str, str]]) -> list[str]:
         if pinned:
             result.append(pinned)
             continue
-        base = derive(command)
+        base = readable(command) if readable_names else derive(command)
         name = base
+        if name in taken and readable_names and (when := _time_of_day(text)):
+            name = f"{base}-{when}"
         if name in taken:
             digest = hashlib.sha1(" ".join(text.split()).encode()).hexdigest()
             name = f"{base}-{digest[:4]}"
@@ -144,3 +207,18 @@ def assign(entries: list[tuple[str | None, str, str]]) -> list[str]:
         taken.add(name)
         result.append(name)
     return result
+
+
+_MACRO_WORDS = {"@yearly": "yearly", "@annually": "yearly", "@monthly": "monthly",
+                "@weekly": "weekly", "@daily": "daily", "@midnight": "daily",
+                "@hourly": "hourly", "@reboot": "reboot"}
+
+
+def _time_of_day(text: str) -> str | None:
+    """'2359' for a line `59 23 * * * ...`, 'daily' for `@daily ...`; None otherwise."""
+    fields = text.split()
+    if fields and fields[0] in _MACRO_WORDS:
+        return _MACRO_WORDS[fields[0]]
+    if len(fields) >= 2 and fields[0].isdigit() and fields[1].isdigit():
+        return f"{int(fields[1]):02d}{int(fields[0]):02d}"
+    return None

@@ -107,9 +107,13 @@ def test_import_writes_a_file_that_check_accepts_with_the_same_schedules(tmp_pat
     assert invoke("check", str(out)).exit_code == 0
     before = jobsfile.load(CRONTAB, system=True).jobs
     after = jobsfile.load(str(out)).jobs
-    assert [(j.name, j.schedule, j.command, j.user, j.environment, j.shell) for j in before] == \
-           [(j.name, j.schedule, j.command, j.user, j.environment, j.shell) for j in after]
+    assert [(j.schedule, j.command, j.user, j.environment, j.shell) for j in before] == \
+           [(j.schedule, j.command, j.user, j.environment, j.shell) for j in after]
     assert all(not j.auto_named for j in after)
+    # Names a person would write, where a plain line would be named run-parts, run-parts-XXXX ...
+    assert [j.name for j in after] == ["cron-hourly", "cron-daily", "cron-weekly", "cron-monthly"]
+    # cron mailed root (the lines' user) with MAILTO unset: kept as the mailto option.
+    assert [j.mailto for j in before] == [None] * 4 and [j.mailto for j in after] == ["root"] * 4
 
 
 def test_import_of_several_crontabs_keeps_each_files_environment_to_itself(tmp_path):
@@ -123,6 +127,42 @@ def test_import_of_several_crontabs_keeps_each_files_environment_to_itself(tmp_p
     assert [j.name for j in jobs][:2] == ["a", "b"] and jobs[2].name.startswith("a-")
     assert jobs[0].shell == "/bin/bash" and jobs[0].env["FOO"] == "1"
     assert jobs[1].shell == "/bin/sh" and "FOO" not in jobs[1].env
+
+
+def test_import_skips_cron_d_files_that_cron_ignores_with_a_note(tmp_path):
+    crond = tmp_path / "cron.d"
+    crond.mkdir()
+    for name in ("sysstat", "sysstat.dpkg-old", "job.disabled", "backup~", "e2scrub_all"):
+        (crond / name).write_text(f"0 1 * * * root /usr/bin/{name.split('.')[0].rstrip('~')}\n")
+    result = CliRunner().invoke(cli.main, ["import", "--system", *sorted(map(str, crond.iterdir()))])
+    assert result.exit_code == 0
+    skipped = [line for line in result.stderr.splitlines() if "skipping" in line]
+    assert len(skipped) == 3 and all("cron ignores it" in line for line in skipped)
+    assert {line.split()[2].rstrip(":").rsplit("/", 1)[1] for line in skipped} == \
+        {"sysstat.dpkg-old", "job.disabled", "backup~"}
+    assert "dpkg-old" not in result.stdout and "/usr/bin/sysstat" in result.stdout
+    assert "/usr/bin/e2scrub_all" in result.stdout
+
+
+def test_a_system_file_outside_cron_d_is_read_whatever_its_name(tmp_path):
+    path = tmp_path / "crontab.old"
+    path.write_text("0 1 * * * root /bin/true\n")
+    result = CliRunner().invoke(cli.main, ["import", "--system", str(path)])
+    assert result.exit_code == 0 and "/bin/true" in result.stdout and "skipping" not in result.stderr
+
+
+def test_import_keeps_crons_default_mail_to_the_crontabs_owner(tmp_path):
+    import pwd
+
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    result = invoke("import", input="0 1 * * * /bin/a\nMAILTO=ops\n0 2 * * * /bin/b\n")
+    out = tmp_path / "jobs"
+    out.write_text(result.output)
+    jobs = {j.name: j for j in jobsfile.load(str(out)).jobs}
+    assert jobs["a"].mailto == me and jobs["b"].mailto == "ops"
+    assert "cron mailed a job's output" in result.output
+    silent = invoke("import", input='MAILTO=""\n0 1 * * * /bin/a\n').output
+    assert "mailto" not in silent and "cron mailed" not in silent
 
 
 def test_import_reads_standard_input():
@@ -153,8 +193,10 @@ def test_import_of_each_packaged_crontab_keeps_its_meaning(tmp_path, path):
     out.write_text(invoke("import", "--system", path).output)
     before = jobsfile.load(path, system=True).jobs
     after = jobsfile.load(str(out)).jobs
-    fields = lambda j: (j.name, j.schedule, j.command, j.stdin, j.user, j.environment, j.shell, j.timezone, j.mailto)  # noqa: E731
+    fields = lambda j: (j.schedule, j.command, j.stdin, j.user, j.environment, j.shell, j.timezone)  # noqa: E731
     assert [fields(j) for j in before] == [fields(j) for j in after]
+    # With MAILTO unset cron mailed the line's user: the import says so in `mailto`.
+    assert [j.user if j.mailto is None else j.mailto for j in before] == [j.mailto for j in after]
 
 
 def test_import_of_all_packaged_crontabs_at_once_keeps_each_ones_meaning(tmp_path):
@@ -164,14 +206,35 @@ def test_import_of_all_packaged_crontabs_at_once_keeps_each_ones_meaning(tmp_pat
     before = [j for p in DEBIAN for j in jobsfile.load(p, system=True).jobs]
     assert len({j.name for j in after}) == len(after) == len(before)
     for a, b in zip(before, after):
-        assert (a.schedule, a.command, a.user, a.env, a.shell, a.mailto) == \
+        assert (a.schedule, a.command, a.user, a.env, a.shell, a.mailto or a.user) == \
                (b.schedule, b.command, b.user, b.env, b.shell, b.mailto)
+    assert {"cron-daily", "sa1", "sa1-2359", "anacron", "sessionclean"} <= {j.name for j in after}
 
 
-def test_check_and_import_hint_at_system_format_when_every_command_starts_with_a_user():
-    for command in (["check", CRONTAB], ["import", CRONTAB]):
-        result = CliRunner().invoke(cli.main, command)
-        assert "add --system" in result.stderr
+def test_check_hints_at_system_format_when_every_command_starts_with_a_user():
+    result = CliRunner().invoke(cli.main, ["check", CRONTAB])
+    assert result.exit_code == 0 and "add --system" in result.stderr
+
+
+def test_import_of_a_system_crontab_without_system_is_refused_with_the_hint():
+    result = CliRunner().invoke(cli.main, ["import", CRONTAB])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert "looks like a system crontab" in result.stderr and "import it with --system" in result.stderr
+    assert "(root)" in result.stderr
+
+
+def test_import_of_a_user_crontab_whose_commands_start_with_a_program_named_like_a_user_works(tmp_path):
+    # `sync` is a user on Debian and a program everywhere: a user crontab, not a system one.
+    import pwd
+    import shutil
+
+    try:
+        pwd.getpwnam("sync")
+    except KeyError:
+        pytest.skip("no user called sync here")
+    assert shutil.which("sync")
+    result = CliRunner().invoke(cli.main, ["import"], input="@hourly sync\n")
+    assert result.exit_code == 0 and "@hourly sync" in result.stdout
 
 
 def test_importing_an_imported_file_again_stays_valid(tmp_path):

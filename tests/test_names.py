@@ -1,6 +1,6 @@
 import pytest
 
-from cronsup.names import assign, derive
+from cronsup.names import assign, derive, readable
 
 
 @pytest.mark.parametrize("command, name", [
@@ -42,3 +42,39 @@ def test_the_first_line_keeps_the_name_and_later_ones_get_their_own_suffix():
 def test_pinned_names_are_kept_and_taken_first():
     assert assign([(None, "/bin/a", "l1"), ("a", "/bin/z", "l2")])[1] == "a"
     assert assign([(None, "/bin/a", "l1"), ("a", "/bin/z", "l2")])[0].startswith("a-")
+
+
+@pytest.mark.parametrize("command, name", [
+    ("cd / && run-parts --report /etc/cron.daily", "cron-daily"),
+    ("test -x /usr/sbin/anacron || { cd / && run-parts --report /etc/cron.weekly; }", "cron-weekly"),
+    ("run-parts /etc/cron.hourly", "cron-hourly"),
+    ("command -v debian-sa1 > /dev/null && debian-sa1 1 1", "sa1"),
+    ("cd /srv/app && python manage.py cleanup --days 3", "manage-cleanup"),
+    ("python3 /opt/app/manage.py clearsessions", "manage-clearsessions"),
+    ("php /var/www/artisan schedule:run", "artisan-schedule-run"),
+    ("[ -x /etc/init.d/anacron ] && /usr/sbin/invoke-rc.d anacron start >/dev/null", "anacron"),
+    ("python3 /opt/x/job.py --verbose", "job"),  # an option is no subcommand
+    ("/usr/local/bin/poll-queue --fast", "poll-queue"),  # otherwise as a plain line's name
+    ("[ -x /usr/lib/php/sessionclean ] && /usr/lib/php/sessionclean", "sessionclean"),
+])
+def test_import_names_are_what_a_person_would_write(command, name):
+    assert readable(command) == name
+
+
+def test_import_names_that_collide_get_the_lines_time_then_a_digest():
+    entries = [(None, "debian-sa1 1 1", "5-55/10 * * * * debian-sa1 1 1"),
+               (None, "debian-sa1 60 2", "59 23 * * * debian-sa1 60 2"),
+               (None, "debian-sa1 9", "*/7 * * * * debian-sa1 9"),
+               (None, "run-parts /etc/cron.daily", "@daily run-parts /etc/cron.daily"),
+               (None, "run-parts /etc/cron.daily", "25 6 * * * run-parts /etc/cron.daily")]
+    names = assign(entries, readable_names=True)
+    assert names[:2] == ["sa1", "sa1-2359"] and names[2].startswith("sa1-") and len(names[2]) == 8
+    assert names[3:] == ["cron-daily", "cron-daily-0625"]
+    # Stable: another line added before them renames none of them.
+    assert assign([(None, "/bin/other", "0 1 * * * /bin/other")] + entries, readable_names=True)[1:] == names
+    assert len(set(names)) == len(names)
+
+
+def test_plain_line_names_do_not_change():
+    # A jobs file's plain lines keep the names SPEC section 1 gives (history is kept by name).
+    assert assign([(None, "cd / && run-parts --report /etc/cron.daily", "x")]) == ["run-parts"]
