@@ -35,6 +35,29 @@ IMPORT_FROM=${IMPORT_FROM-/etc/crontab /etc/cron.d/*}
 say() { printf '%s\n' "$*"; }
 die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
 
+# A virtualenv built at STAGE to be moved to FINAL: its scripts' #! lines and activate
+# files name STAGE; make them name FINAL (python finds its prefix from where it runs).
+relocate_venv() {
+    stage=$1 final=$2
+    for f in "$stage"/bin/*; do
+        [ -f "$f" ] && [ ! -L "$f" ] || continue
+        if grep -qF -- "$stage" "$f" 2>/dev/null; then
+            # Rewritten in place, so each file keeps its mode.
+            sed "s|$stage|$final|g" "$f" > "$f.new" && cat "$f.new" > "$f" && rm -f "$f.new"
+        fi
+    done
+}
+
+# How many job lines of a jobs file do nothing while systemd runs: Debian's cron.d guards,
+# `[ ! -d /run/systemd/system ]`, `test -x ... -a \! -d /run/systemd/system`, and e2scrub's
+# `test -e /run/systemd/system ||`. Comments do not count.
+systemd_guarded() {
+    grep -v '^[[:space:]]*#' "$1" | grep -c -E -- '-[de][[:space:]]+/run/systemd/system' || true
+}
+
+# `CRONSUP_INSTALL_LIB=1 . packaging/install.sh` defines the functions above and stops (tests).
+if [ -n "${CRONSUP_INSTALL_LIB:-}" ]; then return 0; fi
+
 if [ -z "$DESTDIR" ] && [ "$(id -u)" -ne 0 ]; then
     die "run as root (or set DESTDIR to stage the files); for one user, see packaging/README.md"
 fi
@@ -55,6 +78,15 @@ else
     "$DESTDIR$PREFIX/bin/pip" install --quiet --upgrade "$SOURCE"
     target=$PREFIX/bin/cronsup
     run=$DESTDIR$PREFIX/bin/cronsup
+    if [ -n "$DESTDIR" ]; then
+        # Scripts that work once the stage is moved into place (not before: their #! now
+        # names $PREFIX), so the import below runs cronsup through the staged python.
+        relocate_venv "$DESTDIR$PREFIX" "$PREFIX"
+        run=$(mktemp "${TMPDIR:-/tmp}/cronsup-staged.XXXXXX")
+        trap 'rm -f "$run"' EXIT
+        printf '#!/bin/sh\nexec "%s" -m cronsup "$@"\n' "$DESTDIR$PREFIX/bin/python3" > "$run"
+        chmod 0755 "$run"
+    fi
 fi
 if [ "$target" != "$BINDIR/cronsup" ]; then
     install -d -m 0755 "$DESTDIR$BINDIR"
@@ -126,7 +158,7 @@ EOF
     if [ -n "$owner" ]; then chown root:root "$jobs.new"; fi
     mv "$jobs.new" "$jobs"
     say "jobs file:  $jobs ($origin)"
-    guarded=$(grep -c -- '-d /run/systemd/system' "$jobs" || true)
+    guarded=$(systemd_guarded "$jobs")
     if [ "$guarded" -gt 0 ]; then
         say "note:       $guarded imported line(s) do nothing when systemd runs (Debian's cron.d"
         say "            guard: a systemd timer does that work). Keep them so, or remove the"

@@ -180,3 +180,48 @@ def test_install_sh_stops_on_a_crontab_it_cannot_import(tmp_path):
     result = install(dest, IMPORT_FROM=str(bad))
     assert result.returncode == 1 and "could not import" in result.stderr
     assert not (dest / "etc" / "cronsup" / "jobs").exists()
+
+
+def install_lib(tmp_path: Path, script: str) -> subprocess.CompletedProcess:
+    """Run `script` in sh with install.sh's functions loaded (CRONSUP_INSTALL_LIB=1)."""
+    return subprocess.run(["sh", "-c", f'CRONSUP_INSTALL_LIB=1 . "{INSTALL}"; {script}'],
+                          capture_output=True, text=True, timeout=60, cwd=str(tmp_path),
+                          env={"PATH": "/usr/bin:/bin"})
+
+
+def test_install_sh_counts_every_form_of_the_systemd_guard(tmp_path):
+    data = ROOT / "tests" / "data" / "debian" / "system"
+    jobs = tmp_path / "jobs"
+    jobs.write_text("".join((data / f).read_text() for f in (
+        "e2scrub_all--e2fsprogs", "certbot--certbot", "anacron--anacron", "php--php-common",
+        "ntpsec--ntpsec", "crontab--cron-daemon-common"))
+        + "# a comment: [ ! -d /run/systemd/system ]\n")
+    result = install_lib(tmp_path, f'systemd_guarded "{jobs}"')
+    # e2scrub's two `test -e ... ||`, certbot's `\! -d`, and anacron's, php's, ntpsec's `[ ! -d ]`
+    assert result.stdout.strip() == "6", result.stderr
+
+
+def test_install_sh_notes_e2scrubs_guard_in_an_imported_jobs_file(tmp_path):
+    dest = tmp_path / "root"
+    result = install(dest, IMPORT_FROM=str(ROOT / "tests" / "data" / "debian" / "system" / "e2scrub_all--e2fsprogs"))
+    assert result.returncode == 0, result.stderr
+    assert "note:       2 imported line(s) do nothing when systemd runs" in result.stdout
+
+
+def test_a_staged_virtualenv_runs_once_moved_into_place(tmp_path):
+    # The real venv and install need the network (pip); a venv without pip and a script
+    # with the #! pip writes show the relocation: staged under DESTDIR, moved, run.
+    final = tmp_path / "final" / "opt" / "cronsup"
+    stage = tmp_path / "stage" / str(final).lstrip("/")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(stage)], check=True, timeout=60)
+    script = stage / "bin" / "cronsup"
+    script.write_text(f"#!{stage}/bin/python3\nimport sys\nprint(sys.prefix)\n")
+    script.chmod(0o755)
+    result = install_lib(tmp_path, f'relocate_venv "{stage}" "{final}"')
+    assert result.returncode == 0, result.stderr
+    assert script.read_text().startswith(f"#!{final}/bin/python3\n") and mode(script) == 0o755
+    assert str(stage) not in (stage / "bin" / "activate").read_text()
+    final.parent.mkdir(parents=True)
+    os.rename(stage, final)
+    ran = subprocess.run([str(final / "bin" / "cronsup")], capture_output=True, text=True, timeout=30)
+    assert ran.returncode == 0 and ran.stdout.strip() == str(final)
