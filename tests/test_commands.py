@@ -533,3 +533,22 @@ def test_logs_failed_marks_an_attempt_whose_retry_then_succeeded(tmp_path):
     assert [(r["id"], r["retried_ok"]) for r in data] == [(first, True)]
     one = runner.invoke(cli.main, ["logs", "--run", str(first), *args]).output
     assert "retried: attempt 2 succeeded" in one
+
+
+def test_logs_follow_without_a_job_follows_every_job(daemon):
+    daemon.write("[job.one]\n@every 1s echo one\n[job.two]\n@every 1s echo two\n")
+    daemon.start()
+    daemon.finished("one")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cronsup", "logs", "--follow", "--json", "-n", "1",
+         "--jobs", str(daemon.jobs), "--db", str(daemon.db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        text = read_until(proc, lambda t: t.endswith("\n") and {"one", "two"} <= {
+            json.loads(line)["job"] for line in t.splitlines()})
+        jobs = [json.loads(line)["job"] for line in text.splitlines()]
+        assert set(jobs) == {"one", "two"}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stdout.close()
+        proc.stderr.close()
