@@ -552,3 +552,23 @@ def test_logs_follow_without_a_job_follows_every_job(daemon):
         proc.wait(10)
         proc.stdout.close()
         proc.stderr.close()
+
+
+def test_status_ok_column_counts_error_runs_as_not_ok_like_failed_ones(tmp_path):
+    from cronsup.model import RunStatus, Trigger
+    from cronsup.runlog import NewRun
+
+    jobs = tmp_path / "jobs"
+    jobs.write_text("[job.badshell]\n@daily true\n[job.failing]\n@daily false\n")
+    db = str(tmp_path / "runs.db")
+    with RunLog.open(db) as log:
+        for i in range(3):
+            t = 1_764_000_000.0 + 60 * i
+            log.insert_runs([NewRun("badshell", Trigger.SCHEDULE, 1, t, status=RunStatus.ERROR,
+                                    finished_at=t, reason="shell not found")], host="h", boot_id="b")
+            (run_id,) = log.insert_runs([NewRun("failing", Trigger.SCHEDULE, 1, t)], host="h", boot_id="b")
+            log.mark_started(run_id, 4242, t, t)
+            log.finish_run(run_id, RunStatus.FAILED, finished_at=t + 1, exit_code=1, reason="exit code 1")
+    result = CliRunner(env={"COLUMNS": "200"}).invoke(cli.main, ["status", "--jobs", str(jobs), "--db", db])
+    rows = {line.split()[0]: line.split() for line in result.output.splitlines() if line.split()}
+    assert "0%" in rows["badshell"] and "0%" in rows["failing"]
