@@ -141,6 +141,22 @@ class DaemonProcess:
             self.proc.wait()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_host_mta(tmp_path_factory):
+    """Every daemon of the suite, however started, mails through a stub (never the host's
+    MTA): `cronsup daemon` reads CRONSUP_SENDMAIL, which subprocesses inherit."""
+    stub = tmp_path_factory.mktemp("mail") / "sendmail"
+    stub.write_text(f'#!/bin/sh\ncat >> {stub.parent}/mailbox\n')
+    stub.chmod(0o755)
+    before = os.environ.get("CRONSUP_SENDMAIL")
+    os.environ["CRONSUP_SENDMAIL"] = str(stub)
+    yield stub
+    if before is None:
+        os.environ.pop("CRONSUP_SENDMAIL", None)
+    else:
+        os.environ["CRONSUP_SENDMAIL"] = before
+
+
 @pytest.fixture
 def daemon(tmp_path):
     d = DaemonProcess(tmp_path)
