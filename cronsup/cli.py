@@ -104,6 +104,8 @@ def check(files: tuple[str, ...], system: bool, jobs_path: str, db: str) -> None
       cronsup check /etc/cronsup/jobs
       cronsup check --system /etc/crontab /etc/cron.d/*
     """
+    from cronsup import hostcheck
+
     failed = False
     for path in files or (jobs_path,):
         try:
@@ -123,8 +125,6 @@ def check(files: tuple[str, ...], system: bool, jobs_path: str, db: str) -> None
             failed = True
             continue
         _hint_system(path, jf, system)
-        from cronsup import hostcheck
-
         for warning in hostcheck.warnings(jf, system):
             click.echo(str(warning), err=True)
         count = len(jf.jobs)
