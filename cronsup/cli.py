@@ -570,8 +570,12 @@ def _status_row(job, now: float, colour: bool, style) -> list[str]:
         nxt = style("paused", fg="yellow")
     elif not job.enabled:
         nxt = style("disabled", fg="yellow")
+    elif job.retry_at is not None:
+        at = fmt.local(job.retry_at)
+        clock = at.strftime("%H:%M:%S") if at.date() == fmt.local(now).date() else fmt.when(job.retry_at, now)
+        nxt = style(f"retry {job.retry_attempt} of {job.retry_attempts} at {clock}", fg="yellow")
     elif job.next_run is None:
-        nxt = "-"
+        nxt = "never" if _never_fires(job.schedule) else "-"
     else:
         nxt = f"{fmt.when(job.next_run, now)} {fmt.relative(job.next_run, now)}"
     last = job.last_finished
@@ -589,6 +593,18 @@ def _status_row(job, now: float, colour: bool, style) -> list[str]:
     rate = "" if job.success_rate is None else f"{job.success_rate * 100:.0f}%"
     median = "" if job.median_s is None else fmt.took(job.median_s)
     return [job.name, job.schedule, nxt, *last_cols, rate, median]
+
+
+def _never_fires(text: str) -> bool:
+    """A cron schedule no date matches (`0 0 30 2 *`): kept in a file as a way to switch it off."""
+    from cronsup import schedule
+    from cronsup.model import Cron
+
+    try:
+        parsed = schedule.parse_schedule(text)
+    except schedule.ScheduleError:
+        return False
+    return isinstance(parsed, Cron) and not schedule.can_fire(parsed)
 
 
 def _check_job(job: str, jobs_path: str, runlog) -> None:

@@ -651,8 +651,8 @@ class Supervisor:
 
     def retry_at(self, name: str) -> tuple[float, int, int] | None:
         """The job's pending retry: (wall time, attempt, attempts in all), or None."""
-        job = self.jobs[name]
-        retries = [(due, fire) for due, fire in job.pending if fire.trigger is Trigger.RETRY]
+        job = self.jobs.get(name)
+        retries = [(due, fire) for due, fire in job.pending if fire.trigger is Trigger.RETRY] if job else []
         if not retries:
             return None
         due, fire = min(retries, key=lambda r: r[0])
