@@ -121,6 +121,8 @@ def check(files: tuple[str, ...], system: bool, jobs_path: str, db: str) -> None
             failed = True
             continue
         _hint_system(path, jf, system)
+        for warning in jf.warnings:
+            click.echo(str(warning), err=True)
         count = len(jf.jobs)
         click.echo(f"{path}: {count} job{'s' if count != 1 else ''}, no errors")
         for job in jf.jobs:
@@ -194,13 +196,13 @@ def next_(target: str, start: str | None, count: int, tz: str | None, as_json: b
     if isinstance(sched, Every):
         step = dt.timedelta(seconds=sched.seconds)
         times = [(after + step * (i + 1)).astimezone(zone) for i in range(count)]
-        note = "counted here from --from or now; the daemon counts from its start"
+        note = "counted here from --from or now; the daemon counts from the job's last start"
         click.echo(f"cronsup: @every: {note}", err=True)
     else:
         assert isinstance(sched, Cron)
         times = list(itertools.islice(schedule.fire_times(sched, after, zone), count))
         if not times:
-            click.echo(f"cronsup: {sched.text!r} never fires", err=True)
+            click.echo(f"cronsup: {schedule.never_fires(sched) or f'{sched.text!r} never fires'}", err=True)
     stamps = [t.isoformat() for t in times]
     if as_json:
         click.echo(json.dumps(stamps))

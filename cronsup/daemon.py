@@ -223,6 +223,8 @@ class Daemon:
         if self.config_error is not None:
             log.error("%s", self.config_error)
             return None
+        for warning in jobs.warnings:
+            log.warning("%s", warning)
         return jobs
 
     def _signals(self) -> None:

@@ -227,6 +227,13 @@ def can_fire(cron: Cron) -> bool:
     return any(d <= longest.get(m, 31) for m in cron.months for d in cron.days)
 
 
+def never_fires(cron: Cron) -> str | None:
+    """Why `cron` can never fire (`0 0 30 2 *`), as `check` and `next` both say it; else None."""
+    if can_fire(cron):
+        return None
+    return f"the schedule {cron.text!r} never fires: no month it names has those days"
+
+
 @functools.lru_cache(maxsize=4096)
 def _month_days(days: tuple[int, ...], weekdays: tuple[int, ...], day_or: bool,
                 length: int, first_weekday: int) -> tuple[int, ...]:

@@ -14,6 +14,7 @@ import logging
 import random
 import signal
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cronsup import schedule
@@ -207,7 +208,7 @@ class Supervisor:
             zone = job.zone
             actions += self._overdue(
                 job, late, now, lambda t: f"the daemon was not running at {_clock(t, zone)}",
-                "the daemon was not running", startup=True)
+                "the daemon was not running")
         return actions
 
     def _every_fires(self, job: _Job, now: Now, since: float | None = None) -> _Late:
@@ -227,8 +228,8 @@ class Supervisor:
         more = k0 - skip
         return _Late(fires, more, first_due + skip * step if more else None)
 
-    def _overdue(self, job: _Job, late: _Late, now: Now, why, cause: str,
-                 startup: bool = False) -> list[Action]:
+    def _overdue(self, job: _Job, late: _Late, now: Now, why: Callable[[float], str],
+                 cause: str) -> list[Action]:
         """Fires that came due together (a restart, a stall): the catchup policy decides, as
         after a downtime. A fire under a minute late runs as scheduled (under any policy);
         with "last" the latest runs, with "all" each of the latest CATCHUP_CAP, oldest

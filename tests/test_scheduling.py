@@ -12,7 +12,10 @@ import subprocess
 import sys
 import time
 
+from click.testing import CliRunner
+
 from conftest import wait_until
+from cronsup import cli, jobsfile
 from cronsup import runlog as runlog_module
 from cronsup.runlog import JobRow, RunLog
 
@@ -161,3 +164,48 @@ def test_the_migration_adds_the_retry_columns_to_an_old_run_log(tmp_path):
         assert log.jobs() == [JobRow("a", "@daily", "true", "", 5.0, True, 3)]
         log.update_retries({"a": (7.0, 2, 3)})
         assert log.jobs()[0].retry_at == 7.0 and log.jobs()[0].retry_attempts == 3
+
+
+# -- lines that never fire (issue 8) -----------------------------------------------------------
+
+def test_a_never_firing_line_is_kept_with_a_warning():
+    jf = jobsfile.parse("# off for now\n[job.off]\n0 0 30 2 * /bin/x\n@daily /bin/y\n", "jobs")
+    assert [j.name for j in jf.jobs] == ["off", "y"]
+    (warning,) = jf.warnings
+    assert (warning.path, warning.line) == ("jobs", 3)
+    assert str(warning) == ("jobs:3: warning: the schedule '0 0 30 2 *' never fires: no month it "
+                            "names has those days; the job is kept but never runs by its schedule")
+
+
+def test_check_and_next_agree_on_a_line_that_never_fires(tmp_path):
+    path = tmp_path / "jobs"
+    path.write_text("0 0 31 2 * /bin/x\n")
+    runner = CliRunner()
+    checked = runner.invoke(cli.main, ["check", str(path)])
+    assert checked.exit_code == 0 and f"{path}: 1 job, no errors" in checked.stdout
+    assert f"{path}:1: warning: the schedule '0 0 31 2 *' never fires" in checked.stderr
+    nexted = runner.invoke(cli.main, ["next", "0 0 31 2 *"])
+    assert nexted.exit_code == 0 and nexted.stdout == ""
+    assert "the schedule '0 0 31 2 *' never fires: no month it names has those days" in nexted.stderr
+    by_job = runner.invoke(cli.main, ["next", "--jobs", str(path), "x"])
+    assert by_job.exit_code == 0 and by_job.stdout == "" and "never fires" in by_job.stderr
+
+
+def test_the_daemon_runs_a_file_with_a_never_firing_line_and_status_says_never(daemon):
+    daemon.write("""\
+        [job.off]
+        0 0 30 2 * echo never
+        [job.on]
+        @every 1h echo on
+        """)
+    daemon.start()
+    off = job_json(daemon, "off")
+    assert off["next_run"] is None and job_json(daemon, "on")["next_run"] is not None
+    row = next(line for line in daemon.cli("status", check=True).stdout.splitlines()
+               if line.startswith("off "))
+    assert row.split()[1:7] == ["0", "0", "30", "2", "*", "never"]
+    assert "jobs:2: warning: the schedule '0 0 30 2 *' never fires" in daemon.output()
+    daemon.stop()
+    # With the daemon stopped, status reads the file: the same answer.
+    row = next(line for line in daemon.cli("status").stdout.splitlines() if line.startswith("off "))
+    assert "never" in row.split()
