@@ -16,6 +16,7 @@ import signal
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from cronsup import schedule
 from cronsup.model import (AfterJobs, Catchup, Cron, Every, JobsFile, JobSpec, Now, Overlap,
@@ -73,6 +74,14 @@ class Kill:
 
 
 Action = Start | Record | Kill
+
+
+class PendingRetry(NamedTuple):
+    """A retry waiting to start, as `status` shows it: "retry 2 of 3 at 17:52:10"."""
+
+    at: float  # wall
+    attempt: int
+    attempts: int  # retries + 1
 
 
 @dataclass
@@ -650,14 +659,14 @@ class Supervisor:
             return self._last.wall + (job.every_due - self._last.mono)
         return None
 
-    def retry_at(self, name: str) -> tuple[float, int, int] | None:
-        """The job's pending retry: (wall time, attempt, attempts in all), or None."""
+    def retry_at(self, name: str) -> PendingRetry | None:
+        """The job's pending retry, or None."""
         job = self.jobs.get(name)
         retries = [(due, fire) for due, fire in job.pending if fire.trigger is Trigger.RETRY] if job else []
         if not retries:
             return None
         due, fire = min(retries, key=lambda r: r[0])
-        return self._last.wall + (due - self._last.mono), fire.attempt, job.spec.retries + 1
+        return PendingRetry(self._last.wall + (due - self._last.mono), fire.attempt, job.spec.retries + 1)
 
     def next_runs(self) -> dict[str, float | None]:
         """Each job's next scheduled start (wall), for `status`."""
