@@ -176,7 +176,7 @@ class Supervisor:
             job.next_fire = self._next_fire(job, job.cursor)
         elif isinstance(spec.schedule, Every):
             job.every_due = now.mono + spec.schedule.seconds
-            base = self._every_base(spec) if startup else None
+            base = self._every_base(spec) if startup and self.history.last_seen is not None else None
             if base is not None:
                 # Count from the job's last start, not from this daemon's: a `@every 2d` job
                 # on a host restarted daily still runs. Fires missed meanwhile: _startup_actions.
@@ -221,7 +221,7 @@ class Supervisor:
         return actions
 
     def _every_fires(self, job: _Job, now: Now, since: float | None = None) -> _Late:
-        """The @every fires due by now (after wall time `since`), and the next one's due."""
+        """The @every fires due by now (those after wall time `since`); moves the count past now."""
         assert isinstance(job.spec.schedule, Every) and job.every_due is not None
         step = job.spec.schedule.seconds
         n = 1 + int((now.mono - job.every_due) // step)
