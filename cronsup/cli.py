@@ -606,7 +606,7 @@ def _never_fires(text: str) -> bool:
         parsed = schedule.parse_schedule(text)
     except schedule.ScheduleError:
         return False
-    return isinstance(parsed, Cron) and not schedule.can_fire(parsed)
+    return isinstance(parsed, Cron) and schedule.never_fires(parsed) is not None
 
 
 def _check_job(job: str, jobs_path: str, runlog) -> None:

@@ -576,12 +576,12 @@ class Daemon:
 
     def _write_jobs(self) -> None:
         nxt = self.supervisor.next_runs()
-        retry = {j.name: self.supervisor.retry_at(j.name) or (None, None, None) for j in self.jobs.jobs}
+        retry = {j.name: r for j in self.jobs.jobs if (r := self.supervisor.retry_at(j.name))}
         self._write(self.log.set_jobs, [
             JobRow(name=j.name, schedule=j.schedule.text, command=j.command,
                    description=j.description, next_run=nxt.get(j.name), enabled=j.enabled,
-                   line=j.line, retry_at=retry[j.name][0], retry_attempt=retry[j.name][1],
-                   retry_attempts=retry[j.name][2])
+                   line=j.line, retry_at=(r := retry.get(j.name)) and r.at,
+                   retry_attempt=r and r.attempt, retry_attempts=r and r.attempts)
             for j in self.jobs.jobs])
 
     def _status_line(self) -> str:
