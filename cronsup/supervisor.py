@@ -246,13 +246,6 @@ class Supervisor:
         spec = job.spec
         if not late.fires:
             return []
-        actions: list[Action] = []
-        if late.more:
-            assert late.first is not None
-            actions.append(Record(spec, Fire(Trigger.SCHEDULE, 1, late.first), RunStatus.MISSED,
-                                  f"{late.more:,} fires from {_clock(late.first, job.zone)} to "
-                                  f"before {_clock(late.fires[0], job.zone)} were missed ({cause}); "
-                                  "this row stands for all of them"))
         latest = late.fires[-1]
         on_time = latest > now.wall - STARTUP_GRACE
         if not self._may_schedule(spec):
@@ -263,9 +256,7 @@ class Supervisor:
             run = late.fires[-1:]
         else:
             run = []
-        for t in late.fires:
-            if t not in run:
-                actions.append(Record(spec, Fire(Trigger.SCHEDULE, 1, t), RunStatus.MISSED, why(t)))
+        actions = self._missed(job, late, run, why, cause)
         if run == [latest] and on_time and not job.catchup:
             return actions + self._jittered(job, Fire(Trigger.SCHEDULE, 1, latest), now)
         for t in run:
@@ -276,6 +267,23 @@ class Supervisor:
                                       f"{CATCHUP_CAP} catch-up runs are already waiting"))
             else:
                 job.catchup.append(fire)
+        return actions
+
+    @staticmethod
+    def _missed(job: _Job, late: _Late, ran: list[float], why: Callable[[float], str],
+                cause: str) -> list[Action]:
+        """A `missed` row for each of late.fires not in `ran`, and one for the older ones."""
+        spec = job.spec
+        actions: list[Action] = []
+        if late.more:
+            assert late.first is not None
+            actions.append(Record(spec, Fire(Trigger.SCHEDULE, 1, late.first), RunStatus.MISSED,
+                                  f"{late.more:,} fires from {_clock(late.first, job.zone)} to "
+                                  f"before {_clock(late.fires[0], job.zone)} were missed ({cause}); "
+                                  "this row stands for all of them"))
+        for t in late.fires:
+            if t not in ran:
+                actions.append(Record(spec, Fire(Trigger.SCHEDULE, 1, t), RunStatus.MISSED, why(t)))
         return actions
 
     def _stall_cause(self, first: float, now: Now, zone: dt.tzinfo | None) -> str:
@@ -384,6 +392,13 @@ class Supervisor:
             self.changed.add(spec.name)
             if jump:
                 pick = self._pick(spec, late.fires, now, jump)
+                if jump > 0 and self._may_schedule(spec):
+                    # The skipped fires get rows too: a suspended machine shows up as a jump,
+                    # because the monotonic clock stops while it sleeps.
+                    cause = (f"the wall clock jumped forward by {_duration(jump)} (it was set, "
+                             "or the machine was suspended)")
+                    actions += self._missed(job, late, [pick] if pick is not None else [],
+                                            lambda t: cause, cause)
                 if pick is not None and self._may_schedule(spec):
                     actions += self._jittered(job, Fire(Trigger.SCHEDULE, 1, pick), now)
             elif self._may_schedule(spec) and late.fires:

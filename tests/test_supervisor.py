@@ -323,6 +323,11 @@ def test_a_small_forward_clock_jump_runs_skipped_fixed_time_jobs_once_but_not_wi
     w.tick()
     assert w.started_jobs() == ["fixed"]
     assert w.starts[0][1].fire.scheduled_for == at(2026, 1, 1, 2, 45)
+    # Every skipped fire that did not run has a row saying why.
+    missed = {(r.job.name, r.fire.scheduled_for) for r in w.records}
+    assert missed == {("fixed", at(2026, 1, 1, 2, 15))} | {
+        ("wild", at(2026, 1, 1, 2, m)) for m in range(0, 60, 10)}
+    assert all(r.reason.startswith("the wall clock jumped forward by 1h00m") for r in w.records)
 
 
 def test_a_big_forward_jump_runs_only_what_is_due_this_minute():
@@ -562,3 +567,15 @@ def test_a_pending_retry_is_visible_with_its_attempt():
     assert "a" in w.sup.changed
     w.advance(60)
     assert w.sup.retry_at("a") is None
+
+
+def test_a_wall_clock_jumping_100_days_ahead_writes_at_most_100_missed_rows_per_job():
+    w = World("[job.a]\n* * * * * /bin/a\n[job.b]\n0 3 * * * /bin/b\n", at(2026, 1, 1, 0, 0, 30))
+    w.tick()
+    w.wall += 100 * 86400
+    w.tick()
+    rows = [r for r in w.records if r.job.name == "a"]
+    assert len(rows) == 100 and rows[0].reason.startswith("143,900 fires from 2026-01-01T00:01")
+    assert w.started_jobs() == ["a"]  # the current minute; b's 03:00 was long ago
+    assert [r.fire.scheduled_for for r in w.records if r.job.name == "b"] == [
+        at(2026, 1, 1, 3) + 86400 * d for d in range(100)]
