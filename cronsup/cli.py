@@ -125,7 +125,7 @@ def check(files: tuple[str, ...], system: bool, jobs_path: str, db: str) -> None
             failed = True
             continue
         _hint_system(path, jf, system)
-        for warning in hostcheck.warnings(jf, system):
+        for warning in sorted([*jf.warnings, *hostcheck.warnings(jf, system)], key=lambda w: w.line):
             click.echo(str(warning), err=True)
         count = len(jf.jobs)
         click.echo(f"{path}: {count} job{'s' if count != 1 else ''}, no errors")
@@ -208,13 +208,13 @@ def next_(target: str, start: str | None, count: int, tz: str | None, as_json: b
     if isinstance(sched, Every):
         step = dt.timedelta(seconds=sched.seconds)
         times = [(after + step * (i + 1)).astimezone(zone) for i in range(count)]
-        note = "counted here from --from or now; the daemon counts from its start"
+        note = "counted here from --from or now; the daemon counts from the job's last start"
         click.echo(f"cronsup: @every: {note}", err=True)
     else:
         assert isinstance(sched, Cron)
         times = list(itertools.islice(schedule.fire_times(sched, after, zone), count))
         if not times:
-            click.echo(f"cronsup: {sched.text!r} never fires", err=True)
+            click.echo(f"cronsup: {schedule.never_fires(sched) or f'{sched.text!r} never fires'}", err=True)
     stamps = [t.isoformat() for t in times]
     if as_json:
         click.echo(json.dumps(stamps))
@@ -623,8 +623,12 @@ def _status_row(job, now: float, colour: bool, style) -> list[str]:
         nxt = style("paused", fg="yellow")
     elif not job.enabled:
         nxt = style("disabled", fg="yellow")
+    elif job.retry_at is not None:
+        at = fmt.local(job.retry_at)
+        clock = at.strftime("%H:%M:%S") if at.date() == fmt.local(now).date() else fmt.when(job.retry_at, now)
+        nxt = style(f"retry {job.retry_attempt} of {job.retry_attempts} at {clock}", fg="yellow")
     elif job.next_run is None:
-        nxt = "-"
+        nxt = "never" if _never_fires(job.schedule) else "-"
     else:
         nxt = f"{fmt.when(job.next_run, now)} {fmt.relative(job.next_run, now)}"
     last = job.last_finished
@@ -642,6 +646,18 @@ def _status_row(job, now: float, colour: bool, style) -> list[str]:
     rate = "" if job.success_rate is None else f"{job.success_rate * 100:.0f}%"
     median = "" if job.median_s is None else fmt.took(job.median_s)
     return [job.name, job.schedule, nxt, *last_cols, rate, median]
+
+
+def _never_fires(text: str) -> bool:
+    """A cron schedule no date matches (`0 0 30 2 *`): kept in a file as a way to switch it off."""
+    from cronsup import schedule
+    from cronsup.model import Cron
+
+    try:
+        parsed = schedule.parse_schedule(text)
+    except schedule.ScheduleError:
+        return False
+    return isinstance(parsed, Cron) and schedule.never_fires(parsed) is not None
 
 
 def _check_job(job: str, jobs_path: str, runlog) -> None:

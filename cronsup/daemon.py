@@ -223,6 +223,8 @@ class Daemon:
         if self.config_error is not None:
             log.error("%s", self.config_error)
             return None
+        for warning in jobs.warnings:
+            log.warning("%s", warning)
         return jobs
 
     def _signals(self) -> None:
@@ -364,8 +366,9 @@ class Daemon:
             self._write_jobs()
         elif self.supervisor.changed:
             names, self.supervisor.changed = self.supervisor.changed, set()
-            self._write(self.log.update_next_runs, {n: self.supervisor.next_run(n) for n in names
-                                                    if n in self.supervisor.jobs})
+            names = [n for n in names if n in self.supervisor.jobs]
+            self._write(self.log.update_next_runs, {n: self.supervisor.next_run(n) for n in names})
+            self._write(self.log.update_retries, {n: self.supervisor.retry_at(n) for n in names})
         if now.mono - self._last_heartbeat >= HEARTBEAT:
             self._last_heartbeat = now.mono
             self._write(self.log.update_daemon, last_seen=now.wall)
@@ -573,10 +576,12 @@ class Daemon:
 
     def _write_jobs(self) -> None:
         nxt = self.supervisor.next_runs()
+        retry = {j.name: r for j in self.jobs.jobs if (r := self.supervisor.retry_at(j.name))}
         self._write(self.log.set_jobs, [
             JobRow(name=j.name, schedule=j.schedule.text, command=j.command,
                    description=j.description, next_run=nxt.get(j.name), enabled=j.enabled,
-                   line=j.line)
+                   line=j.line, retry_at=(r := retry.get(j.name)) and r.at,
+                   retry_attempt=r and r.attempt, retry_attempts=r and r.attempts)
             for j in self.jobs.jobs])
 
     def _status_line(self) -> str:

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cronsup import names, options, suggest
-from cronsup.model import AfterJobs, Cron, JobsFile, JobSpec, Schedule
-from cronsup.schedule import KEYWORDS, ScheduleError, can_fire, load_zone, parse_schedule
+from cronsup.model import AfterJobs, Cron, JobsFile, JobsfileWarning, JobSpec, Schedule
+from cronsup.schedule import KEYWORDS, ScheduleError, load_zone, never_fires, parse_schedule
 
 NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
 _HEADER = re.compile(r"\[\s*([^\]]*?)\s*\]\s*(#.*)?")
@@ -155,6 +155,7 @@ class _Parser:
         self.path = path
         self.system = system
         self.errors: list[JobsfileError] = []
+        self.warnings: list[JobsfileWarning] = []
         self.env: dict[str, str] = {}
         self.defaults: dict[str, tuple[Any, int]] = {}
         self.block: _Block | None = None
@@ -164,6 +165,9 @@ class _Parser:
     def error(self, line: int, message: str) -> None:
         self.errors.append(JobsfileError(self.path, line, message))
 
+    def warn(self, line: int, message: str) -> None:
+        self.warnings.append(JobsfileWarning(self.path, line, message))
+
     def run(self, lines: list[str]) -> JobsFile:
         for number, text in enumerate(lines, start=1):
             self.line(number, text)
@@ -172,7 +176,8 @@ class _Parser:
         jobs = self.finish()
         if self.errors:
             raise JobsfileErrors(self.errors)
-        return JobsFile(path=self.path, jobs=tuple(jobs))
+        return JobsFile(path=self.path, jobs=tuple(jobs),
+                        warnings=tuple(sorted(self.warnings, key=lambda w: w.line)))
 
     # -- lines -------------------------------------------------------------------------
 
@@ -331,10 +336,9 @@ class _Parser:
         except ScheduleError as e:
             self.error(number, str(e))
             return
-        if isinstance(schedule, Cron) and not can_fire(schedule):
-            self.error(number, f"the schedule {schedule.text!r} can never fire: no month has "
-                               "those days")
-            return
+        if isinstance(schedule, Cron) and (why := never_fires(schedule)):
+            # Cron keeps such a line, and admins use it to keep a job in the file but off.
+            self.warn(number, f"{why}; the job is kept but never runs by its schedule")
         merged = dict(self.defaults)
         merged.update(values)
         self.entries.append(_Entry(

@@ -144,11 +144,25 @@ class JobSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class JobsfileWarning:
+    """Something in a valid jobs file that is probably not what was meant (the file still
+    loads): printed by `check` and logged by the daemon as FILE:LINE: warning: message."""
+
+    path: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: warning: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
 class JobsFile:
     """A parsed, validated jobs file."""
 
     path: str
     jobs: tuple[JobSpec, ...]
+    warnings: tuple[JobsfileWarning, ...] = ()  # in line order
 
     def get(self, name: str) -> JobSpec | None:
         for job in self.jobs:

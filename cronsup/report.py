@@ -52,12 +52,16 @@ class JobStatus:
     success_rate: float | None
     median_s: float | None
     last_finished: Run | None = None  # the newest run that is not running
+    retry_at: float | None = None  # a retry waiting to start
+    retry_attempt: int | None = None
+    retry_attempts: int | None = None
 
     def to_json(self) -> dict:
         return {
             "name": self.name, "schedule": self.schedule, "command": self.command,
             "description": self.description, "enabled": self.enabled, "paused": self.paused,
             "next_run": iso(self.next_run),
+            "retry_at": iso(self.retry_at), "retry_attempt": self.retry_attempt,
             "last_run": self.last_run.to_json() if self.last_run else None,
             "running": [r.to_json() for r in self.running],
             "success_rate": None if self.success_rate is None else round(self.success_rate, 3),
@@ -159,7 +163,9 @@ def _job(row: JobRow, last: Run | None, running: list[Run], paused: bool,
     return JobStatus(name=row.name, schedule=row.schedule, command=row.command,
                      description=row.description, enabled=row.enabled, paused=paused,
                      next_run=row.next_run, last_run=last, running=running,
-                     success_rate=stats[0], median_s=stats[1], last_finished=last)
+                     success_rate=stats[0], median_s=stats[1], last_finished=last,
+                     retry_at=row.retry_at, retry_attempt=row.retry_attempt,
+                     retry_attempts=row.retry_attempts)
 
 
 _NOT_AN_END = (RunStatus.RUNNING, RunStatus.SKIPPED, RunStatus.MISSED)

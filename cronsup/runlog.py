@@ -228,6 +228,9 @@ class JobRow:
     next_run: float | None
     enabled: bool
     line: int
+    retry_at: float | None = None  # a retry waiting to start, and which attempt it is
+    retry_attempt: int | None = None
+    retry_attempts: int | None = None  # retries + 1
 
 
 # -- schema -------------------------------------------------------------------------------------
@@ -293,6 +296,12 @@ MIGRATIONS: list[tuple[str, ...]] = [
         )""",
         "CREATE TABLE paused (job TEXT PRIMARY KEY, since REAL NOT NULL)",
         "CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ),
+    (
+        # A pending retry, for `status` (NULL: none).
+        "ALTER TABLE jobs ADD COLUMN retry_at REAL",
+        "ALTER TABLE jobs ADD COLUMN retry_attempt INTEGER",
+        "ALTER TABLE jobs ADD COLUMN retry_attempts INTEGER",
     ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -692,10 +701,11 @@ class RunLog:
             conn.execute("DELETE FROM jobs")
             conn.executemany(
                 "INSERT INTO jobs (position, name, schedule, command, description, next_run, "
-                "enabled, line) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "enabled, line, retry_at, retry_attempt, retry_attempts) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     (i, r.name, r.schedule, r.command, r.description, r.next_run,
-                     int(bool(r.enabled)), r.line)
+                     int(bool(r.enabled)), r.line, r.retry_at, r.retry_attempt, r.retry_attempts)
                     for i, r in enumerate(rows)
                 ),
             )
@@ -706,6 +716,14 @@ class RunLog:
         with self._transaction() as conn:
             conn.executemany("UPDATE jobs SET next_run = ? WHERE name = ?",
                              [(t, name) for name, t in next_runs.items()])
+
+    @_guarded
+    def update_retries(self, retries: dict[str, tuple[float, int, int] | None]) -> None:
+        """Set (retry_at, attempt, attempts) or None for some of the jobs."""
+        with self._transaction() as conn:
+            conn.executemany(
+                "UPDATE jobs SET retry_at = ?, retry_attempt = ?, retry_attempts = ? WHERE name = ?",
+                [(*(r if r is not None else (None, None, None)), name) for name, r in retries.items()])
 
     @_guarded
     def set_paused(self, job: str, paused: bool, since: float) -> None:
@@ -803,10 +821,10 @@ class RunLog:
     def jobs(self) -> list[JobRow]:
         """The daemon's current jobs in jobs-file order."""
         return [
-            JobRow(name, schedule, command, description, next_run, bool(enabled), line)
-            for name, schedule, command, description, next_run, enabled, line in self._conn.execute(
-                "SELECT name, schedule, command, description, next_run, enabled, line "
-                "FROM jobs ORDER BY position"
+            JobRow(name, schedule, command, description, next_run, bool(enabled), line, *retry)
+            for name, schedule, command, description, next_run, enabled, line, *retry in self._conn.execute(
+                "SELECT name, schedule, command, description, next_run, enabled, line, "
+                "retry_at, retry_attempt, retry_attempts FROM jobs ORDER BY position"
             )
         ]
 

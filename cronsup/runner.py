@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
+from cronsup import clock
 from cronsup.model import JobSpec
 
 # Debian cron's PATH for jobs (crontab(5)); a jobs file overrides it with PATH=.
@@ -183,7 +184,7 @@ def spawn(job: JobSpec, run_id: int) -> Child:
         run_id=run_id,
         pid=proc.pid,
         create_time=ticks / _CLOCK_TICKS + _boot_time() if ticks is not None else 0.0,
-        started_at=time.time(),
+        started_at=clock.wall(),
         fd=read_fd,
         output=OutputBuffer(job.output_limit),
         start_ticks=ticks or 0,

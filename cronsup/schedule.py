@@ -228,6 +228,13 @@ def can_fire(cron: Cron) -> bool:
     return any(d <= longest.get(m, 31) for m in cron.months for d in cron.days)
 
 
+def never_fires(cron: Cron) -> str | None:
+    """Why `cron` can never fire (`0 0 30 2 *`), as `check` and `next` both say it; else None."""
+    if can_fire(cron):
+        return None
+    return f"the schedule {cron.text!r} never fires: no month it names has those days"
+
+
 @functools.lru_cache(maxsize=4096)
 def _month_days(days: tuple[int, ...], weekdays: tuple[int, ...], day_or: bool,
                 length: int, first_weekday: int) -> tuple[int, ...]:
@@ -355,6 +362,38 @@ def fires_between(cron: Cron, start: dt.datetime, end: dt.datetime,
         if t > end:
             return
         yield t
+
+
+def count_fires(cron: Cron, start: float, end: float, zone: dt.tzinfo) -> int:
+    """How many fires fall in (start, end], without walking each one.
+
+    A whole day without an offset change has len(hours) * len(minutes) fires if it matches;
+    the partial first and last days and days with a DST change are walked fire by fire.
+    """
+    if end <= start or not can_fire(cron):
+        return 0
+    per_day = len(cron.hours) * len(cron.minutes)
+    months = set(cron.months)
+    count = 0
+    day = dt.datetime.fromtimestamp(start, zone).date()
+    last = dt.datetime.fromtimestamp(end, zone).date()
+    while day <= last:
+        nxt = day + dt.timedelta(days=1)
+        lo = dt.datetime(day.year, day.month, day.day, tzinfo=zone)
+        hi = dt.datetime(nxt.year, nxt.month, nxt.day, tzinfo=zone)
+        lo_ts, hi_ts = lo.timestamp(), hi.timestamp()
+        if start < lo_ts and hi_ts <= end and lo.utcoffset() == hi.utcoffset():
+            if day.month in months:
+                first_weekday, length = calendar.monthrange(day.year, day.month)
+                if day.day in _month_days(cron.days, cron.weekdays, cron.day_or, length,
+                                          (first_weekday + 1) % 7):
+                    count += per_day
+        else:
+            a = dt.datetime.fromtimestamp(max(start, lo_ts - 0.5), zone)
+            b = dt.datetime.fromtimestamp(min(end, hi_ts - 0.5), zone)
+            count += sum(1 for _ in fires_between(cron, a, b, zone))
+        day = nxt
+    return count
 
 
 def load_zone(name: str | None) -> dt.tzinfo:

@@ -14,7 +14,9 @@ import logging
 import random
 import signal
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from cronsup import schedule
 from cronsup.model import (AfterJobs, Catchup, Cron, Every, JobsFile, JobSpec, Now, Overlap,
@@ -29,7 +31,11 @@ STARTUP_GRACE = 60.0
 JUMP_THRESHOLD = 5.0
 # Debian cron: a forward jump under 3 hours runs the fixed-time jobs it skipped, once.
 SMALL_JUMP = 3 * 3600.0
+# At most this many fires of a job are caught up, or recorded as missed one row each, per
+# start or stall; older ones share one summary row (a clock 100 days ahead is 144,000 minutes).
 CATCHUP_CAP = 100
+# A timeout enforced this much after its deadline says that the daemon was stalled.
+STALL_NOTICE = 1.0
 # Sleep at most this long, so a wall-clock jump during a long sleep is noticed.
 MAX_SLEEP = 60.0
 
@@ -70,6 +76,14 @@ class Kill:
 Action = Start | Record | Kill
 
 
+class PendingRetry(NamedTuple):
+    """A retry waiting to start, as `status` shows it: "retry 2 of 3 at 17:52:10"."""
+
+    at: float  # wall
+    attempt: int
+    attempts: int  # retries + 1
+
+
 @dataclass
 class History:
     """What the run log remembers, for decisions at start-up."""
@@ -81,6 +95,15 @@ class History:
     paused: set[str] = field(default_factory=set)
     reboot_done: set[str] = field(default_factory=set)  # @reboot jobs already run this boot
     boot_time: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Late:
+    """Fires that came due in an interval: the latest CATCHUP_CAP, and how many came before."""
+
+    fires: list[float]  # oldest first
+    more: int = 0  # earlier fires not in `fires`
+    first: float | None = None  # the earliest of those
 
 
 @dataclass
@@ -125,6 +148,7 @@ class Supervisor:
         self.last_started = dict(self.history.last_started)
         self.stopping = False
         self._last = now
+        self._expect = now.wall  # when the daemon was last asked to tick again (wall)
         self._initial: list[Action] = []
         self.changed: set[str] = set()  # jobs whose next run moved since the daemon last asked
         for spec in jobs.jobs:
@@ -146,16 +170,25 @@ class Supervisor:
         job = _Job(spec=spec)
         if isinstance(spec.schedule, Cron):
             job.zone = schedule.load_zone(spec.timezone)
+            # Fires before now are the start-up's business (_startup_actions): a first
+            # start runs nothing from before it.
             job.cursor = now.wall
-            if startup and self.history.last_seen is not None:
-                # A restart: fires since the last heartbeat, up to a minute back, still run
-                # (a fire that did run is refused by the run log's unique key); older
-                # ones are catch-up. A first start runs nothing from before it.
-                job.cursor = max(now.wall - STARTUP_GRACE, min(self.history.last_seen, now.wall))
             job.next_fire = self._next_fire(job, job.cursor)
         elif isinstance(spec.schedule, Every):
             job.every_due = now.mono + spec.schedule.seconds
+            base = self._every_base(spec) if startup and self.history.last_seen is not None else None
+            if base is not None:
+                # Count from the job's last start, not from this daemon's: a `@every 2d` job
+                # on a host restarted daily still runs. Fires missed meanwhile: _startup_actions.
+                job.every_due = now.mono + min(base + spec.schedule.seconds - now.wall,
+                                               spec.schedule.seconds)
         return job
+
+    def _every_base(self, spec: JobSpec) -> float | None:
+        """The wall time an @every job's count continues from: its last scheduled fire, else
+        its last start (a manual run), else None (it never ran: count from now)."""
+        h = self.history
+        return h.last_scheduled.get(spec.name, h.last_started.get(spec.name))
 
     def _next_fire(self, job: _Job, after: float) -> float | None:
         assert isinstance(job.spec.schedule, Cron) and job.zone is not None
@@ -171,26 +204,98 @@ class Supervisor:
                 if spec.name not in h.reboot_done and self._may_schedule(spec):
                     actions += self._due(job, Fire(Trigger.REBOOT, 1, h.boot_time), now)
                 continue
-            if not isinstance(spec.schedule, Cron) or h.last_seen is None:
+            if h.last_seen is None:
                 continue
-            since = max(h.last_seen, h.last_scheduled.get(spec.name, h.last_seen))
-            missed = self._fires_between(job, since, job.cursor)
-            if not missed:
+            if isinstance(spec.schedule, Cron):
+                since = max(h.last_seen, h.last_scheduled.get(spec.name, h.last_seen))
+                late = self._fires_between(job, min(since, now.wall), now.wall)
+            elif isinstance(spec.schedule, Every) and job.every_due is not None \
+                    and job.every_due <= now.mono and (base := self._every_base(spec)) is not None:
+                late = self._every_fires(job, now, since=max(h.last_seen, base))
+            else:
                 continue
-            runnable = [] if not self._may_schedule(spec) else missed
-            if spec.catchup is Catchup.LAST and runnable:
-                runnable = runnable[-1:]
-            elif spec.catchup is Catchup.NONE:
-                runnable = []
-            for t in missed:
-                if t not in runnable:
-                    actions.append(Record(spec, Fire(Trigger.SCHEDULE, 1, t), RunStatus.MISSED,
-                                          f"the daemon was not running at {_clock(t, job.zone)}"))
-            job.catchup.extend(Fire(Trigger.CATCHUP, 1, t) for t in runnable)
+            zone = job.zone
+            actions += self._overdue(
+                job, late, now, lambda t: f"the daemon was not running at {_clock(t, zone)}",
+                "the daemon was not running")
         return actions
 
-    def _fires_between(self, job: _Job, start: float, end: float) -> list[float]:
-        """The latest CATCHUP_CAP fires in (start, end], without walking years of minutes."""
+    def _every_fires(self, job: _Job, now: Now, since: float | None = None) -> _Late:
+        """The @every fires due by now (those after wall time `since`); moves the count past now."""
+        assert isinstance(job.spec.schedule, Every) and job.every_due is not None
+        step = job.spec.schedule.seconds
+        n = 1 + int((now.mono - job.every_due) // step)
+        first_due = now.wall - (now.mono - job.every_due)  # wall
+        job.every_due += step * n
+        skip = 0
+        if since is not None:  # fires while the daemon ran were handled then
+            skip = max(0, min(n, int((since - first_due) // step) + 1))
+        if n - skip <= 0:
+            return _Late([])
+        k0 = n - min(n - skip, CATCHUP_CAP)
+        fires = [first_due + k * step for k in range(k0, n)]
+        more = k0 - skip
+        return _Late(fires, more, first_due + skip * step if more else None)
+
+    def _overdue(self, job: _Job, late: _Late, now: Now, why: Callable[[float], str],
+                 cause: str) -> list[Action]:
+        """Fires that came due together (a restart, a stall): the catchup policy decides, as
+        after a downtime. A fire under a minute late runs as scheduled (under any policy);
+        with "last" the latest runs, with "all" each of the latest CATCHUP_CAP, oldest
+        first, before anything newer; every other fire gets a `missed` row (why(t))."""
+        spec = job.spec
+        if not late.fires:
+            return []
+        latest = late.fires[-1]
+        on_time = latest > now.wall - STARTUP_GRACE
+        if not self._may_schedule(spec):
+            run: list[float] = []
+        elif spec.catchup is Catchup.ALL:
+            run = late.fires
+        elif spec.catchup is Catchup.LAST or on_time:
+            run = late.fires[-1:]
+        else:
+            run = []
+        actions = self._missed(job, late, run, why, cause)
+        if run == [latest] and on_time and not job.catchup:
+            return actions + self._jittered(job, Fire(Trigger.SCHEDULE, 1, latest), now)
+        for t in run:
+            trigger = Trigger.SCHEDULE if t == latest and on_time else Trigger.CATCHUP
+            fire = Fire(trigger, 1, t)
+            if len(job.catchup) >= CATCHUP_CAP:
+                actions.append(Record(spec, fire, RunStatus.SKIPPED,
+                                      f"{CATCHUP_CAP} catch-up runs are already waiting"))
+            else:
+                job.catchup.append(fire)
+        return actions
+
+    @staticmethod
+    def _missed(job: _Job, late: _Late, ran: list[float], why: Callable[[float], str],
+                cause: str) -> list[Action]:
+        """A `missed` row for each of late.fires not in `ran`, and one for the older ones."""
+        spec = job.spec
+        actions: list[Action] = []
+        if late.more:
+            assert late.first is not None
+            actions.append(Record(spec, Fire(Trigger.SCHEDULE, 1, late.first), RunStatus.MISSED,
+                                  f"{late.more:,} fires from {_clock(late.first, job.zone)} to "
+                                  f"before {_clock(late.fires[0], job.zone)} were missed ({cause}); "
+                                  "this row stands for all of them"))
+        for t in late.fires:
+            if t not in ran:
+                actions.append(Record(spec, Fire(Trigger.SCHEDULE, 1, t), RunStatus.MISSED, why(t)))
+        return actions
+
+    def _stall_cause(self, first: float, now: Now, zone: dt.tzinfo | None) -> str:
+        """Fires came due and the daemon did not tick: it had no CPU (SIGSTOP, a frozen VM or
+        cgroup) or the machine slept. From when it should have ticked to now."""
+        since = min(self._expect, first)
+        return (f"the daemon was stalled (no CPU or suspended) from "
+                f"{_clock(since, zone, 'seconds')} to {_clock(now.wall, zone, 'seconds')}")
+
+    def _fires_between(self, job: _Job, start: float, end: float) -> _Late:
+        """The latest CATCHUP_CAP fires in (start, end], without walking years of minutes,
+        and how many came before them."""
         window = 3600.0
         while True:
             lo = max(start, end - window)
@@ -200,8 +305,14 @@ class Supervisor:
                 found.append(t)
                 t = self._next_fire(job, t)
             if lo == start or len(found) >= CATCHUP_CAP:
-                return list(found)
+                break
             window *= 8
+        if len(found) < CATCHUP_CAP or found[0] <= start:
+            return _Late(list(found))
+        assert isinstance(job.spec.schedule, Cron) and job.zone is not None
+        more = schedule.count_fires(job.spec.schedule, start, found[0] - 0.5, job.zone)
+        first = self._next_fire(job, start) if more else None
+        return _Late(list(found), more, first)
 
     def _may_schedule(self, spec: JobSpec) -> bool:
         return spec.enabled and spec.name not in self.paused and not self.stopping
@@ -275,24 +386,33 @@ class Supervisor:
             job.next_fire = self._next_fire(job, now.wall)
             self.changed.add(spec.name)
         if job.next_fire is not None and job.next_fire <= now.wall:
-            fires = self._fires_between(job, job.cursor, now.wall)
+            late = self._fires_between(job, job.cursor, now.wall)
             job.cursor = now.wall
             job.next_fire = self._next_fire(job, now.wall)
             self.changed.add(spec.name)
-            pick = self._pick(spec, fires, now, jump)
-            if pick is not None and self._may_schedule(spec):
-                actions += self._jittered(job, Fire(Trigger.SCHEDULE, 1, pick), now)
+            if jump:
+                pick = self._pick(spec, late.fires, now, jump)
+                if jump > 0 and self._may_schedule(spec):
+                    # The skipped fires get rows too: a suspended machine shows up as a jump,
+                    # because the monotonic clock stops while it sleeps.
+                    cause = (f"the wall clock jumped forward by {_duration(jump)} (it was set, "
+                             "or the machine was suspended)")
+                    actions += self._missed(job, late, [pick] if pick is not None else [],
+                                            lambda t: cause, cause)
+                if pick is not None and self._may_schedule(spec):
+                    actions += self._jittered(job, Fire(Trigger.SCHEDULE, 1, pick), now)
+            elif self._may_schedule(spec) and late.fires:
+                actions += self._came_due(job, late, now)
         if job.every_due is not None and job.every_due <= now.mono:
-            assert isinstance(spec.schedule, Every)
-            late = now.mono - job.every_due
-            # After a stall, skip the missed intervals rather than firing a burst.
-            job.every_due += spec.schedule.seconds * (1 + int(late // spec.schedule.seconds))
+            late = self._every_fires(job, now)
             self.changed.add(spec.name)
             if self._may_schedule(spec):
-                actions += self._jittered(job, Fire(Trigger.SCHEDULE, 1, now.wall - late), now)
+                actions += self._came_due(job, late, now)
         still = []
         for due, fire in job.pending:
             if due <= now.mono:
+                if fire.trigger is Trigger.RETRY:
+                    self.changed.add(spec.name)  # `status` shows the pending retry
                 if self._may_schedule(spec) or fire.trigger is Trigger.MANUAL:
                     actions += self._due(job, fire, now)
             else:
@@ -301,6 +421,17 @@ class Supervisor:
         if job.catchup and not self._active(spec.name) and self._may_schedule(spec):
             actions += self._start(job, job.catchup.popleft())
         return actions
+
+    def _came_due(self, job: _Job, late: _Late, now: Now) -> list[Action]:
+        """Fires due since the last tick: normally one, on time; after a stall, several or
+        late ones, handled as after a downtime."""
+        first = late.first if late.first is not None else late.fires[0]
+        cause = self._stall_cause(first, now, job.zone) if (
+            len(late.fires) > 1 or late.more or late.fires[0] < now.wall - STALL_NOTICE) else ""
+        if len(late.fires) > 1 or late.more:
+            log.info("%s: %d fires came due at once (%s)", job.spec.name,
+                     len(late.fires) + late.more, cause)
+        return self._overdue(job, late, now, lambda t: cause, cause)
 
     @staticmethod
     def _pick(spec: JobSpec, fires: list[float], now: Now, jump: float) -> float | None:
@@ -316,9 +447,6 @@ class Supervisor:
             if jump < SMALL_JUMP and not spec.schedule.wildcard:
                 return latest
             return latest if latest > now.wall - 60 else None
-        if len(fires) > 1:
-            log.info("%s: %d fires came due at once (the daemon stalled); running the latest",
-                     spec.name, len(fires))
         return latest
 
     def _jittered(self, job: _Job, fire: Fire, now: Now) -> list[Action]:
@@ -353,7 +481,9 @@ class Supervisor:
             t = run.kill_at
             if t is not None and t < wake:
                 wake = t
-        return max(wake, mono)
+        wake = max(wake, mono)
+        self._expect = now.wall + (wake - mono)
+        return wake
 
     # -- starting --------------------------------------------------------------------------
 
@@ -444,9 +574,12 @@ class Supervisor:
             run.kill_at = None
             return [Kill(run.run_id, signal.SIGKILL)]
         if run.deadline is not None and run.deadline <= now.mono and run.ending is None:
+            reason = f"timed out after {_duration(run.job.timeout or 0)}"
+            if now.mono - run.deadline > STALL_NOTICE and run.started_mono is not None:
+                reason += (f" (stopped at {_duration(now.mono - run.started_mono)}: "
+                           "the daemon was stalled)")
             run.deadline = None
-            why = (RunStatus.TIMEOUT, f"timed out after {_duration(run.job.timeout or 0)}")
-            return self._signal(run, signal.SIGTERM, now, why)
+            return self._signal(run, signal.SIGTERM, now, (RunStatus.TIMEOUT, reason))
         return []
 
     def finished(self, run_id: int, exit_code: int | None, sig: int | None,
@@ -503,6 +636,7 @@ class Supervisor:
         if self.stopping:
             return ""
         job.pending.append((now.mono + delay, Fire(Trigger.RETRY, fire.attempt + 1, fire.scheduled_for)))
+        self.changed.add(spec.name)
         return f"; retrying in {_duration(delay)} (attempt {fire.attempt + 1} of {total})"
 
     def _after_success(self, name: str, now: Now) -> list[Action]:
@@ -540,6 +674,15 @@ class Supervisor:
             return self._last.wall + (job.every_due - self._last.mono)
         return None
 
+    def retry_at(self, name: str) -> PendingRetry | None:
+        """The job's pending retry, or None."""
+        job = self.jobs.get(name)
+        retries = [(due, fire) for due, fire in job.pending if fire.trigger is Trigger.RETRY] if job else []
+        if not retries:
+            return None
+        due, fire = min(retries, key=lambda r: r[0])
+        return PendingRetry(self._last.wall + (due - self._last.mono), fire.attempt, job.spec.retries + 1)
+
     def next_runs(self) -> dict[str, float | None]:
         """Each job's next scheduled start (wall), for `status`."""
         return {name: self.next_run(name) for name in self.jobs}
@@ -569,5 +712,6 @@ def _duration(seconds: float) -> str:
     return format_duration(seconds)
 
 
-def _clock(t: float, zone: dt.tzinfo | None) -> str:
-    return dt.datetime.fromtimestamp(t, zone).isoformat(timespec="minutes")
+def _clock(t: float, zone: dt.tzinfo | None, timespec: str = "minutes") -> str:
+    when = dt.datetime.fromtimestamp(t, zone) if zone else dt.datetime.fromtimestamp(t).astimezone()
+    return when.isoformat(timespec=timespec)

@@ -616,3 +616,16 @@ def test_it_fires_as_the_oracle_does_for_random_expressions(case):
 @given(dst_cases())
 def test_it_fires_as_the_oracle_does_for_random_night_jobs_across_dst_changes(case):
     assert_agrees_with_the_oracle(*case)
+
+
+@pytest.mark.parametrize("expression", ["* * * * *", "30 2 * * *", "*/7 1-3 * * 0",
+                                        "15 * 1,15 * 5", "0 0 30 2 *"])
+@pytest.mark.parametrize("start", [(2026, 3, 20, 13, 7), (2026, 10, 20, 0, 0)])
+def test_count_fires_matches_walking_them_across_dst_changes(expression, start):
+    from cronsup.schedule import count_fires
+
+    cron = parse_cron(expression)
+    begin = at(BERLIN, *start)
+    end = begin + dt.timedelta(days=15, hours=5, minutes=3)
+    walked = sum(1 for _ in fires_between(cron, begin, end, BERLIN))
+    assert count_fires(cron, begin.timestamp(), end.timestamp(), BERLIN) == walked

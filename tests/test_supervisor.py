@@ -284,18 +284,23 @@ def test_catchup_last_runs_the_latest_once_and_records_the_rest():
     assert start.fire.trigger is Trigger.CATCHUP and start.fire.scheduled_for == at(2026, 1, 1, 5)
 
 
-def test_catchup_all_runs_each_one_after_another_at_most_100():
+def test_catchup_all_runs_the_latest_100_oldest_first_and_sums_up_the_rest():
     w = World('[job.a]\ncatchup = "all"\n* * * * * /bin/a\n', at(2026, 1, 1, 12, 0, 30),
               History(last_seen=at(2026, 1, 1, 0, 0)))
     w.tick()
-    assert len(w.starts) == 1  # 12:00 is not catch-up: it runs first, as scheduled
+    assert len(w.starts) == 1
     for _ in range(100):
         w.finish(w.starts[-1][0])
         w.tick()
-    catchup = [s for _, s in w.starts if s.fire.trigger is Trigger.CATCHUP]
-    assert len(catchup) == 100
-    times = [s.fire.scheduled_for for s in catchup]
-    assert times == sorted(times) and times[-1] == at(2026, 1, 1, 11, 59)
+    times = [s.fire.scheduled_for for _, s in w.starts]
+    assert len(times) == 100 and times == sorted(times)
+    assert times[0] == at(2026, 1, 1, 10, 21) and times[-1] == at(2026, 1, 1, 12, 0)
+    # 12:00 is under a minute late: it runs as scheduled, but only after the older fires.
+    assert [s.fire.trigger for _, s in w.starts].count(Trigger.CATCHUP) == 99
+    assert w.starts[-1][1].fire.trigger is Trigger.SCHEDULE
+    ((summary),) = w.records
+    assert summary.status is RunStatus.MISSED and summary.fire.scheduled_for == at(2026, 1, 1, 0, 1)
+    assert summary.reason.startswith("620 fires from 2026-01-01T00:01")
 
 
 def test_a_fire_just_before_a_restart_still_runs_normally():
@@ -318,6 +323,11 @@ def test_a_small_forward_clock_jump_runs_skipped_fixed_time_jobs_once_but_not_wi
     w.tick()
     assert w.started_jobs() == ["fixed"]
     assert w.starts[0][1].fire.scheduled_for == at(2026, 1, 1, 2, 45)
+    # Every skipped fire that did not run has a row saying why.
+    missed = {(r.job.name, r.fire.scheduled_for) for r in w.records}
+    assert missed == {("fixed", at(2026, 1, 1, 2, 15))} | {
+        ("wild", at(2026, 1, 1, 2, m)) for m in range(0, 60, 10)}
+    assert all(r.reason.startswith("the wall clock jumped forward by 1h00m") for r in w.records)
 
 
 def test_a_big_forward_jump_runs_only_what_is_due_this_minute():
@@ -407,3 +417,165 @@ def test_a_first_start_does_not_run_a_fire_from_before_it():
     w = World("[job.a]\n0 2 * * * /bin/a\n", at(2026, 1, 1, 2, 0, 20))
     w.tick()
     assert w.starts == [] and w.records == []
+
+
+# -- catch-up, stalls, @every across restarts (issue 8, issue 7 items 9 and 11) --------------
+
+def _restart(text: str, stopped: float, started: float, **history) -> World:
+    return World(text, started, History(last_seen=stopped, **history))
+
+
+def test_catchup_last_after_a_two_minute_downtime_runs_only_the_latest_fire():
+    w = _restart('[job.a]\ncatchup = "last"\n* * * * * /bin/a\n',
+                 at(2026, 1, 1, 17, 57, 12), at(2026, 1, 1, 17, 59, 19))
+    w.advance(20)
+    ((_, start),) = w.starts
+    assert start.fire.scheduled_for == at(2026, 1, 1, 17, 59)
+    assert start.fire.trigger is Trigger.SCHEDULE
+    ((missed),) = w.records
+    assert missed.fire.scheduled_for == at(2026, 1, 1, 17, 58) and missed.status is RunStatus.MISSED
+
+
+def test_catchup_all_runs_missed_fires_oldest_first_before_anything_newer():
+    w = _restart('[job.a]\ncatchup = "all"\n* * * * * /bin/a\n',
+                 at(2026, 1, 1, 17, 57, 12), at(2026, 1, 1, 17, 59, 19))
+    w.tick()
+    w.advance(50)  # 18:00 comes due while the 17:58 catch-up still runs
+    w.finish(1)
+    w.tick()
+    w.finish(2)
+    w.tick()
+    assert [(s.fire.scheduled_for, s.fire.trigger) for _, s in w.starts] == [
+        (at(2026, 1, 1, 17, 58), Trigger.CATCHUP), (at(2026, 1, 1, 17, 59), Trigger.SCHEDULE),
+        (at(2026, 1, 1, 18, 0), Trigger.SCHEDULE)]  # it waited its turn behind them
+    assert w.records == []
+
+
+def test_every_counts_from_the_jobs_last_start_across_a_restart():
+    # Last fired a day ago; the daemon restarted just now: it runs a day from now, not in 2 days.
+    w = _restart("[job.a]\n@every 2d /bin/a\n", at(2026, 1, 2, 23, 59), at(2026, 1, 3),
+                 last_scheduled={"a": at(2026, 1, 2)})
+    w.tick()
+    assert w.sup.next_run("a") == at(2026, 1, 4)
+    w.advance(86400)
+    ((_, start),) = w.starts
+    assert start.fire.scheduled_for == at(2026, 1, 4) and start.fire.trigger is Trigger.SCHEDULE
+
+
+def test_every_fires_missed_while_the_daemon_was_down_follow_catchup():
+    none = _restart("[job.a]\n@every 1h /bin/a\n", at(2026, 1, 1, 0, 30), at(2026, 1, 1, 3, 30),
+                    last_scheduled={"a": at(2026, 1, 1)})
+    none.tick()
+    assert [r.fire.scheduled_for for r in none.records] == [at(2026, 1, 1, h) for h in (1, 2, 3)]
+    assert none.starts == [] and none.sup.next_run("a") == at(2026, 1, 1, 4)
+    last = _restart('[job.a]\ncatchup = "last"\n@every 1h /bin/a\n', at(2026, 1, 1, 0, 30),
+                    at(2026, 1, 1, 3, 30), last_scheduled={"a": at(2026, 1, 1)})
+    last.tick()
+    ((_, start),) = last.starts
+    assert start.fire.scheduled_for == at(2026, 1, 1, 3) and start.fire.trigger is Trigger.CATCHUP
+    assert len(last.records) == 2
+
+
+def _stall(w: World, seconds: float) -> None:
+    """SIGSTOP: both clocks go on, the daemon does not tick."""
+    w.wall += seconds
+    w.mono += seconds
+    w.tick()
+
+
+def test_a_stall_gives_every_fire_it_swallowed_a_row():
+    w = World("[job.a]\n* * * * * /bin/a\n", at(2026, 1, 1, 12, 0, 10))
+    w.advance(1)
+    _stall(w, 130)  # 12:00:11 to 12:02:21: 12:01 and 12:02 came due
+    # The daemon knows it stalled from when it should have woken (12:01:00).
+    ((_, start),) = w.starts
+    assert start.fire.scheduled_for == at(2026, 1, 1, 12, 2) and start.fire.trigger is Trigger.SCHEDULE
+    ((missed),) = w.records
+    assert missed.fire.scheduled_for == at(2026, 1, 1, 12, 1) and missed.status is RunStatus.MISSED
+    assert missed.reason == ("the daemon was stalled (no CPU or suspended) from "
+                             "2026-01-01T12:01:00+00:00 to 2026-01-01T12:02:21+00:00")
+
+
+def test_after_a_stall_catchup_all_runs_the_swallowed_fires_oldest_first():
+    w = World('[job.a]\ncatchup = "all"\n* * * * * /bin/a\n', at(2026, 1, 1, 12, 0, 10))
+    w.advance(1)
+    _stall(w, 130)
+    w.finish(1)
+    w.tick()
+    assert [(s.fire.scheduled_for, s.fire.trigger) for _, s in w.starts] == [
+        (at(2026, 1, 1, 12, 1), Trigger.CATCHUP), (at(2026, 1, 1, 12, 2), Trigger.SCHEDULE)]
+    assert w.records == []
+
+
+def test_a_fire_over_a_minute_late_after_a_stall_is_missed_without_catchup():
+    w = World("[job.a]\n0 12 * * * /bin/a\n", at(2026, 1, 1, 11, 59, 0))
+    w.advance(1)
+    _stall(w, 150)
+    assert w.starts == []
+    ((missed),) = w.records
+    assert "stalled" in missed.reason
+
+
+def test_every_fires_swallowed_by_a_stall_get_rows_too():
+    w = World("[job.a]\n@every 10s /bin/a\n", at(2026, 1, 1))
+    w.advance(5)
+    _stall(w, 30)  # due at +10, +20, +30
+    assert [s.fire.scheduled_for for _, s in w.starts] == [at(2026, 1, 1, 0, 0, 30)]
+    assert [r.fire.scheduled_for for r in w.records] == [at(2026, 1, 1, 0, 0, 10), at(2026, 1, 1, 0, 0, 20)]
+    assert all("stalled" in r.reason for r in w.records)
+    assert w.sup.next_run("a") == at(2026, 1, 1, 0, 0, 40)
+
+
+def test_a_timeout_enforced_late_says_when_and_why():
+    w = World("[job.a]\ntimeout = \"20s\"\n@every 1h /bin/a\n", at(2026, 1, 1))
+    w.advance(3600 + 5)
+    (run_id, _), = w.starts
+    _stall(w, 150)  # the deadline passed 135 s ago
+    status, reason = w.finish(run_id, sig=signal.SIGTERM)
+    assert status is RunStatus.TIMEOUT
+    assert reason == "timed out after 20s (stopped at 2m35s: the daemon was stalled)"
+
+
+def test_a_clock_100_days_ahead_writes_at_most_101_missed_rows_per_job():
+    w = _restart("[job.a]\n* * * * * /bin/a\n", at(2026, 1, 1), at(2026, 4, 11, 0, 0, 30))
+    w.tick()
+    assert len(w.records) == 100  # 99 rows, one summary, and 00:00 runs
+    summary = w.records[0]
+    assert summary.fire.scheduled_for == at(2026, 1, 1, 0, 1)
+    assert summary.reason.startswith("143,900 fires from 2026-01-01T00:01")
+    assert "the daemon was not running" in summary.reason
+    times = [r.fire.scheduled_for for r in w.records[1:]]
+    assert times == sorted(times) and len(set(times)) == 99
+    assert w.starts[0][1].fire.scheduled_for == at(2026, 4, 11)
+
+
+def test_every_100_days_behind_is_bounded_too():
+    w = _restart("[job.a]\n@every 1s /bin/a\n", at(2026, 1, 1), at(2026, 4, 11),
+                 last_scheduled={"a": at(2026, 1, 1)})
+    w.tick()
+    assert len(w.records) == 100 and f"{100 * 86400 - 100:,} fires" in w.records[0].reason
+
+
+def test_a_pending_retry_is_visible_with_its_attempt():
+    w = World('[job.a]\nretries = 2\nretry_delay = "1m"\nretry_jitter = false\n0 * * * * /bin/a\n',
+              at(2026, 1, 1, 0, 59, 50))
+    w.advance(15)
+    (run_id, _), = w.starts
+    assert w.sup.retry_at("a") is None
+    w.finish(run_id, code=1)
+    assert w.sup.retry_at("a") == (at(2026, 1, 1, 1, 1, 5), 2, 3)
+    assert "a" in w.sup.changed
+    w.advance(60)
+    assert w.sup.retry_at("a") is None
+
+
+def test_a_wall_clock_jumping_100_days_ahead_writes_at_most_100_missed_rows_per_job():
+    w = World("[job.a]\n* * * * * /bin/a\n[job.b]\n0 3 * * * /bin/b\n", at(2026, 1, 1, 0, 0, 30))
+    w.tick()
+    w.wall += 100 * 86400
+    w.tick()
+    rows = [r for r in w.records if r.job.name == "a"]
+    assert len(rows) == 100 and rows[0].reason.startswith("143,900 fires from 2026-01-01T00:01")
+    assert w.started_jobs() == ["a"]  # the current minute; b's 03:00 was long ago
+    assert [r.fire.scheduled_for for r in w.records if r.job.name == "b"] == [
+        at(2026, 1, 1, 3) + 86400 * d for d in range(100)]
