@@ -203,7 +203,7 @@ def test_the_job_gets_a_clean_environment(monkeypatch):
     name = pwd.getpwuid(os.geteuid()).pw_name
     assert dict(line.split("=", 1) for line in out.splitlines()) == {
         "SHELL": "/bin/sh", "PATH": "/opt/bin:/usr/bin:/bin", "HOME": home,
-        "LOGNAME": name, "USER": name, "MAILTO": "", "FOO": "2",
+        "LOGNAME": name, "USER": name, "MAILTO": "", "FOO": "2", "CRONSUP_RUN_ID": "1",
     }
 
 
