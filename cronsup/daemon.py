@@ -576,13 +576,7 @@ class Daemon:
         kills = [a for a in actions if isinstance(a, Kill)
                  and (a.run_id in self.running or a.run_id in self.ended)]
         if kills:
-            # One scan for all: what left the tree (setsid, a double fork) still has the mark.
-            marked = runner.find_marked(self.store)
-            table = runner.process_table()
-            for kill in kills:
-                entry = self.running.get(kill.run_id)
-                child = entry.child if entry is not None else self.ended.pop(kill.run_id)
-                runner.signal_tree(child, kill.sig, marked.get(kill.run_id), table=table)
+            self._kill(kills)
         records = [a for a in actions if isinstance(a, Record)]
         if records:
             got = self._write(self.log.insert_runs, [
@@ -597,6 +591,27 @@ class Daemon:
         if starts:
             ids.update(self._start(starts, now))
         return ids
+
+    def _kill(self, kills: list[Kill]) -> None:
+        # One scan for all: what left the tree (setsid, a double fork) still has the mark.
+        marked = runner.find_marked(self.store)
+        try:
+            table = runner.process_table()
+        except OSError:
+            table = None
+        for kill in kills:
+            entry = self.running.get(kill.run_id)
+            child = entry.child if entry is not None else self.ended.pop(kill.run_id)
+            try:
+                runner.signal_tree(child, kill.sig, marked.get(kill.run_id), table=table)
+            except OSError as e:  # no fd left to read /proc: at least the group, while ours
+                log.error("run %d: cannot look for its processes (%s); signalling its group",
+                          kill.run_id, e.strerror)
+                if entry is not None:
+                    try:
+                        os.killpg(child.pid, kill.sig)
+                    except OSError:
+                        pass
 
     def _start(self, starts: list[Start], now: Now) -> dict[int, int]:
         rows = [NewRun(s.job.name, s.fire.trigger, s.fire.attempt, s.fire.scheduled_for,

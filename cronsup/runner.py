@@ -165,12 +165,16 @@ def spawn(job: JobSpec, run_id: int, *, store: str = "",
     `store` marks the process as started from that run log (see find_marked); `nofile`,
     the RLIMIT_NOFILE the job gets instead of the daemon's raised one.
     """
-    pw, switch = _resolve_user(job.user)
+    try:
+        pw, switch = _resolve_user(job.user)
+    except SpawnError as exc:
+        raise _short_of_fds() or exc from None
     cwd = _workdir(job, pw)
     if switch and pw.pw_uid != 0:
         _check_user_may_enter(cwd, pw, switch["extra_groups"])
     env = build_environment(job, pw)
     env[RUN_ID_VAR] = str(run_id)  # set last: the jobs file cannot change a job's marks
+    env.pop(STORE_VAR, None)
     if store:
         env[STORE_VAR] = store
     parent_ends: list[int] = []  # the child's ends of stdin and the pipe: closed here always
@@ -472,6 +476,17 @@ def _resolve_user(name: str | None) -> tuple[pwd.struct_passwd, dict]:
         # root running a root job: nothing to switch, and Popen keeps its fast vfork path
         return pw, {}
     return pw, {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": groups}
+
+
+def _short_of_fds() -> SpawnError | None:
+    """A transient SpawnError if no file descriptor can be opened now: the passwd lookup
+    then fails as if the user did not exist, and must not be taken for that."""
+    try:
+        os.close(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC))
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            return SpawnError(f"cannot look up the job's user: {exc.strerror}", transient=True)
+    return None
 
 
 def _user_name(uid: int) -> str:
