@@ -213,8 +213,8 @@ class Daemon:
         """
         journal = self._open_journal()
         lost = self.log.running_runs()
+        self._recover(lost, journal, now)
         if lost:
-            self._recover(lost, journal, now)
             log.warning("marked %d runs left running by the previous daemon as lost or not "
                         "started", len(lost))
         self._truncate_journal()
@@ -237,7 +237,10 @@ class Daemon:
             root_alive = pid is not None and pid in table and table[pid].ticks == ticks
             if root_alive or procs:
                 survivors[run.id] = runner.adopt(run.id, pid, ticks, procs)
-        for child in survivors.values():
+        owed = self._owed_a_kill(marked, {run.id for run in lost})
+        if not lost and not owed:
+            return
+        for child in [*survivors.values(), *owed]:
             runner.signal_tree(child, signal.SIGTERM, table=table)
         deadline = time.monotonic() + LOST_GRACE
         while survivors and time.monotonic() < deadline:
@@ -246,7 +249,7 @@ class Daemon:
                 break
             time.sleep(0.05)
         table = runner.process_table()
-        for child in survivors.values():
+        for child in [*survivors.values(), *owed]:
             if runner.tree_alive(child, table=table):
                 runner.signal_tree(child, signal.SIGKILL, table=table)
         by_reason: dict[str, list[int]] = {}
@@ -268,6 +271,24 @@ class Daemon:
             self.log.finish_runs_lost(ids, reason, now.wall)
         for run_id in not_started:
             self.log.finish_run(run_id, RunStatus.ERROR, finished_at=now.wall, reason=NOT_STARTED)
+
+    def _owed_a_kill(self, marked: dict[int, dict[int, int]], running: set[int]) -> list[runner.Child]:
+        """What finished runs left that the crashed daemon still owed a SIGKILL: processes
+        of runs it had timed out or stopped (their shell ended of the SIGTERM, they ignored
+        it, and the grace had not ended)."""
+        owed = []
+        for run_id, procs in marked.items():
+            if run_id in running:
+                continue
+            run = self.log.run(run_id)
+            if run is None or run.boot_id != self.boot_id:
+                continue
+            ours = run.status is RunStatus.TIMEOUT or (
+                run.status is RunStatus.KILLED and (run.reason or "").startswith(
+                    ("stopped with the daemon", "replaced by a newer run")))
+            if ours:
+                owed.append(runner.adopt(run_id, None, 0, procs))
+        return owed
 
     def _open_journal(self) -> dict[int, tuple[int, int] | str] | None:
         """Open the start journal; what it says of each run id: (pid, start ticks) once

@@ -174,6 +174,19 @@ def test_children_that_ignore_term_are_killed_before_the_daemon_exits(daemon, st
     assert run.status == "killed" and run.reason == "stopped with the daemon"
 
 
+def test_what_a_timed_out_run_left_is_killed_by_the_next_daemon_if_this_one_crashed(
+        daemon, store, tmp_path):
+    daemon.write(stubborn_job(tmp_path, timeout="1s").replace('kill_grace = "1s"', 'kill_grace = "1h"'))
+    daemon.start()
+    (run,) = daemon.finished("stubborn")[:1]
+    assert run.status == "timeout"
+    pids = [int(p) for p in (tmp_path / "pids").read_text().split()]
+    daemon.stop(signal.SIGKILL)  # within the grace: the SIGKILL it owed is not sent
+    assert all(alive(p) for p in pids)
+    daemon.start()
+    wait_until(lambda: not any(alive(p) for p in pids), 5, what="the leftovers to be killed")
+
+
 def test_a_stop_does_not_wait_for_the_grace_when_nothing_is_left(daemon, store):
     daemon.write('[job.long]\nkill_grace = "20s"\n@every 1s sleep 300 & wait\n')
     daemon.start()
