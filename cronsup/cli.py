@@ -603,7 +603,9 @@ def _status_lines(st, now: float, colour: bool, jobs_path: str, db: str) -> list
         for run in job.running:
             since = f"for {fmt.coarse(now - run.started_at)}" if run.started_at else "not started yet"
             if st.running:
-                rows.append(f"  ↳ running now: run {run.id}, pid {run.pid}, {since}")
+                # No pid yet: being started, or waiting for a free file descriptor.
+                pid = f"pid {run.pid}" if run.pid else "no process yet"
+                rows.append(f"  ↳ running now: run {run.id}, {pid}, {since}")
             else:
                 rows.append(f"  ↳ run {run.id} is still marked running, but the daemon is not: "
                             "the next daemon marks it lost")

@@ -16,6 +16,7 @@ import signal
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,7 +24,7 @@ import psutil
 
 from cronsup import clock, control, jobsfile, mail, notify, paths, runner, suggest
 from cronsup.model import JobsFile, JobSpec, Overlap, RunStatus, Trigger
-from cronsup.runlog import DaemonState, JobRow, NewRun, RunLog, RunLogError
+from cronsup.runlog import DaemonState, JobRow, NewRun, Run, RunLog, RunLogError
 from cronsup.supervisor import Action, History, Kill, Now, Record, Start, Supervisor
 
 log = logging.getLogger("cronsup")
@@ -37,6 +38,12 @@ WATCH_STEP_MS = 100
 WATCH_CHECK_MS = 30000  # and compare the file's stat after this long without events
 LOST_GRACE = 2.0  # a survivor of a crashed daemon gets this long after SIGTERM
 PRECISE_WAKE = 0.1  # a longer sleep ends early and is finished by a short one (see loop)
+# A start that found no free file descriptor (or process slot) is tried again this soon,
+# and as soon as a run ends; after SPAWN_RETRY_FOR of trying it is an `error`.
+SPAWN_RETRY = 0.2
+SPAWN_RETRY_FOR = 60.0
+LINGER_CHECK = 0.2  # stopping: how often to look whether what TERM'd runs left has gone
+NOT_STARTED = "not started: the daemon stopped before starting it"
 
 
 class DaemonError(Exception):
@@ -56,6 +63,15 @@ class _Running:
     job: JobSpec
     fd: int  # the output pipe as registered with the selector
     last_flush: float = 0.0
+
+
+@dataclass
+class _Pending:
+    """A recorded run waiting for its process: the system was out of file descriptors."""
+
+    start: Start
+    run_id: int
+    since: float  # monotonic
 
 
 def boot_id() -> str:
@@ -82,6 +98,19 @@ class Daemon:
         self.pid = os.getpid()
         self.running: dict[int, _Running] = {}  # run id -> process
         self.by_pid: dict[int, int] = {}  # pid -> run id
+        # Runs whose shell has ended but which still owe a SIGKILL (Supervisor.lingering).
+        self.ended: dict[int, runner.Child] = {}
+        self.pending: deque[_Pending] = deque()  # recorded, not yet spawned, oldest first
+        self._retry_at: float | None = None
+        self._linger_check = 0.0
+        self.store = ""  # this run log's mark in every job's environment (start())
+        self._nofile: tuple[int, int] | None = None  # the fd limit jobs get
+        # The start journal (paths.start_journal): each spawn is noted there before and
+        # after, with its pid, so a daemon killed before the run log has the pid can tell
+        # a run that started from one that never did.
+        self._journal_fd: int | None = None
+        self._journal_dirty = False
+        self._unconfirmed: set[int] = set()  # started runs whose pid the run log lacks
         self.config_error: str | None = None
         self.jobs: JobsFile = JobsFile(self.jobs_path, ())
         self.selector: selectors.BaseSelector  # made in start(): --detach closes earlier fds
@@ -102,7 +131,9 @@ class Daemon:
         """Everything before the loop; raises DaemonError with a message for the admin."""
         self.selector = selectors.DefaultSelector()
         self.notifier = notify.Notifier()
+        self._raise_fd_limit()
         self._lock()
+        self.store = paths.store_mark(self.db_path)
         try:
             self.log = RunLog.open(self.db_path, now=self.now().wall)
         except RunLogError as e:
@@ -151,34 +182,176 @@ class Daemon:
         os.write(fd, f"{self.pid}\n".encode())
         self._lock_fd = fd
 
-    def _recover_lost(self, now: Now) -> None:
-        """Runs left `running` by a daemon that crashed: kill survivors, mark them lost."""
-        lost = self.log.running_runs()
-        if not lost:
+    def _raise_fd_limit(self) -> None:
+        """Soft RLIMIT_NOFILE up to the hard limit: each running job holds a pipe here.
+
+        Jobs get the soft limit back (runner.spawn's nofile)."""
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = hard
+        if hard == resource.RLIM_INFINITY:
+            try:
+                with open("/proc/sys/fs/nr_open") as f:
+                    target = int(f.read())
+            except (OSError, ValueError):
+                return
+        if soft == resource.RLIM_INFINITY or soft >= target:
             return
-        survivors = []
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError) as e:
+            log.warning("cannot raise the open files limit from %d to %d: %s", soft, target, e)
+            return
+        self._nofile = (soft, hard)
+
+    def _recover_lost(self, now: Now) -> None:
+        """Runs left `running` by a daemon that crashed: kill survivors, mark them lost.
+
+        Survivors are found by the pid in the run log or the start journal, and by the
+        marks in their environment (runner.find_marked), which also finds processes that
+        left the job's group or session. A run that, by the journal, never got a process
+        is an `error`: not started.
+        """
+        journal = self._open_journal()
+        lost = self.log.running_runs()
+        self._recover(lost, journal, now)
+        if lost:
+            log.warning("marked %d runs left running by the previous daemon as lost or not "
+                        "started", len(lost))
+        self._truncate_journal()
+
+    def _recover(self, lost: list[Run], journal: dict[int, tuple[int, int] | str] | None,
+                 now: Now) -> None:
+        marked = runner.find_marked(self.store)
+        table = runner.process_table()
+        survivors: dict[int, runner.Child] = {}
         for run in lost:
-            if run.boot_id == self.boot_id and run.pid and run.pid_start is not None:
-                if runner.start_ticks(run.pid) == int(run.pid_start):
-                    survivors.append(run)
-        for run in survivors:
-            _killpg(run.pid, signal.SIGTERM)
+            if run.boot_id != self.boot_id:
+                continue  # a process of another boot is gone
+            pid, ticks = None, 0
+            noted = journal.get(run.id) if journal else None
+            if run.pid and run.pid_start is not None:
+                pid, ticks = run.pid, int(run.pid_start)
+            elif isinstance(noted, tuple):
+                pid, ticks = noted
+            procs = marked.get(run.id, {})
+            root_alive = pid is not None and pid in table and table[pid].ticks == ticks
+            if root_alive or procs:
+                survivors[run.id] = runner.adopt(run.id, pid, ticks, procs)
+        owed = self._owed_a_kill(marked, {run.id for run in lost})
+        if not lost and not owed:
+            return
+        for child in [*survivors.values(), *owed]:
+            runner.signal_tree(child, signal.SIGTERM, table=table)
         deadline = time.monotonic() + LOST_GRACE
-        while survivors and time.monotonic() < deadline and any(
-                runner.start_ticks(r.pid) == int(r.pid_start) for r in survivors):
+        while survivors and time.monotonic() < deadline:
+            table = runner.process_table()
+            if not any(runner.tree_alive(c, table=table) for c in survivors.values()):
+                break
             time.sleep(0.05)
-        for run in survivors:
-            if runner.start_ticks(run.pid) == int(run.pid_start):
-                _killpg(run.pid, signal.SIGKILL)
+        table = runner.process_table()
+        for child in [*survivors.values(), *owed]:
+            if runner.tree_alive(child, table=table):
+                runner.signal_tree(child, signal.SIGKILL, table=table)
         by_reason: dict[str, list[int]] = {}
+        not_started = []
         for run in lost:
+            noted = journal.get(run.id) if journal is not None else None
             reason = "the daemon stopped while it ran; its end is unknown"
-            if run in survivors:
-                reason += f" (its processes, group {run.pid}, were killed when the daemon restarted)"
+            if run.id in survivors:
+                group = survivors[run.id].pid
+                reason += f" (its processes, group {group}, were killed when the daemon restarted)"
+            elif run.pid is None and journal is not None and not isinstance(noted, tuple):
+                if noted == "S":  # between the two notes: it may have run
+                    reason = "the daemon stopped while starting it; whether it ran is unknown"
+                else:
+                    not_started.append(run.id)
+                    continue
             by_reason.setdefault(reason, []).append(run.id)
         for reason, ids in by_reason.items():
             self.log.finish_runs_lost(ids, reason, now.wall)
-        log.warning("marked %d runs left running by the previous daemon as lost", len(lost))
+        for run_id in not_started:
+            self.log.finish_run(run_id, RunStatus.ERROR, finished_at=now.wall, reason=NOT_STARTED)
+
+    def _owed_a_kill(self, marked: dict[int, dict[int, int]], running: set[int]) -> list[runner.Child]:
+        """What finished runs left that the crashed daemon still owed a SIGKILL: processes
+        of runs it had timed out or stopped (their shell ended of the SIGTERM, they ignored
+        it, and the grace had not ended)."""
+        owed = []
+        for run_id, procs in marked.items():
+            if run_id in running:
+                continue
+            run = self.log.run(run_id)
+            if run is None or run.boot_id != self.boot_id:
+                continue
+            ours = run.status is RunStatus.TIMEOUT or (
+                run.status is RunStatus.KILLED and (run.reason or "").startswith(
+                    ("stopped with the daemon", "replaced by a newer run")))
+            if ours:
+                owed.append(runner.adopt(run_id, None, 0, procs))
+        return owed
+
+    def _open_journal(self) -> dict[int, tuple[int, int] | str] | None:
+        """Open the start journal; what it says of each run id: (pid, start ticks) once
+        started, "S" while being started, "N" not started. None: there was no journal (a
+        first start, or one by an older version), so it cannot say."""
+        path = paths.start_journal(self.db_path)
+        flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+        existed = True
+        try:
+            try:
+                fd = os.open(path, flags)
+            except FileNotFoundError:
+                existed = False
+                fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as e:
+            log.warning("cannot open %s (%s): a crash may leave runs marked lost that never "
+                        "started", path, e.strerror)
+            return None
+        self._journal_fd = fd
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        self._journal_dirty = bool(chunks)
+        if not existed:
+            return None
+        noted: dict[int, tuple[int, int] | str] = {}
+        for line in b"".join(chunks).splitlines():
+            parts = line.split()
+            try:
+                if parts[0] == b"P" and len(parts) == 4:
+                    noted[int(parts[1])] = (int(parts[2]), int(parts[3]))
+                elif parts[0] in (b"S", b"N") and len(parts) == 2:
+                    noted[int(parts[1])] = parts[0].decode()
+            except (ValueError, IndexError):
+                continue  # a line cut short by a full disk
+        return noted
+
+    def _journal(self, line: bytes) -> None:
+        if self._journal_fd is None:
+            return
+        try:
+            os.write(self._journal_fd, line)
+            self._journal_dirty = True
+        except OSError as e:
+            # Gone rather than incomplete: with no journal, the next start says "end
+            # unknown" instead of wrongly "not started".
+            log.warning("cannot write the start journal (%s); not using it any more", e.strerror)
+            try:
+                os.unlink(paths.start_journal(self.db_path))
+            except OSError:
+                pass
+            os.close(self._journal_fd)
+            self._journal_fd = None
+
+    def _truncate_journal(self) -> None:
+        """Empty the journal once the run log has the pid of every started run."""
+        if self._journal_fd is None or not self._journal_dirty or self._unconfirmed:
+            return
+        try:
+            os.ftruncate(self._journal_fd, 0)
+            self._journal_dirty = False
+        except OSError:
+            pass
 
     def _history(self) -> History:
         previous = self.log.daemon()
@@ -303,10 +476,14 @@ class Daemon:
                 self.notifier.send("STOPPING=1", f"STATUS=stopping: {len(self.running)} running jobs get "
                                    "SIGTERM, then SIGKILL after their kill_grace")
                 actions += self.supervisor.stop(now)
+                self._drop_pending(now)
+            reaped = False
             if self.flags.child:
                 self.flags.child = False
                 actions += self._reap(now)
-                self._need_tick = True
+                self._need_tick = reaped = True
+            if self.pending and (reaped or now.mono >= (self._retry_at or 0.0)):
+                self._spawn_pending(now)  # runs that ended have freed file descriptors
             if self.flags.reload:
                 self.flags.reload = False
                 self.reload(now)
@@ -325,7 +502,7 @@ class Daemon:
                 expiry = self.control.expire(now.mono)
                 if expiry is not None:
                     wake = min(wake, expiry)
-            if self.supervisor.stopping and not self.running:
+            if self.supervisor.stopping and not self.running and self._leftovers_gone(now):
                 return
             self._housekeeping(now)
             timeout = max(0.0, wake - self.now().mono)
@@ -339,10 +516,33 @@ class Daemon:
                 timeout -= timeout / 100 + 0.002
             if self.running:
                 timeout = min(timeout, OUTPUT_FLUSH)
+            if self.pending and self._retry_at is not None:
+                timeout = min(timeout, max(0.0, self._retry_at - self.now().mono))
+            if self.supervisor.stopping and self.ended:
+                timeout = min(timeout, LINGER_CHECK)
             if self.notifier.watchdog_interval:
                 timeout = min(timeout, self.notifier.watchdog_interval)
             for key, _ in self.selector.select(timeout):
                 self._event(key.data)
+
+    def _leftovers_gone(self, now: Now) -> bool:
+        """Stopping with no run left: whether what TERM'd runs left behind has gone too.
+
+        What is still there gets its SIGKILL at its grace end (Supervisor.lingering) before
+        the daemon exits.
+        """
+        if not self.ended:
+            return True
+        if now.mono - self._linger_check < LINGER_CHECK:
+            return False
+        self._linger_check = now.mono
+        marked = runner.find_marked(self.store)
+        table = runner.process_table()
+        for run_id, child in list(self.ended.items()):
+            if not runner.tree_alive(child, marked.get(run_id), table=table):
+                del self.ended[run_id]
+                self.supervisor.forget_lingering(run_id)
+        return not self.ended
 
     def _event(self, data) -> None:
         if data == "wake":
@@ -397,9 +597,10 @@ class Daemon:
         Returns the run id given to each Record and Start, by id() of the action.
         """
         ids: dict[int, int] = {}
-        for action in actions:
-            if isinstance(action, Kill) and action.run_id in self.running:
-                runner.signal_tree(self.running[action.run_id].child, action.sig)
+        kills = [a for a in actions if isinstance(a, Kill)
+                 and (a.run_id in self.running or a.run_id in self.ended)]
+        if kills:
+            self._kill(kills)
         records = [a for a in actions if isinstance(a, Record)]
         if records:
             got = self._write(self.log.insert_runs, [
@@ -415,6 +616,27 @@ class Daemon:
             ids.update(self._start(starts, now))
         return ids
 
+    def _kill(self, kills: list[Kill]) -> None:
+        # One scan for all: what left the tree (setsid, a double fork) still has the mark.
+        marked = runner.find_marked(self.store)
+        try:
+            table = runner.process_table()
+        except OSError:
+            table = None
+        for kill in kills:
+            entry = self.running.get(kill.run_id)
+            child = entry.child if entry is not None else self.ended.pop(kill.run_id)
+            try:
+                runner.signal_tree(child, kill.sig, marked.get(kill.run_id), table=table)
+            except OSError as e:  # no fd left to read /proc: at least the group, while ours
+                log.error("run %d: cannot look for its processes (%s); signalling its group",
+                          kill.run_id, e.strerror)
+                if entry is not None:
+                    try:
+                        os.killpg(child.pid, kill.sig)
+                    except OSError:
+                        pass
+
     def _start(self, starts: list[Start], now: Now) -> dict[int, int]:
         rows = [NewRun(s.job.name, s.fire.trigger, s.fire.attempt, s.fire.scheduled_for,
                        started_at=now.wall) for s in starts]
@@ -428,7 +650,6 @@ class Daemon:
                 self.supervisor.not_started(s)
             return {}
         given: dict[int, int] = {}
-        started, failed = [], []
         for start, run_id in zip(starts, ids):
             if run_id is None:
                 log.info("%s: a run for %s exists already; not running it again", start.job.name,
@@ -436,25 +657,69 @@ class Daemon:
                 self.supervisor.not_started(start)
                 continue
             given[id(start)] = run_id
+            self.pending.append(_Pending(start, run_id, now.mono))
+        self._spawn_pending(now)
+        return given
+
+    def _spawn_pending(self, now: Now) -> None:
+        """Start the recorded runs that wait for a process, oldest first, in one burst.
+
+        Out of file descriptors (or processes), the rest wait: tried again after
+        SPAWN_RETRY or when a run ends, and only after SPAWN_RETRY_FOR is a run an error.
+        """
+        started, failed = [], []
+        short = None
+        while self.pending:
+            pending = self.pending[0]
+            start, run_id = pending.start, pending.run_id
+            self._journal(b"S %d\n" % run_id)
             try:
-                child = runner.spawn(start.job, run_id)
+                child = runner.spawn(start.job, run_id, store=self.store, nofile=self._nofile)
             except runner.SpawnError as e:
-                failed.append((start, run_id, e.reason))
+                self._journal(b"N %d\n" % run_id)
+                if e.transient and now.mono - pending.since < SPAWN_RETRY_FOR:
+                    short = e.reason
+                    break
+                self.pending.popleft()
+                reason = e.reason
+                if e.transient:
+                    reason += f" (still after trying for {SPAWN_RETRY_FOR:.0f}s)"
+                failed.append((start, run_id, reason))
                 continue
+            self.pending.popleft()
+            self._journal(b"P %d %d %d\n" % (run_id, child.pid, child.start_ticks))
+            self._unconfirmed.add(run_id)
             entry = _Running(child=child, job=start.job, fd=child.fd, last_flush=now.mono)
             self.running[run_id] = entry
             self.by_pid[child.pid] = run_id
             self.selector.register(child.fd, selectors.EVENT_READ, entry)
             self.supervisor.started(start, run_id, now)
             started.append((run_id, child.pid, float(child.start_ticks), child.started_at))
-        self._write(self.log.mark_started_many, started)
+        if short is not None:
+            if self._retry_at is None:
+                log.warning("%d starts wait: %s; trying again as runs end", len(self.pending), short)
+            self._retry_at = now.mono + SPAWN_RETRY
+        elif self._retry_at is not None:
+            self._retry_at = None
+            log.info("the starts that waited have started")
+        if started and self._write(self.log.mark_started_many, started) is not None:
+            self._unconfirmed.difference_update(run_id for run_id, *_ in started)
         for start, run_id, reason in failed:
             self.supervisor.error(start)
             self._write(self.log.finish_run, run_id, RunStatus.ERROR, finished_at=now.wall, reason=reason)
             log.error("%s[%d]: cannot start: %s", start.job.name, run_id, reason)
         for run_id, pid, _, _ in started:
             log.info("%s[%d]: started, pid %d", self.running[run_id].job.name, run_id, pid)
-        return given
+        self._truncate_journal()
+
+    def _drop_pending(self, now: Now) -> None:
+        """Stopping: the runs still waiting for a process will not get one."""
+        while self.pending:
+            pending = self.pending.popleft()
+            self.supervisor.not_started(pending.start)
+            self._write(self.log.finish_run, pending.run_id, RunStatus.ERROR, finished_at=now.wall,
+                        reason=NOT_STARTED)
+        self._retry_at = None
 
     def _reap(self, now: Now) -> list[Action]:
         exits = runner.reap_any() if self.pid == 1 else runner.reap_exited(self.by_pid)
@@ -467,11 +732,14 @@ class Daemon:
             if run_id is None:
                 continue  # an orphan reaped as PID 1
             entry = self.running.pop(run_id)
+            self._unconfirmed.discard(run_id)
             if entry.child.fd is not None:
                 self.selector.unregister(entry.fd)
                 runner.close_output(entry.child)
             data, truncated = entry.child.output.snapshot()
             status, reason, follow = self.supervisor.finished(run_id, ex.exit_code, ex.signal, now)
+            if run_id in self.supervisor.lingering:
+                self.ended[run_id] = entry.child  # for the SIGKILL still owed to its leftovers
             self._write(self.log.finish_run, run_id, status, finished_at=now.wall,
                         exit_code=ex.exit_code, signal=ex.signal, reason=reason,
                         cpu_s=ex.cpu_s, max_rss=ex.max_rss if ex.max_rss > own_peak else None,
@@ -541,7 +809,8 @@ class Daemon:
                 run_id = ids[id(action)]
                 run = self.running.get(run_id)
                 reason = action.reason if isinstance(action, Record) else None
-                if isinstance(action, Start) and run is None:
+                waiting = any(p.run_id == run_id for p in self.pending)  # for a free fd
+                if isinstance(action, Start) and run is None and not waiting:
                     status = RunStatus.ERROR
                     found = self._write(self.log.run, run_id)
                     reason = found.reason if found else None
@@ -612,6 +881,8 @@ class Daemon:
         self.notifier.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
+        if self._journal_fd is not None:
+            os.close(self._journal_fd)
         log.info("stopped")
 
 
@@ -623,13 +894,6 @@ def _drain(fd: int) -> bytes:
     except BlockingIOError:
         pass
     return data
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _user_name() -> str:

@@ -30,3 +30,16 @@ def control_socket(db: str) -> str:
 def daemon_lock(db: str) -> str:
     """The file a daemon holds locked while it runs on this run log."""
     return os.path.abspath(db) + ".lock"
+
+
+def start_journal(db: str) -> str:
+    """Where the daemon notes each process as it starts, before the run log has its pid."""
+    return os.path.abspath(db) + ".starts"
+
+
+def store_mark(db: str) -> str:
+    """The mark (CRONSUP_STORE) in every job's environment that names its run log: a short
+    hash of the run log's real path, so daemons side by side never mistake each other's jobs."""
+    import hashlib
+
+    return hashlib.sha256(os.path.realpath(db).encode()).hexdigest()[:16]

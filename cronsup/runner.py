@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import pwd
+import resource
 import signal
 import stat
 import subprocess
@@ -35,14 +36,28 @@ _NO_CONT_AFTER = frozenset({signal.SIGKILL, signal.SIGSTOP, signal.SIGTSTP, sign
                             signal.SIGTTOU, signal.SIGCONT})
 # With SIGKILL, scan and kill again while new descendants keep appearing (a forking loop).
 _KILL_ROUNDS = 4
+# Every job process carries these in its environment, and its descendants inherit them:
+# which run it belongs to, and which run log (daemon) started it. They find a job's
+# processes after its daemon crashed, or after they left its process tree (setsid, a
+# double fork); see find_marked.
+RUN_ID_VAR = "CRONSUP_RUN_ID"
+STORE_VAR = "CRONSUP_STORE"
+# errno values of a spawn that may succeed if tried again shortly: out of file
+# descriptors (the daemon's or the system's), processes or memory for a fork.
+_TRANSIENT = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})
 
 
 class SpawnError(Exception):
-    """A job could not be started; `reason` is one line a person can act on."""
+    """A job could not be started; `reason` is one line a person can act on.
 
-    def __init__(self, reason: str) -> None:
+    `transient`: the system ran short of something (file descriptors, processes) and the
+    same spawn may work in a moment; it is not the job's fault.
+    """
+
+    def __init__(self, reason: str, transient: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.transient = transient
 
 
 class OutputBuffer:
@@ -144,13 +159,25 @@ def build_environment(job: JobSpec, pw: pwd.struct_passwd) -> dict[str, str]:
     return env
 
 
-def spawn(job: JobSpec, run_id: int) -> Child:
-    """Start `job.shell -c job.command` in a new session; raise SpawnError if it cannot."""
-    pw, switch = _resolve_user(job.user)
+def spawn(job: JobSpec, run_id: int, *, store: str = "",
+          nofile: tuple[int, int] | None = None) -> Child:
+    """Start `job.shell -c job.command` in a new session; raise SpawnError if it cannot.
+
+    `store` marks the process as started from that run log (see find_marked); `nofile`,
+    the RLIMIT_NOFILE the job gets instead of the daemon's raised one.
+    """
+    try:
+        pw, switch = _resolve_user(job.user)
+    except SpawnError as exc:
+        raise _short_of_fds() or exc from None
     cwd = _workdir(job, pw)
     if switch and pw.pw_uid != 0:
         _check_user_may_enter(cwd, pw, switch["extra_groups"])
     env = build_environment(job, pw)
+    env[RUN_ID_VAR] = str(run_id)  # set last: the jobs file cannot change a job's marks
+    env.pop(STORE_VAR, None)
+    if store:
+        env[STORE_VAR] = store
     parent_ends: list[int] = []  # the child's ends of stdin and the pipe: closed here always
     read_fd = None
     try:
@@ -170,7 +197,8 @@ def spawn(job: JobSpec, run_id: int) -> Child:
         if read_fd is not None:
             os.close(read_fd)
         if isinstance(exc, OSError):
-            raise SpawnError(_popen_reason(exc, job, cwd, bool(switch))) from None
+            raise SpawnError(_popen_reason(exc, job, cwd, bool(switch)),
+                             transient=exc.errno in _TRANSIENT) from None
         if isinstance(exc, subprocess.SubprocessError):
             raise SpawnError(f"cannot start {job.shell}: {exc}") from None
         raise
@@ -179,7 +207,18 @@ def spawn(job: JobSpec, run_id: int) -> Child:
             os.close(fd)
     _detach(proc)
     os.set_blocking(read_fd, False)
-    ticks = start_ticks(proc.pid)
+    if nofile is not None:
+        # The daemon raised its own soft limit; jobs get the one it was started with, as
+        # systemd gives services (1024: select() and close-every-fd loops expect it). Set
+        # from outside, so a job could open more fds for the microseconds after its exec.
+        try:
+            resource.prlimit(proc.pid, resource.RLIMIT_NOFILE, nofile)
+        except (ProcessLookupError, PermissionError, ValueError):
+            pass
+    try:
+        ticks = start_ticks(proc.pid)
+    except OSError:  # out of fds right now: the job runs, its identity is unknown
+        ticks = None
     return Child(
         run_id=run_id,
         pid=proc.pid,
@@ -223,19 +262,26 @@ def close_output(child: Child) -> None:
         child.fd = None
 
 
-def signal_tree(child: Child, sig: int) -> None:
+def signal_tree(child: Child, sig: int, marked: dict[int, int] | None = None,
+                table: dict[int, _Proc] | None = None) -> None:
     """Send `sig` to the job's process group and to every descendant found, now or before.
 
     Descendants are found from the root and from any descendant seen on an earlier call,
-    and each is checked against its start time first, so a reused pid is never signalled.
+    or given in `marked` (pid -> start ticks: processes found carrying the run's mark, see
+    find_marked, such as a setsid'd grandchild whose parent has died), and each is checked
+    against its start time first, so a reused pid is never signalled.
     A process that is already gone is not an error. After a catchable signal, SIGCONT
     follows so that a stopped job can act on it. Call it before reaping the job: once
     the root is reaped its group id could belong to a stranger, so then only descendants
     seen on an earlier call (and the group they prove still ours) are signalled.
     """
+    if marked:
+        child.seen_descendants.update((pid, ticks) for pid, ticks in marked.items() if pid != child.pid)
     rounds = _KILL_ROUNDS if sig == signal.SIGKILL else 1
-    for _ in range(rounds):
-        table = _process_table()
+    for round_ in range(rounds):
+        # A table given by the caller (one scan for many jobs) serves the first round.
+        if table is None or round_ > 0:
+            table = _process_table()
         new = _descendants(child, table)
         known = {pid: ticks for pid, ticks in child.seen_descendants.items()
                  if pid in table and table[pid].ticks == ticks}
@@ -253,6 +299,98 @@ def signal_tree(child: Child, sig: int) -> None:
             _killpg(child.pid, signal.SIGCONT)
         for pid, ticks in child.seen_descendants.items():
             _kill_exact(pid, ticks, signal.SIGCONT)
+
+
+def tree_alive(child: Child, marked: dict[int, int] | None = None,
+               table: dict[int, _Proc] | None = None) -> bool:
+    """Whether any process of the job's tree (as signal_tree finds it) still runs; zombies
+    do not count."""
+    if table is None:
+        table = _process_table()
+    known = dict(child.seen_descendants)
+    known.update(marked or {})
+    known = {pid: ticks for pid, ticks in known.items() if pid in table and table[pid].ticks == ticks}
+    probe = Child(run_id=child.run_id, pid=child.pid, create_time=0.0, started_at=0.0, fd=None,
+                  output=OutputBuffer(0), start_ticks=child.start_ticks, seen_descendants=known)
+    pids = set(known) | set(_descendants(probe, table))
+    if _is_root_alive(probe, table):
+        pids.add(child.pid)
+    if _group_is_ours(probe, table):
+        pids.update(pid for pid, proc in table.items() if proc.pgid == child.pid)
+    return any(not table[pid].zombie for pid in pids if pid in table)
+
+
+def adopt(run_id: int, pid: int | None, ticks: int, marked: dict[int, int]) -> Child:
+    """A job's processes left by an earlier daemon, to signal with signal_tree: its shell
+    `pid` started at `ticks` if known, and the processes found carrying its mark."""
+    if not pid:
+        # No shell to start from: the leader of a marked session (the job's shell, reaped
+        # by init), else any marked process, stands in as the root.
+        pid, ticks = min(marked.items(), key=lambda item: (_sid(item[0]) != item[0], item[1]))
+    return Child(run_id=run_id, pid=pid, create_time=0.0, started_at=0.0, fd=None,
+                 output=OutputBuffer(0), start_ticks=ticks, seen_descendants=dict(marked))
+
+
+def find_marked(store: str) -> dict[int, dict[int, int]]:
+    """Processes started from the run log marked `store`: run id -> {pid: start ticks}.
+
+    Read from /proc/PID/environ, the environment each process was exec'd with (root reads
+    every process's; another user, its own, which is where its daemon's jobs run). A
+    descendant carries its job's mark unless it replaced its environment (env -i).
+    """
+    want = f"\0{STORE_VAR}={store}\0".encode()
+    prefix = f"\0{RUN_ID_VAR}=".encode()
+    found: dict[int, dict[int, int]] = {}
+    try:
+        pids = psutil.pids()
+    except OSError:
+        return found
+    me = os.getpid()
+    for pid in pids:
+        if pid == me:
+            continue
+        # The start time first: if the pid is reused before the environment is read, the
+        # stranger's ticks are not the ones recorded, and nothing signals it.
+        try:
+            proc = _read_stat(pid)
+        except OSError:
+            continue
+        if proc is None or proc.zombie:
+            continue
+        env = _read_environ(pid)
+        if env is None or want not in env:
+            continue
+        at = env.find(prefix)
+        if at < 0:
+            continue
+        value = env[at + len(prefix):env.index(b"\0", at + 1)]
+        if value.isdigit():
+            found.setdefault(int(value), {})[pid] = proc.ticks
+    return found
+
+
+def _read_environ(pid: int) -> bytes | None:
+    try:
+        fd = os.open(f"/proc/{pid}/environ", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:  # gone, another user's, or out of fds: not one we can find
+        return None
+    chunks = [b"\0"]  # so the first variable, too, is preceded by a NUL
+    try:
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    chunks.append(b"\0")
+    return b"".join(chunks)
+
+
+def _sid(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None
 
 
 def reap(pids: Iterable[int]) -> list[Exit]:
@@ -339,6 +477,17 @@ def _resolve_user(name: str | None) -> tuple[pwd.struct_passwd, dict]:
         # root running a root job: nothing to switch, and Popen keeps its fast vfork path
         return pw, {}
     return pw, {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": groups}
+
+
+def _short_of_fds() -> SpawnError | None:
+    """A transient SpawnError if no file descriptor can be opened now: the passwd lookup
+    then fails as if the user did not exist, and must not be taken for that."""
+    try:
+        os.close(os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC))
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            return SpawnError(f"cannot look up the job's user: {exc.strerror}", transient=True)
+    return None
 
 
 def _user_name(uid: int) -> str:
@@ -451,13 +600,15 @@ class _Proc:
     ppid: int
     pgid: int
     ticks: int  # start time in clock ticks since boot
+    zombie: bool = False
 
 
 def _parse_stat(data: bytes) -> _Proc:
     # /proc/PID/stat: "pid (comm) state ppid pgrp session ... starttime(22) ..."; comm may
     # hold spaces and parentheses, so split after the last ")".
     fields = data[data.rindex(b")") + 2:].split()
-    return _Proc(ppid=int(fields[1]), pgid=int(fields[2]), ticks=int(fields[19]))
+    return _Proc(ppid=int(fields[1]), pgid=int(fields[2]), ticks=int(fields[19]),
+                 zombie=fields[0] in (b"Z", b"X"))
 
 
 def _read_stat(pid: int) -> _Proc | None:
@@ -474,6 +625,11 @@ def _read_stat(pid: int) -> _Proc | None:
     return _parse_stat(data) if data else None
 
 
+
+
+def process_table() -> dict[int, _Proc]:
+    """One scan of every process, to share between many calls of signal_tree/tree_alive."""
+    return _process_table()
 
 
 def _process_table() -> dict[int, _Proc]:

@@ -143,6 +143,9 @@ class Supervisor:
         self.jobs: dict[str, _Job] = {}
         self.runs: dict[str, list[_Run]] = {}  # job name -> its runs, oldest first
         self.by_id: dict[int, _Run] = {}
+        # Runs whose shell ended during a kill grace: the SIGKILL at the grace end is still
+        # owed to what it left behind (children that ignore SIGTERM). run id -> mono time.
+        self.lingering: dict[int, float] = {}
         self.paused: set[str] = set(self.history.paused)
         self.last_success = dict(self.history.last_success)
         self.last_started = dict(self.history.last_started)
@@ -367,6 +370,10 @@ class Supervisor:
             if ((run.kill_at is not None and run.kill_at <= mono)
                     or (run.deadline is not None and run.deadline <= mono)):
                 actions += self._enforce(run, now)
+        for run_id, kill_at in list(self.lingering.items()):
+            if kill_at <= mono:
+                del self.lingering[run_id]
+                actions.append(Kill(run_id, signal.SIGKILL))
         jump = drift if jumped else 0.0
         for job in list(self.jobs.values()):
             if (jump or job.pending or job.catchup
@@ -481,6 +488,9 @@ class Supervisor:
             t = run.kill_at
             if t is not None and t < wake:
                 wake = t
+        for t in self.lingering.values():
+            if t < wake:
+                wake = t
         wake = max(wake, mono)
         self._expect = now.wall + (wake - mono)
         return wake
@@ -588,6 +598,8 @@ class Supervisor:
         runs, @after jobs)."""
         run = self.by_id[run_id]
         self._forget(run)
+        if run.kill_at is not None:
+            self.lingering[run_id] = run.kill_at
         spec, fire = run.job, run.fire
         if run.ending is not None:
             status, reason = run.ending
@@ -611,6 +623,10 @@ class Supervisor:
                 queued, job.queued = job.queued, None
                 actions += self._start(job, queued)
         return status, reason, actions
+
+    def forget_lingering(self, run_id: int) -> None:
+        """Nothing of run `run_id` is left to SIGKILL."""
+        self.lingering.pop(run_id, None)
 
     def error(self, start: Start) -> None:
         """The run could not be started (bad user, shell, workdir): no retries."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -52,8 +53,10 @@ class DaemonProcess:
         self.jobs.write_text(textwrap.dedent(text))
 
     def start(self, *args: str, env: dict[str, str] | None = None, wait: bool = True,
-              ignoring: tuple[int, ...] = ()) -> DaemonProcess:
-        """Start the daemon; `ignoring`: signals it inherits ignored, as from nohup or `&`."""
+              ignoring: tuple[int, ...] = (), nofile: int | tuple[int, int] | None = None,
+              ) -> DaemonProcess:
+        """Start the daemon; `ignoring`: signals it inherits ignored, as from nohup or `&`;
+        `nofile`: its RLIMIT_NOFILE, one number for both limits or (soft, hard)."""
         environ = dict(os.environ)
         environ["CRONSUP_SENDMAIL"] = str(self.sendmail)
         environ.update(env or {})
@@ -62,11 +65,14 @@ class DaemonProcess:
         def inherit_ignored() -> None:
             for sig in ignoring:
                 signal.signal(sig, signal.SIG_IGN)
+            if nofile is not None:
+                limits = (nofile, nofile) if isinstance(nofile, int) else nofile
+                resource.setrlimit(resource.RLIMIT_NOFILE, limits)
 
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cronsup", "daemon", "--jobs", str(self.jobs), "--db", str(self.db), *args],
             stdout=self._log, stderr=subprocess.STDOUT, env=environ, cwd=str(self.tmp),
-            preexec_fn=inherit_ignored if ignoring else None)
+            preexec_fn=inherit_ignored if ignoring or nofile is not None else None)
         if wait:
             wait_until(self.ready, 15, what="the daemon to start")
         return self

@@ -203,7 +203,7 @@ def test_the_job_gets_a_clean_environment(monkeypatch):
     name = pwd.getpwuid(os.geteuid()).pw_name
     assert dict(line.split("=", 1) for line in out.splitlines()) == {
         "SHELL": "/bin/sh", "PATH": "/opt/bin:/usr/bin:/bin", "HOME": home,
-        "LOGNAME": name, "USER": name, "MAILTO": "", "FOO": "2",
+        "LOGNAME": name, "USER": name, "MAILTO": "", "FOO": "2", "CRONSUP_RUN_ID": "1",
     }
 
 
@@ -588,3 +588,67 @@ def test_reap_exited_collects_only_exited_known_children():
         slow.kill()
         slow.wait()
         fast.returncode = 0
+
+
+# --- finding a job's processes by their mark -----------------------------------------------
+
+
+def test_the_jobs_file_cannot_change_a_runs_marks():
+    _, out = run("echo \"$CRONSUP_RUN_ID $CRONSUP_STORE\"",
+                 environment=(("CRONSUP_RUN_ID", "99"), ("CRONSUP_STORE", "other")))
+    assert out == "1 \n"  # spawned without a store: none claimed either
+    child = runner.spawn(make_job("echo $CRONSUP_STORE", environment=(("CRONSUP_STORE", "other"),)),
+                         run_id=2, store="mine")
+    run_to_end(child)
+    assert child.output.snapshot()[0] == b"mine\n"
+
+
+def test_find_marked_finds_a_jobs_processes_wherever_they_went(leftovers):
+    # A double fork into a session of its own: its parent is init, not the job.
+    child = runner.spawn(make_job("(setsid sleep 300 &); sleep 300 & echo $!; wait"),
+                         run_id=7, store="teststore1")
+    leftovers.append(child.pid)
+    wait_for_output(child, "\n")
+    found = wait_until(lambda: (m := runner.find_marked("teststore1").get(7, {})) and len(m) == 3 and m,
+                       5, what="the shell, its sleep and the setsid'd one")
+    leftovers.extend(found)
+    assert child.pid in found and found[child.pid] == child.start_ticks
+    assert runner.find_marked("teststore2") == {}
+    runner.signal_tree(child, signal.SIGKILL, marked=found)
+    run_to_end(child)
+    wait_until(lambda: not runner.tree_alive(child, runner.find_marked("teststore1").get(7)), 5,
+               what="every process of the job to be gone")
+    wait_gone(list(found))
+
+
+def test_adopt_signals_what_an_earlier_daemon_left(leftovers):
+    proc = subprocess.Popen(["sh", "-c", "sleep 300 & wait"], start_new_session=True,
+                            env={"CRONSUP_RUN_ID": "5", "CRONSUP_STORE": "teststore3", "PATH": "/usr/bin:/bin"})
+    leftovers.append(proc.pid)
+    found = wait_until(lambda: (m := runner.find_marked("teststore3").get(5, {})) and len(m) == 2 and m, 5,
+                       what="the shell and its sleep")
+    leftovers.extend(found)
+    child = runner.adopt(5, None, 0, found)  # the pid unknown: the session leader stands in
+    assert child.pid == proc.pid
+    assert runner.tree_alive(child)
+    runner.signal_tree(child, signal.SIGTERM)
+    proc.wait(5)
+    wait_until(lambda: not runner.tree_alive(child), 5, what="the adopted tree to be gone")
+
+
+def test_a_spawn_out_of_file_descriptors_is_transient():
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    free = os.open("/dev/null", os.O_RDONLY)
+    os.close(free)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (free, hard))  # the next new fd fails
+    try:
+        with pytest.raises(SpawnError) as raised:
+            runner.spawn(make_job("true"), run_id=1)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert raised.value.transient and "Too many open files" in raised.value.reason
+    with pytest.raises(SpawnError) as raised:
+        runner.spawn(make_job("true", shell="/nonexistent/sh"), run_id=1)
+    assert not raised.value.transient

@@ -163,10 +163,24 @@ def test_a_timeout_terms_the_run_then_kills_it_after_the_grace():
     assert status is RunStatus.TIMEOUT and reason == "timed out after 30s"
 
 
-def test_a_job_that_exits_on_term_is_not_killed_again():
+def test_what_a_job_that_exits_on_term_left_behind_gets_the_kill_at_the_grace_end():
+    # Its children may ignore TERM: the shell's exit does not cancel the SIGKILL owed to them.
+    w = World('[job.a]\ntimeout = "1s"\nkill_grace = "5s"\n@every 1h /bin/a\n', at(2026, 1, 1))
+    w.advance(3601.5)
+    w.finish(1, None, signal.SIGTERM)
+    w.advance(4)
+    assert w.kills == [Kill(1, signal.SIGTERM)]
+    w.advance(2)
+    assert w.kills == [Kill(1, signal.SIGTERM), Kill(1, signal.SIGKILL)]
+    w.advance(60)
+    assert w.kills == [Kill(1, signal.SIGTERM), Kill(1, signal.SIGKILL)]
+
+
+def test_a_run_with_nothing_left_behind_is_not_killed_again():
     w = World('[job.a]\ntimeout = "1s"\n@every 1h /bin/a\n', at(2026, 1, 1))
     w.advance(3601.5)
     w.finish(1, None, signal.SIGTERM)
+    w.sup.forget_lingering(1)  # the daemon found nothing of it left
     w.advance(60)
     assert w.kills == [Kill(1, signal.SIGTERM)]
 
@@ -407,7 +421,8 @@ def test_stop_terms_every_run_then_kills_after_the_grace_and_starts_nothing_new(
     assert w.kills == [Kill(1, signal.SIGTERM), Kill(2, signal.SIGTERM)]
     w.finish(1, None, signal.SIGTERM)
     w.advance(3)
-    assert w.kills[-1] == Kill(2, signal.SIGKILL) and len(w.starts) == 2
+    # run 1's shell has ended; what it may have left gets the KILL with run 2
+    assert w.kills[2:] == [Kill(2, signal.SIGKILL), Kill(1, signal.SIGKILL)] and len(w.starts) == 2
     status, reason = w.finish(2, None, signal.SIGKILL)
     assert status is RunStatus.KILLED and reason == "stopped with the daemon"
     assert w.sup.idle

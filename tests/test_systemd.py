@@ -94,6 +94,12 @@ def test_the_unit_uses_what_the_daemon_speaks(unit):
     assert " daemon " in d["ExecStart"] and "--detach" not in d["ExecStart"]
 
 
+@pytest.mark.parametrize("unit", [SYSTEM_UNIT, USER_UNIT], ids=lambda u: u.name)
+def test_the_unit_gives_the_daemon_room_for_many_open_files_and_jobs_the_usual_1024(unit):
+    soft, _, hard = directives(unit)["LimitNOFILE"].partition(":")
+    assert soft == "1024" and int(hard) >= 65536
+
+
 def test_the_stop_timeout_exceeds_every_kill_grace_in_the_examples():
     timeout = parse_duration(directives(SYSTEM_UNIT)["TimeoutStopSec"])
     for example in sorted((ROOT / "examples").iterdir()):
