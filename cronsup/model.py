@@ -149,6 +149,7 @@ class JobsFile:
 
     path: str
     jobs: tuple[JobSpec, ...]
+    source: bytes = field(default=b"", repr=False, compare=False)  # the bytes parsed
 
     def get(self, name: str) -> JobSpec | None:
         for job in self.jobs:
