@@ -91,18 +91,23 @@ class _Throttled:
             count, _ = self.held.get(kind, (0, ""))
             self.held[kind] = (count + 1, message)
             return
+        self._report(kind, now)
         self.last[kind] = now
         log.warning("%s", message)
 
     def flush(self, now: float) -> float | None:
         """Report the counts whose window has ended; when to come back for the others."""
-        for kind, (count, message) in list(self.held.items()):
+        for kind in list(self.held):
             if now - self.last[kind] >= self.every:
-                del self.held[kind]
-                log.warning("control socket: %d more %s in the last %.0fs (the latest: %s)",
-                            count, kind, now - self.last[kind], message.removeprefix("control socket: "))
+                self._report(kind, now)
                 self.last[kind] = now
         return min((self.last[kind] + self.every for kind in self.held), default=None)
+
+    def _report(self, kind: str, now: float) -> None:
+        if kind in self.held:
+            count, message = self.held.pop(kind)
+            log.warning("control socket: %d more %s in the last %.0fs (the latest: %s)",
+                        count, kind, now - self.last[kind], message.removeprefix("control socket: "))
 
 
 class Server:

@@ -349,10 +349,29 @@ def test_refused_connections_are_logged_at_most_once_in_a_while_with_a_count(dae
     flood = time.monotonic() - t0
     refused = f"refused a client running as uid {nobody.pw_uid}"
 
-    def summary():
-        return [line for line in daemon.output().splitlines() if refused in line and "more" in line]
-    wait_until(lambda: sum(int(line.split(" more ")[0].split()[-1]) for line in summary()) == 1999,
-               timeout=control.LOG_EVERY * 2 + 5, what="the count of refusals held back")
-    lines = [line for line in daemon.output().splitlines() if refused in line]
-    assert len(lines) <= 2 + flood / control.LOG_EVERY, lines
-    assert "control socket: 1999 more refused connections in the last" in lines[-1] or len(lines) > 2
+    def logged() -> tuple[int, int, int]:
+        """Lines about the refusals, and the refusals they account for (one each, or a count)."""
+        lines = [line for line in daemon.output().splitlines() if refused in line]
+        counts = [int(line.split(" more refused connections")[0].split()[-1]) for line in lines if " more " in line]
+        return len(lines), len(lines) - len(counts) + sum(counts), len(counts)
+    wait_until(lambda: logged()[1] == 2000, timeout=control.LOG_EVERY * 2 + 5,
+               what="every refusal to be accounted for in the log")
+    lines, _, summaries = logged()
+    assert summaries >= 1 and lines <= 2 + 2 * flood / control.LOG_EVERY, daemon.output()
+
+
+def test_warnings_held_back_are_counted_and_reported_when_their_window_ends(caplog):
+    throttle = control._Throttled(every=5.0)
+    for i in range(10):
+        throttle.warn("refused connections", f"control socket: refused client {i}", now=100.0 + i * 0.1)
+    assert throttle.flush(now=101.0) == 105.0
+    assert [r.getMessage() for r in caplog.records] == ["control socket: refused client 0"]
+    throttle.warn("refused connections", "control socket: refused client 10", now=106.0)  # window over
+    assert [r.getMessage() for r in caplog.records][1:] == [
+        "control socket: 9 more refused connections in the last 6s (the latest: refused client 9)",
+        "control socket: refused client 10"]
+    throttle.warn("refused connections", "control socket: refused client 11", now=107.0)
+    assert throttle.flush(now=110.9) == 111.0 and len(caplog.records) == 3
+    assert throttle.flush(now=111.0) is None
+    assert caplog.records[-1].getMessage() == \
+        "control socket: 1 more refused connections in the last 5s (the latest: refused client 11)"
