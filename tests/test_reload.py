@@ -3,6 +3,8 @@
 import os
 import signal
 
+import pytest
+
 from conftest import wait_until
 
 BASE = """\
@@ -171,3 +173,16 @@ def test_a_stored_version_of_another_jobs_file_is_not_run(daemon, tmp_path):
     daemon.start()
     data = daemon.status()
     assert data["jobs"] == [] and data["daemon"]["running_version"]["from"] == "none"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a root daemon refuses files others can write")
+def test_a_file_refused_at_a_restart_runs_the_last_good_version_too(daemon):
+    daemon.write(BASE)
+    daemon.start()
+    daemon.stop()
+    os.chmod(daemon.jobs, 0o666)
+    daemon.start()
+    daemon.finished("steady", len(daemon.finished("steady")) + 1)
+    data = daemon.status()
+    assert "refused: group- or other-writable" in data["daemon"]["config_error"]
+    assert data["daemon"]["running_version"]["from"] == "run log"
