@@ -779,8 +779,10 @@ def reload(jobs_path: str, db: str) -> None:
         count = answer.get("jobs")
         click.echo(f"reloaded: {count} job{'' if count == 1 else 's'} from {path}")
     else:
+        going_on = "no jobs (no version of the file has loaded without errors yet)" \
+            if answer.get("running_from") == "none" else "the last good version"
         fail(f"not reloaded: {answer.get('config_error')}\n"
-             f"cronsup: the daemon goes on running the last good version; "
+             f"cronsup: the daemon goes on running {going_on}; "
              f"`cronsup check {path}` lists every error")
 
 

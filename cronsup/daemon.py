@@ -84,6 +84,7 @@ class Daemon:
         self.running: dict[int, _Running] = {}  # run id -> process
         self.by_pid: dict[int, int] = {}  # pid -> run id
         self.config_error: str | None = None
+        self.version = RunningVersion("none", None, 0)  # which jobs file version runs
         self.jobs: JobsFile = JobsFile(self.jobs_path, ())
         self.selector: selectors.BaseSelector  # made in start(): --detach closes earlier fds
         self.notifier = notify.Notifier({})
@@ -244,18 +245,22 @@ class Daemon:
         if stored is None:
             log.error("running no jobs: %s has errors and the run log holds no good version of it",
                       self.jobs_path)
-            self._write(self.log.set_running_version, RunningVersion("none", None, 0))
+            self._set_version(RunningVersion("none", None, 0))
             return JobsFile(self.jobs_path, ())
         log.warning("running the last good version of %s, loaded %s and stored in the run log "
                     "(%d jobs); the file's errors are above", self.jobs_path,
                     iso(good.loaded_at), len(stored.jobs))
-        self._write(self.log.set_running_version, RunningVersion("run log", good.loaded_at, len(stored.jobs)))
+        self._set_version(RunningVersion("run log", good.loaded_at, len(stored.jobs)))
         return stored
 
     def _keep_version(self, jobs: JobsFile, now: Now) -> None:
         """Store a good version in the run log, for a restart that finds the file broken."""
         self._write(self.log.set_good_jobs, GoodJobs(self.jobs_path, self.system, now.wall, jobs.source))
-        self._write(self.log.set_running_version, RunningVersion("file", now.wall, len(jobs.jobs)))
+        self._set_version(RunningVersion("file", now.wall, len(jobs.jobs)))
+
+    def _set_version(self, version: RunningVersion) -> None:
+        self.version = version
+        self._write(self.log.set_running_version, version)
 
     def _signals(self) -> None:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -536,7 +541,8 @@ class Daemon:
         if op == "reload":
             reloaded = self.reload(now)
             return {"ok": True, "reloaded": reloaded, "config_error": self.config_error,
-                    "jobs": len(self.jobs.jobs), "jobs_file": self.jobs_path}
+                    "jobs": len(self.jobs.jobs), "jobs_file": self.jobs_path,
+                    "running_from": self.version.origin}
         name = request["job"]
         if name not in self.supervisor.jobs:
             close = difflib.get_close_matches(name, list(self.supervisor.jobs), n=3, cutoff=0.5)

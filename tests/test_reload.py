@@ -159,6 +159,9 @@ def test_a_first_start_with_a_broken_file_and_nothing_stored_runs_no_jobs_and_sa
     assert "running    no jobs: the file had errors when the daemon started and the run log holds " \
            "no good version of it" in text
     assert f"JOBS FILE ERROR (no jobs run): {daemon.jobs}:3:" in text
+    result = daemon.cli("reload")
+    assert result.returncode == 1
+    assert "the daemon goes on running no jobs (no version of the file has loaded without errors" in result.stderr
     daemon.write(BASE)
     daemon.finished("steady")
     assert running_version(daemon)["from"] == "file"
