@@ -587,8 +587,21 @@ def _status_lines(st, now: float, colour: bool, jobs_path: str, db: str) -> list
     count = len(st.jobs)
     lines.append(f"jobs file  {st.jobs_file} ({count} job{'' if count == 1 else 's'})")
     lines.append(f"run log    {st.db_path}" + ("" if st.has_log else " (none yet)"))
+    version = st.version if st.running else None
+    if version is not None and version.origin == "run log":
+        lines.append(f"running    the last good version, loaded from the file {fmt.stamp(version.loaded_at, now)} "
+                     f"and kept in the run log ({version.jobs} job{'' if version.jobs == 1 else 's'}): "
+                     "the file had errors when the daemon started")
+    elif version is not None and version.origin == "none":
+        lines.append("running    no jobs: the file had errors when the daemon started and the run log "
+                     "holds no good version of it")
+    elif version is not None and st.config_error:
+        lines.append(f"running    the last good version, loaded from the file {fmt.stamp(version.loaded_at, now)}")
     if st.config_error:
-        label = "JOBS FILE ERROR" + (" (running the last good version)" if st.running else "")
+        label = "JOBS FILE ERROR"
+        if st.running:
+            label += " (no jobs run)" if version is not None and version.origin == "none" \
+                else " (running the last good version)"
         lines.append(style(f"{label}: {st.config_error}", fg="red", bold=True))
         lines.append(f"`cronsup check {st.jobs_file}` lists every error")
     lines.append("")
@@ -841,8 +854,10 @@ def reload(jobs_path: str, db: str) -> None:
         count = answer.get("jobs")
         click.echo(f"reloaded: {count} job{'' if count == 1 else 's'} from {path}")
     else:
+        going_on = "no jobs (no version of the file has loaded without errors yet)" \
+            if answer.get("running_from") == "none" else "the last good version"
         fail(f"not reloaded: {answer.get('config_error')}\n"
-             f"cronsup: the daemon goes on running the last good version; "
+             f"cronsup: the daemon goes on running {going_on}; "
              f"`cronsup check {path}` lists every error")
 
 

@@ -3,12 +3,16 @@
 A Unix stream socket beside the run log (`<db>.sock`). One request per connection: one
 line of JSON naming an operation and, where it needs one, a job, never a command line:
 {"op": "run", "job": "backup"}. One line of JSON comes back. Only the daemon's own user
-and root may talk to it (SO_PEERCRED). A request is at most MAX_REQUEST bytes and must
-arrive within REQUEST_TIMEOUT, so a silent or greedy client cannot hold the daemon.
+and root may talk to it (SO_PEERCRED). A request is at most MAX_REQUEST bytes, nested at
+most MAX_DEPTH deep, and must arrive within REQUEST_TIMEOUT; when MAX_CLIENTS wait, the
+oldest is turned away to make room, so silent, slow or greedy clients cannot hold the
+daemon or lock the commands out. Whatever a client sends, it gets an answer or a hang-up,
+and the daemon goes on: nothing a request does may raise out of this module.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -19,11 +23,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from cronsup.jobsfile import NAME_RE
+
 log = logging.getLogger("cronsup")
 
 MAX_REQUEST = 4096
+MAX_DEPTH = 4  # a request is one flat object; deeper is refused before json sees it
 REQUEST_TIMEOUT = 2.0
-MAX_CLIENTS = 64  # connections waiting for their request; more are turned away
+MAX_CLIENTS = 64  # connections waiting for their request; a new one evicts the oldest
+ACCEPT_BATCH = 16  # accepts per wake-up, so requests already in are read between batches
+ACCEPT_BACKOFF = 0.25  # out of fds: stop accepting this long (the backlog waits)
+LOG_EVERY = 5.0  # a kind of refusal is logged at most once in this long, with a count
 MAX_JOB_NAME = 256
 OPS = {"ping", "run", "reload", "pause", "resume"}
 JOB_OPS = {"run", "pause", "resume"}  # the operations that name a job
@@ -66,16 +76,53 @@ class _Client:
     data: bytearray = field(default_factory=bytearray)
 
 
+class _Throttled:
+    """Warnings of one kind at most once per `every` seconds; the ones held back are counted
+    and reported in one line when the window ends (2,000 refused connects: two lines)."""
+
+    def __init__(self, every: float = LOG_EVERY):
+        self.every = every
+        self.last: dict[str, float] = {}  # kind -> when a line of it was last logged
+        self.held: dict[str, tuple[int, str]] = {}  # kind -> (lines held back, the latest)
+
+    def warn(self, kind: str, message: str, now: float) -> None:
+        last = self.last.get(kind)
+        if last is not None and now - last < self.every:
+            count, _ = self.held.get(kind, (0, ""))
+            self.held[kind] = (count + 1, message)
+            return
+        self._report(kind, now)
+        self.last[kind] = now
+        log.warning("%s", message)
+
+    def flush(self, now: float) -> float | None:
+        """Report the counts whose window has ended; when to come back for the others."""
+        for kind in list(self.held):
+            if now - self.last[kind] >= self.every:
+                self._report(kind, now)
+                self.last[kind] = now
+        return min((self.last[kind] + self.every for kind in self.held), default=None)
+
+    def _report(self, kind: str, now: float) -> None:
+        if kind in self.held:
+            count, message = self.held.pop(kind)
+            log.warning("control socket: %d more %s in the last %.0fs (the latest: %s)",
+                        count, kind, now - self.last[kind], message.removeprefix("control socket: "))
+
+
 class Server:
     """The daemon's side. `handle(request) -> response` runs in the daemon's loop."""
 
     def __init__(self, path: str, selector: selectors.BaseSelector,
-                 handle: Callable[[dict], dict]):
+                 handle: Callable[[dict], dict], mono: Callable[[], float] = time.monotonic):
         self.path = path
         self.selector = selector
         self.handle = handle
-        self.clients: dict[int, _Client] = {}
+        self.mono = mono
+        self.clients: dict[int, _Client] = {}  # by fd, oldest first
         self.uid = os.geteuid()
+        self.throttle = _Throttled()
+        self._resume_at: float | None = None  # accepting is paused (out of fds) until then
         # The caller holds the daemon lock, so a socket file here is a crashed daemon's.
         try:
             os.unlink(path)
@@ -90,86 +137,135 @@ class Server:
             os.umask(old)
             if dirfd is not None:
                 os.close(dirfd)
-        self.sock.listen(16)
+        self.sock.listen(MAX_CLIENTS)
         _warn_if_open(os.path.dirname(os.path.abspath(path)))
         selector.register(self.sock, selectors.EVENT_READ, self._accept)
 
     def _accept(self) -> None:
-        while True:
+        for _ in range(ACCEPT_BATCH):
             try:
                 conn, _ = self.sock.accept()
-            except BlockingIOError:
+            except (BlockingIOError, InterruptedError):
                 return
+            except OSError as e:
+                if e.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+                    continue  # that client is gone; the next one may be fine
+                if e.errno in (errno.EMFILE, errno.ENFILE) and self.clients:
+                    self._evict_oldest("the daemon is out of file descriptors")
+                    continue
+                self._pause_accepting(e)
+                return
+            self._admit(conn)
+
+    def _pause_accepting(self, error: OSError) -> None:
+        # The connection stays in the backlog and the socket stays readable: accepting again
+        # at once would spin. Stop watching it for a moment; expire() starts again.
+        now = self.mono()
+        self.throttle.warn("accept errors", f"control socket: cannot accept a connection: "
+                           f"{error.strerror or error}; trying again in {ACCEPT_BACKOFF}s", now)
+        try:
+            self.selector.unregister(self.sock)
+        except (KeyError, ValueError):
+            pass
+        self._resume_at = now + ACCEPT_BACKOFF
+
+    def _admit(self, conn: socket.socket) -> None:
+        now = self.mono()
+        try:
             conn.setblocking(False)
             uid = peer_uid(conn)
-            if uid not in (0, self.uid):
-                log.warning("control socket: refused a client running as uid %d", uid)
-                try:  # closing with its request unread would reset the connection: read it
-                    conn.recv(MAX_REQUEST + 1)
-                except OSError:
-                    pass
-                self._reply(conn, {"ok": False, "error": f"permission denied: uid {uid} may not "
-                                   "control this daemon (only its own user and root may)"})
-                conn.close()
-                continue
-            if len(self.clients) >= MAX_CLIENTS:
-                self._reply(conn, {"ok": False, "error": "busy: too many connections waiting; try again"})
-                conn.close()
-                continue
-            client = _Client(conn, time.monotonic() + REQUEST_TIMEOUT)
-            self.clients[conn.fileno()] = client
+        except OSError:
+            conn.close()
+            return
+        if uid not in (0, self.uid):
+            self.throttle.warn("refused connections",
+                               f"control socket: refused a client running as uid {uid}", now)
+            try:  # closing with its request unread would reset the connection: read it
+                conn.recv(MAX_REQUEST + 1)
+            except OSError:
+                pass
+            self._reply(conn, {"ok": False, "error": f"permission denied: uid {uid} may not "
+                               "control this daemon (only its own user and root may)"})
+            conn.close()
+            return
+        if len(self.clients) >= MAX_CLIENTS:
+            self._evict_oldest(f"{MAX_CLIENTS} connections waiting")
+        client = _Client(conn, now + REQUEST_TIMEOUT)
+        try:
             self.selector.register(conn, selectors.EVENT_READ, lambda c=client: self._read(c))
+        except (OSError, ValueError) as e:
+            self._reply(conn, {"ok": False, "error": f"busy: {e}; try again"})
+            conn.close()
+            return
+        self.clients[conn.fileno()] = client
+
+    def _evict_oldest(self, why: str) -> None:
+        """Make room: the longest-waiting client goes, unless its request is in by now."""
+        fd, oldest = next(iter(self.clients.items()))
+        self._read(oldest)
+        if self.clients.get(fd) is oldest:
+            self.throttle.warn("turned away", f"control socket: turned away a client that sent no "
+                               f"request yet ({why})", self.mono())
+            self._reply(oldest.conn, {"ok": False, "error": f"busy: {why}; try again"})
+            self._drop(oldest)
 
     def _read(self, client: _Client) -> None:
         try:
             chunk = client.conn.recv(MAX_REQUEST + 1)
-        except BlockingIOError:
+        except (BlockingIOError, InterruptedError):
             return
         except OSError:
             chunk = b""
         client.data += chunk
-        if b"\n" not in client.data and len(client.data) <= MAX_REQUEST and chunk:
-            return
-        if len(client.data) > MAX_REQUEST:
+        end = client.data.find(b"\n")
+        if 0 <= end <= MAX_REQUEST:
+            response = self._answer(bytes(client.data[:end]))
+        elif len(client.data) > MAX_REQUEST:
             response = {"ok": False, "error": f"request larger than {MAX_REQUEST} bytes"}
-        elif b"\n" not in client.data:
+        elif chunk:
+            return  # a line in the making
+        else:
             self._drop(client)  # hung up before a whole request
             return
-        else:
-            response = self._answer(bytes(client.data.split(b"\n", 1)[0]))
         self._reply(client.conn, response)
         self._drop(client)
 
     def _answer(self, line: bytes) -> dict:
         try:
+            return self._decide(line)
+        except Exception as e:  # noqa: BLE001 - one bad request must not stop the daemon
+            log.exception("control request %.300r failed", line)
+            return {"ok": False, "error": f"internal error: {type(e).__name__}: {e}"[:1000]}
+
+    def _decide(self, line: bytes) -> dict:
+        if _depth(line) > MAX_DEPTH:  # json.loads recurses: 4,000 brackets would raise
+            return {"ok": False, "error": f"malformed request: nested deeper than {MAX_DEPTH}"}
+        try:
             request = json.loads(line)
-        except ValueError:
+        except ValueError:  # UnicodeDecodeError included
             return {"ok": False, "error": "malformed request: not JSON"}
-        if not isinstance(request, dict) or request.get("op") not in OPS:
+        op = request.get("op") if isinstance(request, dict) else None
+        if not isinstance(op, str) or op not in OPS:
             return {"ok": False, "error": f"malformed request: op must be one of {sorted(OPS)}"}
-        op, job = request["op"], request.get("job")
+        job = request.get("job")
         if op in JOB_OPS:
             if not isinstance(job, str) or not job:
                 return {"ok": False, "error": f"malformed request: {op} needs a job name"}
-            if len(job) > MAX_JOB_NAME or not job.isprintable():
+            if len(job) > MAX_JOB_NAME or not NAME_RE.fullmatch(job):
                 return {"ok": False, "error": "malformed request: that is not a job name"}
         elif "job" in request:
             return {"ok": False, "error": f"malformed request: {op} takes no job"}
         extra = set(request) - {"op", "job"}
         if extra:
-            return {"ok": False, "error": f"malformed request: unknown fields {sorted(extra)}"}
-        try:
-            return self.handle(request)
-        except Exception as e:  # noqa: BLE001 - one bad request must not stop the daemon
-            log.exception("control request %r failed", request)
-            return {"ok": False, "error": f"internal error: {e}"}
+            return {"ok": False, "error": f"malformed request: unknown fields {sorted(extra)[:10]}"}
+        return self.handle(request)
 
     @staticmethod
     def _reply(conn: socket.socket, response: dict) -> None:
+        # Never wait on a client: an answer is a few hundred bytes, well within an empty
+        # socket buffer, and a client that cannot take it loses it.
         try:
-            conn.setblocking(True)
-            conn.settimeout(REQUEST_TIMEOUT)
-            conn.sendall(json.dumps(response).encode() + b"\n")
+            conn.send(json.dumps(response).encode() + b"\n", socket.MSG_DONTWAIT)
         except OSError:
             pass
 
@@ -182,12 +278,21 @@ class Server:
         client.conn.close()
 
     def expire(self, now_mono: float) -> float | None:
-        """Close clients that sent nothing whole in time; the next deadline to wake for."""
+        """Close clients that sent nothing whole in time, accept again after a pause, report
+        held-back warnings; the next deadline to wake for."""
         for client in list(self.clients.values()):
             if client.deadline <= now_mono:
                 self._reply(client.conn, {"ok": False, "error": f"no whole request within {REQUEST_TIMEOUT:.0f}s"})
                 self._drop(client)
-        return min((c.deadline for c in self.clients.values()), default=None)
+        if self._resume_at is not None and now_mono >= self._resume_at:
+            self._resume_at = None
+            self.selector.register(self.sock, selectors.EVENT_READ, self._accept)
+        wakes = [c.deadline for c in self.clients.values()]
+        if self._resume_at is not None:
+            wakes.append(self._resume_at)
+        if (flush := self.throttle.flush(now_mono)) is not None:
+            wakes.append(flush)
+        return min(wakes, default=None)
 
     def close(self) -> None:
         for client in list(self.clients.values()):
@@ -201,6 +306,28 @@ class Server:
             os.unlink(self.path)
         except OSError:
             pass
+
+
+def _depth(line: bytes) -> int:
+    """How deep brackets nest in JSON text, strings skipped (garbage gets some number)."""
+    deepest = depth = 0
+    in_string = escaped = False
+    for byte in line:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
 
 
 def _warn_if_open(directory: str) -> None:
@@ -219,20 +346,31 @@ def request(path: str, op: str, job: str | None = None, timeout: float = 10.0) -
     """Send one request to the daemon; NoDaemon when none listens, ControlError on refusal."""
     message = {"op": op} if job is None else {"op": op, "job": job}
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    sock.settimeout(timeout)
+    # While the daemon's backlog is full, a blocking connect waits for room, up to the send
+    # timeout; Python's own timeout mode would fail at once with EAGAIN.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                    struct.pack("ll", int(timeout), int(timeout % 1 * 1e6)))
     try:
         address, dirfd = _short(path)
     except OSError:
+        sock.close()
         raise NoDaemon(path) from None
     try:
         sock.connect(address)
     except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
+        sock.close()
         raise NoDaemon(path) from None
     except PermissionError:
+        sock.close()
         raise ControlError(f"permission denied on {path}: run this as the daemon's user or root") from None
+    except BlockingIOError:
+        sock.close()
+        raise ControlError(f"the daemon did not take the connection within {timeout:g}s "
+                           "(too many clients waiting)") from None
     finally:
         if dirfd is not None:
             os.close(dirfd)
+    sock.settimeout(timeout)
     data, problem = b"", None
     try:
         try:

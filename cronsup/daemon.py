@@ -24,7 +24,8 @@ import psutil
 
 from cronsup import clock, control, jobsfile, mail, notify, paths, runner, suggest
 from cronsup.model import JobsFile, JobSpec, Overlap, RunStatus, Trigger
-from cronsup.runlog import DaemonState, JobRow, NewRun, Run, RunLog, RunLogError
+from cronsup.runlog import (DaemonState, GoodJobs, JobRow, NewRun, Run, RunLog, RunLogError,
+                            RunningVersion, iso)
 from cronsup.supervisor import Action, History, Kill, Now, Record, Start, Supervisor
 
 log = logging.getLogger("cronsup")
@@ -112,6 +113,7 @@ class Daemon:
         self._journal_dirty = False
         self._unconfirmed: set[int] = set()  # started runs whose pid the run log lacks
         self.config_error: str | None = None
+        self.version = RunningVersion("none", None, 0)  # which jobs file version runs
         self.jobs: JobsFile = JobsFile(self.jobs_path, ())
         self.selector: selectors.BaseSelector  # made in start(): --detach closes earlier fds
         self.notifier = notify.Notifier({})
@@ -140,7 +142,7 @@ class Daemon:
             raise DaemonError(str(e)) from None
         now = self.now()
         self._recover_lost(now)
-        self.jobs = self._load() or self.jobs
+        self.jobs = self._first_version(now)
         history = self._history()
         self.supervisor = Supervisor(self.jobs, now, history)
         self.log.set_daemon(DaemonState(
@@ -399,6 +401,41 @@ class Daemon:
         for warning in jobs.warnings:
             log.warning("%s", warning)
         return jobs
+
+    def _first_version(self, now: Now) -> JobsFile:
+        """The jobs to run at start-up: the file's, else the last good version stored in the
+        run log (a typo at a restart must not stop every job), else none."""
+        jobs = self._load()
+        if jobs is not None:
+            self._keep_version(jobs, now)
+            return jobs
+        good = self._write(self.log.good_jobs)
+        stored = None
+        if good is not None and good.path == self.jobs_path and good.system == self.system:
+            try:
+                stored = jobsfile.parse_bytes(good.source, self.jobs_path, system=self.system)
+            except jobsfile.JobsfileErrors as e:  # written by another version of cronsup
+                log.error("the last good version of %s stored in the run log no longer loads: %s",
+                          self.jobs_path, e.summary)
+        if stored is None:
+            log.error("running no jobs: %s has errors and the run log holds no good version of it",
+                      self.jobs_path)
+            self._set_version(RunningVersion("none", None, 0))
+            return JobsFile(self.jobs_path, ())
+        log.warning("running the last good version of %s, loaded %s and stored in the run log "
+                    "(%d jobs); the file's errors are above", self.jobs_path,
+                    iso(good.loaded_at), len(stored.jobs))
+        self._set_version(RunningVersion("run log", good.loaded_at, len(stored.jobs)))
+        return stored
+
+    def _keep_version(self, jobs: JobsFile, now: Now) -> None:
+        """Store a good version in the run log, for a restart that finds the file broken."""
+        self._write(self.log.set_good_jobs, GoodJobs(self.jobs_path, self.system, now.wall, jobs.source))
+        self._set_version(RunningVersion("file", now.wall, len(jobs.jobs)))
+
+    def _set_version(self, version: RunningVersion) -> None:
+        self.version = version
+        self._write(self.log.set_running_version, version)
 
     def _signals(self) -> None:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -776,7 +813,8 @@ class Daemon:
         if op == "reload":
             reloaded = self.reload(now)
             return {"ok": True, "reloaded": reloaded, "config_error": self.config_error,
-                    "jobs": len(self.jobs.jobs), "jobs_file": self.jobs_path}
+                    "jobs": len(self.jobs.jobs), "jobs_file": self.jobs_path,
+                    "running_from": self.version.origin}
         name = request["job"]
         if name not in self.supervisor.jobs:
             hint = suggest.did_you_mean(name, self.supervisor.jobs)
@@ -837,6 +875,7 @@ class Daemon:
             self.notifier.send(self._status_line())
             return False
         self.jobs = jobs
+        self._keep_version(jobs, now)
         self.supervisor.reload(jobs, now)
         self._jobs_dirty = True
         log.info("reloaded %s: %d jobs", self.jobs_path, len(jobs.jobs))

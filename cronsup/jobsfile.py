@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cronsup import names, options, suggest
@@ -137,7 +137,7 @@ def parse_bytes(data: bytes, path: str, system: bool = False) -> JobsFile:
         raise JobsfileErrors(errors) from None
     if errors:
         raise JobsfileErrors(errors)
-    return jobs
+    return replace(jobs, source=data)
 
 
 def parse(text: str, path: str = "<jobs>", system: bool = False) -> JobsFile:

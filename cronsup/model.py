@@ -163,6 +163,7 @@ class JobsFile:
     path: str
     jobs: tuple[JobSpec, ...]
     warnings: tuple[JobsfileWarning, ...] = ()  # in line order
+    source: bytes = field(default=b"", repr=False, compare=False)  # the bytes parsed
 
     def get(self, name: str) -> JobSpec | None:
         for job in self.jobs:

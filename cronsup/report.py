@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from cronsup import paths
 from cronsup.model import RunStatus
-from cronsup.runlog import JobRow, Run, RunLog, RunLogError, RunLogMissing, iso
+from cronsup.runlog import JobRow, Run, RunLog, RunLogError, RunLogMissing, RunningVersion, iso
 
 STATS_RUNS = 20  # success rate and median duration are over a job's last this many runs
 
@@ -83,14 +83,19 @@ class Status:
     stopped_at: float | None = None  # a stopped daemon's clean exit
     last_seen: float | None = None  # a stopped daemon's last heartbeat (it may have crashed)
     ever_ran: bool = False  # a daemon has written its state into this run log
+    version: RunningVersion | None = None  # what the running daemon runs (None: not known)
 
     def to_json(self) -> dict:
+        version = None if self.version is None else {
+            "loaded_at": iso(self.version.loaded_at), "jobs": self.version.jobs,
+            "from": self.version.origin}
         return {
             "daemon": {"running": self.running, "pid": self.pid, "started_at": iso(self.started_at),
                        "jobs_file": self.jobs_file, "config_error": self.config_error,
                        "db": self.db_path, "run_log_exists": self.has_log,
                        "stopped_at": None if self.running else iso(self.stopped_at),
-                       "last_seen": None if self.running else iso(self.last_seen)},
+                       "last_seen": None if self.running else iso(self.last_seen),
+                       "running_version": version},
             "jobs": [j.to_json() for j in self.jobs],
         }
 
@@ -138,7 +143,8 @@ def status(jobs_path: str, db_path: str, now: float) -> Status:
                         started_at=state.started_at if running and state else None,
                         stopped_at=state.stopped_at if state and not running else None,
                         last_seen=state.last_seen if state and not running else None,
-                        ever_ran=state is not None)
+                        ever_ran=state is not None,
+                        version=runlog.running_version() if running and state else None)
         if runlog is None:
             result.jobs = [_job(row, None, [], False, (None, None)) for row in rows]
             return result

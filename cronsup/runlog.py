@@ -13,6 +13,7 @@ not removed.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import sqlite3
@@ -218,6 +219,28 @@ class DaemonState:
 
 
 @dataclass(frozen=True, slots=True)
+class GoodJobs:
+    """The last jobs file the daemon loaded without errors, as the bytes it parsed: a restart
+    that finds the file broken runs this instead of nothing."""
+
+    path: str
+    system: bool
+    loaded_at: float
+    source: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RunningVersion:
+    """Which version of the jobs file the daemon runs. `origin`: "file" (loaded from the file
+    at `loaded_at`), "run log" (the file was bad at start-up: the GoodJobs stored here,
+    loaded from the file at `loaded_at`), "none" (bad at start-up and nothing stored)."""
+
+    origin: str
+    loaded_at: float | None
+    jobs: int
+
+
+@dataclass(frozen=True, slots=True)
 class JobRow:
     """One of the daemon's current jobs, as `status` shows it."""
 
@@ -305,6 +328,17 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+# kv keys
+_GOOD_JOBS = "good_jobs"
+_RUNNING_VERSION = "running_version"
+
+
+def _json_kv(value: str | None) -> Any:
+    try:
+        return json.loads(value) if value is not None else None
+    except ValueError:
+        return None
 
 _RUN_COLUMNS = (
     "r.id, r.job, r.trigger, r.attempt, r.scheduled_for, r.started_at, r.finished_at, "
@@ -746,6 +780,16 @@ class RunLog:
             else:
                 conn.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
 
+    def set_good_jobs(self, good: GoodJobs) -> None:
+        # surrogateescape and JSON's \\udcXX escapes keep any bytes exactly.
+        self.set_kv(_GOOD_JOBS, json.dumps({
+            "path": good.path, "system": good.system, "loaded_at": good.loaded_at,
+            "text": good.source.decode("utf-8", "surrogateescape")}))
+
+    def set_running_version(self, version: RunningVersion) -> None:
+        self.set_kv(_RUNNING_VERSION, json.dumps({
+            "origin": version.origin, "loaded_at": version.loaded_at, "jobs": version.jobs}))
+
     @_guarded
     def prune(self, *, max_runs_per_job: int, max_age_s: float, now: float) -> int:
         """Delete old finished runs and their output; returns how many runs were deleted.
@@ -837,6 +881,24 @@ class RunLog:
     def get_kv(self, key: str, default: str | None = None) -> str | None:
         row = self._conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
         return default if row is None else row[0]
+
+    def good_jobs(self) -> GoodJobs | None:
+        """The last good jobs file stored by set_good_jobs, or None."""
+        found = _json_kv(self.get_kv(_GOOD_JOBS))
+        try:
+            return GoodJobs(str(found["path"]), bool(found["system"]), float(found["loaded_at"]),
+                            str(found["text"]).encode("utf-8", "surrogateescape"))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def running_version(self) -> RunningVersion | None:
+        found = _json_kv(self.get_kv(_RUNNING_VERSION))
+        try:
+            loaded_at = found["loaded_at"]
+            return RunningVersion(str(found["origin"]), None if loaded_at is None else float(loaded_at),
+                                  int(found["jobs"]))
+        except (KeyError, TypeError, ValueError):
+            return None
 
     @_guarded
     def job_names(self) -> list[str]:

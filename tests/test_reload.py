@@ -3,6 +3,8 @@
 import os
 import signal
 
+import pytest
+
 from conftest import wait_until
 
 BASE = """\
@@ -99,3 +101,92 @@ def test_reload_command_reports_errors_and_exits_1(daemon):
     assert result.returncode == 1 and ":1: minute field" in result.stderr
     daemon.write(BASE)
     assert "reloaded: 1 job from" in daemon.cli("reload").stdout
+
+
+def running_version(daemon):
+    return daemon.status()["daemon"]["running_version"]
+
+
+def test_a_typo_at_a_restart_runs_the_last_good_version_stored_in_the_run_log(daemon):
+    daemon.write(BASE)
+    daemon.start()
+    loaded = running_version(daemon)
+    assert loaded["from"] == "file" and loaded["jobs"] == 1
+    daemon.finished("steady")
+    assert daemon.stop() == 0
+    daemon.write("[job.steady]\n@every 1s echo steady\n[job.typo]\n@evry 1s true\n")
+    daemon.start()
+    before = len(daemon.finished("steady"))
+    daemon.finished("steady", before + 1)  # the good version runs after the restart
+    data = daemon.status()
+    assert data["daemon"]["config_error"].startswith(f"{daemon.jobs}:4:")
+    assert data["daemon"]["running_version"] == {"loaded_at": loaded["loaded_at"], "jobs": 1,
+                                                 "from": "run log"}
+    assert [j["name"] for j in data["jobs"]] == ["steady"]
+    text = daemon.cli("status").stdout
+    assert "running    the last good version, loaded from the file " in text
+    assert "kept in the run log (1 job): the file had errors when the daemon started" in text
+    assert f"JOBS FILE ERROR (running the last good version): {daemon.jobs}:4:" in text
+    assert "running the last good version of" in daemon.output()
+    daemon.write("[job.steady]\n@every 1s echo steady\n[job.fixed]\n@every 1s true\n")
+    daemon.finished("fixed")  # the fixed file is reloaded and runs
+    data = daemon.status()
+    assert data["daemon"]["config_error"] is None
+    assert data["daemon"]["running_version"]["from"] == "file"
+    assert data["daemon"]["running_version"]["jobs"] == 2
+    assert "running    " not in daemon.cli("status").stdout
+
+
+def test_the_version_stored_is_the_one_that_loaded_last_so_a_second_restart_runs_the_newest(daemon):
+    daemon.write(BASE)
+    daemon.start()
+    daemon.write("[job.newer]\n@every 1s echo newer\n")
+    wait_until(lambda: names(daemon) == ["newer"], what="the reload")
+    daemon.write("[job.newer]\n@every 1s echo newer\n*/0 * * * * true\n")  # a bad reload stores nothing
+    wait_until(lambda: config_error(daemon), what="the config error")
+    assert daemon.stop() == 0
+    daemon.start()
+    daemon.finished("newer")
+    assert names(daemon) == ["newer"] and running_version(daemon)["from"] == "run log"
+
+
+def test_a_first_start_with_a_broken_file_and_nothing_stored_runs_no_jobs_and_says_so(daemon):
+    daemon.write("[job.steady]\n@every 1s echo steady\n*/0 * * * * true\n")
+    daemon.start()
+    data = daemon.status()
+    assert data["jobs"] == [] and data["daemon"]["config_error"].startswith(f"{daemon.jobs}:3:")
+    assert data["daemon"]["running_version"] == {"loaded_at": None, "jobs": 0, "from": "none"}
+    text = daemon.cli("status").stdout
+    assert "running    no jobs: the file had errors when the daemon started and the run log holds " \
+           "no good version of it" in text
+    assert f"JOBS FILE ERROR (no jobs run): {daemon.jobs}:3:" in text
+    result = daemon.cli("reload")
+    assert result.returncode == 1
+    assert "the daemon goes on running no jobs (no version of the file has loaded without errors" in result.stderr
+    daemon.write(BASE)
+    daemon.finished("steady")
+    assert running_version(daemon)["from"] == "file"
+
+
+def test_a_stored_version_of_another_jobs_file_is_not_run(daemon, tmp_path):
+    daemon.write(BASE)
+    daemon.start()
+    daemon.stop()
+    daemon.jobs = tmp_path / "other-jobs"
+    daemon.write("*/0 * * * * true\n")
+    daemon.start()
+    data = daemon.status()
+    assert data["jobs"] == [] and data["daemon"]["running_version"]["from"] == "none"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a root daemon refuses files others can write")
+def test_a_file_refused_at_a_restart_runs_the_last_good_version_too(daemon):
+    daemon.write(BASE)
+    daemon.start()
+    daemon.stop()
+    os.chmod(daemon.jobs, 0o666)
+    daemon.start()
+    daemon.finished("steady", len(daemon.finished("steady")) + 1)
+    data = daemon.status()
+    assert "refused: group- or other-writable" in data["daemon"]["config_error"]
+    assert data["daemon"]["running_version"]["from"] == "run log"

@@ -455,6 +455,20 @@ def test_daemon_state_jobs_pauses_and_keys_round_trip(log):
     assert log.get_kv("x") is None
 
 
+def test_the_last_good_jobs_file_is_kept_byte_for_byte_with_what_runs(log, db):
+    from cronsup.runlog import GoodJobs, RunningVersion
+
+    assert log.good_jobs() is None and log.running_version() is None
+    source = b"# Sicherung f\xfcr alle\n[job.a]\n@every 1s true\n\x00\r\n"  # not even UTF-8
+    log.set_good_jobs(GoodJobs("/etc/cronsup/jobs", True, T, source))
+    log.set_running_version(RunningVersion("run log", T, 1))
+    with RunLog.open(db, readonly=True) as reader:
+        assert reader.good_jobs() == GoodJobs("/etc/cronsup/jobs", True, T, source)
+        assert reader.running_version() == RunningVersion("run log", T, 1)
+    log.set_kv("good_jobs", "{not json")  # damaged: nothing, not an exception
+    assert log.good_jobs() is None
+
+
 def test_set_jobs_replaces_ten_thousand_rows_quickly(log):
     rows = [JobRow(f"job-{i}", "* * * * *", "true", "", T, True, i) for i in range(10_000)]
     started = time.perf_counter()
