@@ -67,6 +67,8 @@ def load_jobs(path: str, system: bool = False) -> JobsFile:
         for error in e.errors:
             click.echo(str(error), err=True)
         sys.exit(EXIT_INVALID)
+    except jobsfile.JobsfileRefused as e:
+        fail(str(e))
     except OSError as e:
         fail(f"cannot read the jobs file {path}: {e.strerror}")
     raise AssertionError("unreachable")
@@ -105,19 +107,19 @@ def check(files: tuple[str, ...], system: bool, jobs_path: str, db: str) -> None
     failed = False
     for path in files or (jobs_path,):
         try:
-            jf = jobsfile.load(path, system=system)
+            # As root, the daemon's own checks: what it would refuse, check refuses.
+            jf = jobsfile.load(path, system=system, as_root=os.geteuid() == 0)
         except jobsfile.JobsfileErrors as e:
             for error in e.errors:
                 click.echo(str(error), err=True)
             failed = True
             continue
-        except OSError as e:
-            click.echo(f"{path}: cannot read: {e.strerror}", err=True)
+        except jobsfile.JobsfileRefused as e:
+            click.echo(str(e), err=True)
             failed = True
             continue
-        problem = jobsfile.refusal(path)
-        if problem:
-            click.echo(problem, err=True)
+        except OSError as e:
+            click.echo(f"{path}: cannot read: {e.strerror}", err=True)
             failed = True
             continue
         _hint_system(path, jf, system)

@@ -30,3 +30,9 @@ def control_socket(db: str) -> str:
 def daemon_lock(db: str) -> str:
     """The file a daemon holds locked while it runs on this run log."""
     return os.path.abspath(db) + ".lock"
+
+
+def state_files(db: str) -> list[str]:
+    """Every file a daemon makes beside its run log: SQLite's own, the lock, the socket."""
+    base = os.path.abspath(db)
+    return [base, base + "-wal", base + "-shm", base + "-journal", daemon_lock(db), control_socket(db)]
