@@ -219,6 +219,18 @@ class _Parser:
                                "block header [job.NAME]")
             return
         name, value = parsed
+        if "=" in name:
+            self.error(number, f"environment variable name {excerpt(name)} cannot contain '='")
+            return
+        if len(f"{name}={value}".encode("utf-8", "surrogateescape")) > options.MAX_ARG:
+            self.error(number, f"{name}: too long: NAME=value is at most {options.MAX_ARG} bytes")
+            return
+        if name == "SHELL" and value:
+            try:
+                options.check_shell(value)
+            except ValueError as e:
+                self.error(number, f"SHELL: {e}")
+                return
         if name == "CRON_TZ" and value:
             try:
                 load_zone(value)
@@ -378,6 +390,10 @@ class _Parser:
         if mailto is None:
             mailto = env.get("MAILTO")
         command, stdin = split_percent(e.raw_command)
+        if len(command.encode("utf-8", "surrogateescape")) > options.MAX_ARG:
+            self.error(e.line, f"the command is too long to run: at most {options.MAX_ARG} bytes "
+                               "(put it in a script)")
+            return None
         is_after = isinstance(e.schedule, AfterJobs)
         after = opts.get("after", ())
         if is_after and not after:
