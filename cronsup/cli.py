@@ -416,13 +416,25 @@ def _clear_stale_pidfile(path: str) -> None:
     """Remove `path` if the pid in it is not a live cronsup; fail if it is one."""
     import psutil
 
+    import errno
+    import stat
+
     try:
-        with open(path) as f:
-            text = f.read().strip()
+        # Not through a symlink, not blocking on a FIFO, not more than a pid's worth: the
+        # pidfile may sit in a directory others can write (/run is not, /tmp is).
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return
     except OSError as e:
+        if e.errno == errno.ELOOP:
+            fail(f"the pidfile {path} is a symbolic link; cronsup does not follow it (remove it)")
         fail(f"cannot read the pidfile {path}: {e.strerror}")
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            fail(f"the pidfile {path} is not a regular file")
+        text = os.read(fd, 64).decode(errors="replace").strip()
+    finally:
+        os.close(fd)
     try:
         if text.isdigit() and "cronsup" in " ".join(psutil.Process(int(text)).cmdline()):
             fail(f"{path} names pid {text}, a running cronsup; stop it first, or give this one "
