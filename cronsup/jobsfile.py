@@ -94,10 +94,13 @@ def load(path: str, system: bool = False, *, as_root: bool = False) -> JobsFile:
     such as /tmp on the way is fine, as cron's spool is), and the file is not a symlink;
     the owner and mode checked are those of the file actually read.
     """
+    # The path checked is the path opened: ".." after a symlink means to the kernel what
+    # it does not mean to abspath, so the file is opened by its checked, absolute name.
+    absolute = os.path.abspath(path)
     try:
         if as_root:
-            trust.check_directory(os.path.dirname(os.path.abspath(path)), {0}, sticky_ok=True)
-        data = trust.read_file(path, {0} if as_root else None)
+            trust.check_directory(os.path.dirname(absolute), {0}, sticky_ok=True)
+        data = trust.read_file(absolute, {0} if as_root else None, shown=path)
     except trust.Untrusted as e:
         message = str(e)
         if not message.startswith(f"{path}:"):

@@ -82,13 +82,16 @@ def check_directory(directory: str, owners: Collection[int], *, sticky_ok: bool)
         raise Untrusted(f"cannot check the directory {directory}: {e.strerror or e}") from None
 
 
-def read_file(path: str, owners: Collection[int] | None, limit: int = MAX_FILE) -> bytes:
-    """The bytes of the regular file at `path`, read through one open.
+def read_file(path: str, owners: Collection[int] | None, limit: int = MAX_FILE,
+              shown: str | None = None) -> bytes:
+    """The bytes of the regular file at `path` (named `shown` in messages), read through one open.
 
     With `owners` (a root daemon): a final symlink is not followed, and the open file must
-    be owned by one of `owners` and not writable by group or others, else Untrusted. A
-    FIFO or device is refused without blocking on it. OSError when it cannot be opened.
+    be owned by one of `owners`, not writable by group or others and have one name, else
+    Untrusted. A FIFO or device is refused without blocking on it. OSError when it cannot
+    be opened.
     """
+    shown = path if shown is None else shown
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
     if owners is not None:
         flags |= os.O_NOFOLLOW
@@ -96,36 +99,40 @@ def read_file(path: str, owners: Collection[int] | None, limit: int = MAX_FILE) 
         fd = os.open(path, flags)
     except OSError as e:
         if owners is not None and e.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink
-            raise Untrusted(f"{path}: refused: it is a symbolic link; a root daemon does not "
+            raise Untrusted(f"{shown}: refused: it is a symbolic link; a root daemon does not "
                             "follow one to its jobs file (give the real path)") from None
         raise
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-            raise Untrusted(f"{path}: refused: it is {what}")
+            raise Untrusted(f"{shown}: refused: it is {what}")
         if owners is not None:
-            file_refusal(path, st, owners)
+            check_file(shown, st, owners)
         if st.st_size > limit:
-            raise Untrusted(f"{path}: refused: {st.st_size} bytes is too large for a jobs file "
+            raise Untrusted(f"{shown}: refused: {st.st_size} bytes is too large for a jobs file "
                             f"(at most {limit})")
         chunks, size = [], 0
         while chunk := os.read(fd, 1 << 16):
             chunks.append(chunk)
             size += len(chunk)
             if size > limit:
-                raise Untrusted(f"{path}: refused: too large for a jobs file (at most {limit} bytes)")
+                raise Untrusted(f"{shown}: refused: too large for a jobs file (at most {limit} bytes)")
         return b"".join(chunks)
     finally:
         os.close(fd)
 
 
-def file_refusal(path: str, st: os.stat_result, owners: Collection[int]) -> None:
-    """Raise Untrusted when the file `st` describes is not one of `owners`' own."""
+def check_file(path: str, st: os.stat_result, owners: Collection[int]) -> None:
+    """Raise Untrusted unless the open file `st` describes is one of `owners`' own, and only theirs."""
     if st.st_uid not in owners:
-        fix = f"chown root {path}" if 0 in owners else f"chown {_who(owners)} {path}"
         raise Untrusted(f"{path}: refused: owned by uid {st.st_uid}, not {_who(owners)}; a root "
-                        f"daemon runs only files root owns ({fix})")
+                        f"daemon runs only files root owns (chown root {path})")
     if st.st_mode & 0o022:
         raise Untrusted(f"{path}: refused: group- or other-writable (mode {st.st_mode & 0o777:o}); "
                         f"fix it with chmod go-w {path}")
+    if st.st_nlink != 1:
+        # Cron's rule too: a second name may be a link someone else made, elsewhere, to a
+        # root-owned file whose text they can influence (a log, say).
+        raise Untrusted(f"{path}: refused: it has {st.st_nlink} hard links; a root daemon reads "
+                        "only a file with one name (copy it instead of linking)")

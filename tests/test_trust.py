@@ -95,6 +95,30 @@ def test_as_root_the_owner_and_mode_of_the_file_are_checked(tmp_path, mode, owne
 
 
 @root_only
+def test_as_root_a_file_with_a_second_name_is_refused_as_cron_refuses_it(tmp_path):
+    path = tmp_path / "jobs"
+    path.write_text(GOOD)
+    os.link(path, tmp_path / "elsewhere")
+    with pytest.raises(JobsfileRefused, match="it has 2 hard links; a root daemon reads only a file "
+                                              "with one name"):
+        jobsfile.load(str(path), as_root=True)
+
+
+@root_only
+def test_as_root_the_path_opened_is_the_path_checked_even_with_dotdot_after_a_symlink(tmp_path):
+    # The kernel reads link/../jobs as the jobs file beside the link's target, abspath as
+    # the one beside the link: the one checked must be the one read.
+    (tmp_path / "safe").mkdir()
+    (tmp_path / "safe" / "jobs").write_text(GOOD)
+    (tmp_path / "open" / "sub").mkdir(parents=True)
+    (tmp_path / "open" / "jobs").write_text(EVIL)
+    (tmp_path / "open").chmod(0o777)
+    (tmp_path / "safe" / "link").symlink_to(tmp_path / "open" / "sub")
+    loaded = jobsfile.load(str(tmp_path / "safe" / "link" / ".." / "jobs"), as_root=True)
+    assert [j.command for j in loaded.jobs] == ["echo good"]
+
+
+@root_only
 @pytest.mark.parametrize("mode, owner, needle", [
     (0o777, 0, "is writable by other users (mode 777)"),
     (0o775, 0, "is writable by other users (mode 775)"),
