@@ -298,11 +298,21 @@ def daemon(system: bool, detach: bool, pidfile: str | None, log_file: str | None
 def _setup_logging(verbose: bool, log_file: str | None, syslog: bool = False) -> None:
     level = logging.DEBUG if verbose else logging.INFO
     if log_file:
+        import errno
         from logging.handlers import WatchedFileHandler
 
+        class NoFollow(WatchedFileHandler):
+            # The daemon, maybe root, creates this file: never through a symlink planted there.
+            def _open(self):
+                fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                             | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+                return os.fdopen(fd, self.mode, encoding=self.encoding, errors=self.errors)
+
         try:  # Watched: logrotate may move the file away; the next line reopens the path
-            handler: logging.Handler = WatchedFileHandler(os.path.abspath(log_file))
+            handler: logging.Handler = NoFollow(os.path.abspath(log_file))
         except OSError as e:
+            if e.errno == errno.ELOOP:
+                fail(f"the log file {log_file} is a symbolic link; cronsup does not follow it")
             fail(f"cannot open the log file {log_file}: {e.strerror}")
         handler.setFormatter(logging.Formatter("%(asctime)s cronsup[%(process)d]: %(levelname)s %(message)s"))
     elif syslog:

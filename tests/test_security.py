@@ -188,3 +188,25 @@ workdir = "{link}"
             assert output == b"public\n"
     assert "error" in statuses and "success" in statuses
     assert daemon.stop() == 0
+
+
+def test_a_symlink_planted_as_the_log_file_is_not_followed(daemon, tmp_path):
+    precious = tmp_path / "precious"
+    precious.write_text("root's own data\n")
+    log = tmp_path / "cronsup.log"
+    log.symlink_to(precious)
+    daemon.write("@every 1s true\n")
+    daemon.start("--log-file", str(log), wait=False)
+    assert daemon.proc.wait(15) == 1
+    assert f"the log file {log} is a symbolic link; cronsup does not follow it" in daemon.output()
+    assert precious.read_text() == "root's own data\n"
+
+
+def test_the_log_file_is_still_written_and_reopened_after_rotation(daemon, tmp_path):
+    log = tmp_path / "cronsup.log"
+    daemon.write("[job.tick]\n@every 1s true\n")
+    daemon.start("--log-file", str(log))
+    wait_until(lambda: log.exists() and "tick[" in log.read_text(), 10, what="a log line")
+    log.rename(tmp_path / "cronsup.log.1")  # as logrotate does
+    wait_until(lambda: log.exists() and "tick[" in log.read_text(), 10, what="a line in the new log")
+    assert daemon.stop() == 0
