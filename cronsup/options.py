@@ -76,8 +76,10 @@ def _count(value: Any) -> int:
 def _backoff(value: Any) -> float:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise ValueError(f"expected a number, got {_type_name(value)}")
-    if value < 1:
+    if not value >= 1:  # nan fails this too
         raise ValueError(f"must be 1 or more (1 keeps the delay constant), got {value}")
+    if value > 1000:
+        raise ValueError(f"must be at most 1000, got {value}")
     return float(value)
 
 

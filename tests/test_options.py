@@ -102,3 +102,36 @@ def test_a_daemon_given_a_nul_workdir_or_shell_keeps_running_its_last_good_jobs(
     count = len(daemon.finished("tick"))
     daemon.finished("tick", count + 2)  # the last good version goes on
     assert daemon.proc.poll() is None and daemon.stop() == 0
+
+
+@pytest.mark.parametrize("line, message", [
+    ("output_limit = inf", "output_limit: the size inf is out of range: at most 1 PiB"),
+    ("timeout = nan", "timeout: the duration nan is out of range: at most 100 years"),
+    ("jitter = inf", "jitter: the duration inf is out of range: at most 100 years"),
+    ("retry_delay = 1e300", "retry_delay: the duration 1e+300 is out of range: at most 100 years"),
+    ('kill_grace = "99999999999999999999d"', "kill_grace: the duration '99999999999999999999d' is out "
+                                             "of range: at most 100 years"),
+    ("retry_backoff = nan", "retry_backoff: must be 1 or more (1 keeps the delay constant), got nan"),
+    ("retry_backoff = inf", "retry_backoff: must be at most 1000, got inf"),
+])
+def test_a_number_toml_allows_but_no_clock_can_hold_is_an_error_not_a_traceback(line, message):
+    assert errors(f"[job.a]\n{line}\n@every 1s true\n") == [f"jobs:2: {message}"]
+
+
+def test_an_every_beyond_a_century_is_an_error():
+    assert errors("@every 99999999999999999999d true\n") == [
+        "jobs:1: @every: the duration '99999999999999999999d' is out of range: at most 100 years"]
+
+
+TOML_VALUES = ["inf", "-inf", "nan", "1e308", "-1e308", "9223372036854775807", "-9223372036854775808",
+               "0", "-1", "0.0", '""', '"\\u0000"', '"x"', "[]", "[inf]", "{}", "{ A = nan }", "true",
+               "1979-05-27T07:32:00Z", '"99999999999999999999d"', '"1e400"']
+
+
+@pytest.mark.parametrize("key", sorted(jobsfile.options.SPECS))
+@pytest.mark.parametrize("value", TOML_VALUES)
+def test_any_toml_value_of_any_option_is_accepted_or_an_error_never_a_traceback(key, value):
+    try:
+        jobsfile.parse(f"[job.a]\n{key} = {value}\n@every 1s true\n", "jobs")
+    except JobsfileErrors as e:
+        assert all(err.line == 2 for err in e.errors), e
