@@ -154,8 +154,17 @@ def _path(value: Any) -> str:
     return path
 
 
+def _no_control(path: str) -> None:
+    # Linux allows a newline in a file name; a jobs file that names one is a mistake, and
+    # every message naming the path is one line.
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        raise ValueError(f"{_cut(path)} contains a control character")
+
+
 def check_path_length(path: str) -> None:
-    """ValueError for a path the kernel would refuse as too long (ENAMETOOLONG)."""
+    """ValueError for a path the kernel would refuse as too long (ENAMETOOLONG), or one
+    with a control character in it."""
+    _no_control(path)
     if len(path.encode("utf-8", "surrogateescape")) > PATH_MAX:
         raise ValueError(f"{_cut(path)} is too long for a path (at most {PATH_MAX} bytes)")
     for part in path.split("/"):

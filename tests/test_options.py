@@ -135,3 +135,9 @@ def test_any_toml_value_of_any_option_is_accepted_or_an_error_never_a_traceback(
         jobsfile.parse(f"[job.a]\n{key} = {value}\n@every 1s true\n", "jobs")
     except JobsfileErrors as e:
         assert all(err.line == 2 for err in e.errors), e
+
+
+@pytest.mark.parametrize("key", ["workdir", "shell"])
+def test_a_control_character_in_a_path_is_an_error_so_every_reason_stays_one_line(key):
+    assert errors(f'[job.a]\n{key} = "/tmp/a\\nb"\n@every 1s true\n') == [
+        f"jobs:2: {key}: '/tmp/a\\nb' contains a control character"]

@@ -91,7 +91,7 @@ def jobs_files(draw, places: list[str]) -> str:
 def test_every_job_of_a_valid_file_starts_or_is_a_spawn_error(places):
     seen = {"parsed": 0, "started": 0, "refused": 0}
 
-    @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
     @given(jobs_files(places))
     def check(text: str) -> None:
         try:
