@@ -66,6 +66,8 @@ def load_jobs(path: str, system: bool = False) -> JobsFile:
         for error in e.errors:
             click.echo(str(error), err=True)
         sys.exit(EXIT_INVALID)
+    except jobsfile.JobsfileRefused as e:
+        fail(str(e))
     except OSError as e:
         fail(f"cannot read the jobs file {path}: {e.strerror}")
     raise AssertionError("unreachable")
@@ -109,19 +111,19 @@ def check(files: tuple[str, ...], system: bool, jobs_path: str, db: str) -> None
     failed = False
     for path in files or (jobs_path,):
         try:
-            jf = jobsfile.load(path, system=system)
+            # As root, the daemon's own checks: what it would refuse, check refuses.
+            jf = jobsfile.load(path, system=system, as_root=os.geteuid() == 0)
         except jobsfile.JobsfileErrors as e:
             for error in e.errors:
                 click.echo(str(error), err=True)
             failed = True
             continue
-        except OSError as e:
-            click.echo(f"{path}: cannot read: {e.strerror}", err=True)
+        except jobsfile.JobsfileRefused as e:
+            click.echo(str(e), err=True)
             failed = True
             continue
-        problem = jobsfile.refusal(path)
-        if problem:
-            click.echo(problem, err=True)
+        except OSError as e:
+            click.echo(f"{path}: cannot read: {e.strerror}", err=True)
             failed = True
             continue
         _hint_system(path, jf, system)
@@ -339,11 +341,21 @@ def daemon(system: bool, detach: bool, pidfile: str | None, log_file: str | None
 def _setup_logging(verbose: bool, log_file: str | None, syslog: bool = False) -> None:
     level = logging.DEBUG if verbose else logging.INFO
     if log_file:
+        import errno
         from logging.handlers import WatchedFileHandler
 
+        class NoFollow(WatchedFileHandler):
+            # The daemon, maybe root, creates this file: never through a symlink planted there.
+            def _open(self):
+                fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                             | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+                return os.fdopen(fd, self.mode, encoding=self.encoding, errors=self.errors)
+
         try:  # Watched: logrotate may move the file away; the next line reopens the path
-            handler: logging.Handler = WatchedFileHandler(os.path.abspath(log_file))
+            handler: logging.Handler = NoFollow(os.path.abspath(log_file))
         except OSError as e:
+            if e.errno == errno.ELOOP:
+                fail(f"the log file {log_file} is a symbolic link; cronsup does not follow it")
             fail(f"cannot open the log file {log_file}: {e.strerror}")
         handler.setFormatter(logging.Formatter("%(asctime)s cronsup[%(process)d]: %(levelname)s %(message)s"))
     elif syslog:
@@ -457,13 +469,25 @@ def _clear_stale_pidfile(path: str) -> None:
     """Remove `path` if the pid in it is not a live cronsup; fail if it is one."""
     import psutil
 
+    import errno
+    import stat
+
     try:
-        with open(path) as f:
-            text = f.read().strip()
+        # Not through a symlink, not blocking on a FIFO, not more than a pid's worth: the
+        # pidfile may sit in a directory others can write (/run is not, /tmp is).
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return
     except OSError as e:
+        if e.errno == errno.ELOOP:
+            fail(f"the pidfile {path} is a symbolic link; cronsup does not follow it (remove it)")
         fail(f"cannot read the pidfile {path}: {e.strerror}")
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            fail(f"the pidfile {path} is not a regular file")
+        text = os.read(fd, 64).decode(errors="replace").strip()
+    finally:
+        os.close(fd)
     try:
         if text.isdigit() and "cronsup" in " ".join(psutil.Process(int(text)).cmdline()):
             fail(f"{path} names pid {text}, a running cronsup; stop it first, or give this one "

@@ -14,6 +14,7 @@ import resource
 import selectors
 import signal
 import socket
+import stat
 import threading
 import time
 from collections import deque
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from cronsup import clock, control, jobsfile, mail, notify, paths, runner, suggest
+from cronsup import clock, control, jobsfile, mail, notify, paths, runner, suggest, trust
 from cronsup.model import JobsFile, JobSpec, Overlap, RunStatus, Trigger
 from cronsup.runlog import (DaemonState, GoodJobs, JobRow, NewRun, Run, RunLog, RunLogError,
                             RunningVersion, iso)
@@ -168,9 +169,37 @@ class Daemon:
         directory = os.path.dirname(self.db_path)
         try:
             os.makedirs(directory, mode=0o700, exist_ok=True)
-            fd = os.open(paths.daemon_lock(self.db_path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as e:
             raise DaemonError(f"cannot create {directory}: {e.strerror}") from None
+        # Everything the daemon creates lives here (lock, run log, -wal, -shm, socket): if
+        # another user could write it, they could plant a symlink under one of those names
+        # and have the daemon write through it, as root, wherever it points.
+        try:
+            trust.check_directory(directory, {0, os.geteuid()}, sticky_ok=False)
+        except trust.Untrusted as e:
+            raise DaemonError(f"refusing the state directory of {self.db_path}: {e}") from None
+        for path in paths.state_files(self.db_path):
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise DaemonError(f"cannot check {path}: {e.strerror}") from None
+            kind = stat.S_IFSOCK if path == paths.control_socket(self.db_path) else stat.S_IFREG
+            if stat.S_IFMT(st.st_mode) != kind or st.st_uid != os.geteuid():
+                what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else (
+                    f"owned by uid {st.st_uid}" if st.st_uid != os.geteuid() else "not a file the daemon made")
+                raise DaemonError(f"refusing {path}: it is {what}; cronsup follows no links and "
+                                  "writes only its own files in its state directory (remove it)")
+        lock = paths.daemon_lock(self.db_path)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise DaemonError(f"cannot open {lock}: {e.strerror}") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            os.close(fd)
+            raise DaemonError(f"refusing {lock}: not a regular file of the daemon's own user")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -385,22 +414,24 @@ class Daemon:
         """The jobs file if valid; otherwise None with config_error set (old version kept)."""
         self._loaded_signature = self._signature()
         try:
-            self.config_error = jobsfile.refusal(self.jobs_path)
-            if self.config_error is None:
-                jobs = jobsfile.load(self.jobs_path, system=self.system)
+            # Opened once; as root, the file read is the file checked (owner, mode, directory).
+            jobs = jobsfile.load(self.jobs_path, system=self.system, as_root=os.geteuid() == 0)
         except jobsfile.JobsfileErrors as e:
             self.config_error = e.summary
             for error in e.errors:
                 log.error("%s", error)
             return None
+        except jobsfile.JobsfileRefused as e:
+            self.config_error = str(e)
         except OSError as e:
             self.config_error = f"{self.jobs_path}: cannot read: {e.strerror}"
-        if self.config_error is not None:
-            log.error("%s", self.config_error)
-            return None
-        for warning in jobs.warnings:
-            log.warning("%s", warning)
-        return jobs
+        else:
+            self.config_error = None
+            for warning in jobs.warnings:
+                log.warning("%s", warning)
+            return jobs
+        log.error("%s", self.config_error)
+        return None
 
     def _first_version(self, now: Now) -> JobsFile:
         """The jobs to run at start-up: the file's, else the last good version stored in the

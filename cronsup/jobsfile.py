@@ -12,7 +12,7 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cronsup import names, options, suggest
+from cronsup import names, options, suggest, trust
 from cronsup.model import AfterJobs, Cron, JobsFile, JobsfileWarning, JobSpec, Schedule
 from cronsup.schedule import KEYWORDS, ScheduleError, load_zone, never_fires, parse_schedule
 
@@ -79,25 +79,32 @@ class _Entry:
     header_line: int | None
 
 
-def refusal(path: str) -> str | None:
-    """Why a root daemon refuses the file, as cron does: others could have written into it
-    what then runs as root. None when it is fine (or when we are not root)."""
-    if os.geteuid() != 0:
-        return None
-    st = os.stat(path)
-    if st.st_uid != 0:
-        return (f"{path}: refused: owned by uid {st.st_uid}, not root; a root daemon runs only "
-                f"files root owns (chown root {path})")
-    if st.st_mode & 0o022:
-        return (f"{path}: refused: group- or other-writable (mode {st.st_mode & 0o777:o}); "
-                f"fix it with chmod go-w {path}")
-    return None
+class JobsfileRefused(Exception):
+    """A root daemon will not run this file: others could have written into it, or it is
+    not a regular file. The message names the file and says how to fix it."""
 
 
-def load(path: str, system: bool = False) -> JobsFile:
-    """Read and validate the jobs file at `path`; raise JobsfileErrors, or OSError."""
-    with open(path, "rb") as f:
-        data = f.read()
+def load(path: str, system: bool = False, *, as_root: bool = False) -> JobsFile:
+    """Read and validate the jobs file at `path`; raise JobsfileErrors, JobsfileRefused or OSError.
+
+    The file is opened once and never blocks (a FIFO is refused). With `as_root` (a root
+    daemon, and `check` run by root), cron's rules apply: the file and every directory on
+    the way to it belong to root and are not group- or other-writable (a sticky directory
+    such as /tmp on the way is fine, as cron's spool is), and the file is not a symlink;
+    the owner and mode checked are those of the file actually read.
+    """
+    # The path checked is the path opened: ".." after a symlink means to the kernel what
+    # it does not mean to abspath, so the file is opened by its checked, absolute name.
+    absolute = os.path.abspath(path)
+    try:
+        if as_root:
+            trust.check_directory(os.path.dirname(absolute), {0}, sticky_ok=True)
+        data = trust.read_file(absolute, {0} if as_root else None, shown=path)
+    except trust.Untrusted as e:
+        message = str(e)
+        if not message.startswith(f"{path}:"):
+            message = f"{path}: refused: {message}"
+        raise JobsfileRefused(message) from None
     return parse_bytes(data, path, system=system)
 
 
@@ -219,6 +226,18 @@ class _Parser:
                                "block header [job.NAME]")
             return
         name, value = parsed
+        if "=" in name:
+            self.error(number, f"environment variable name {excerpt(name)} cannot contain '='")
+            return
+        if len(f"{name}={value}".encode("utf-8", "surrogateescape")) > options.MAX_ARG:
+            self.error(number, f"{name}: too long: NAME=value is at most {options.MAX_ARG} bytes")
+            return
+        if name == "SHELL" and value:
+            try:
+                options.check_shell(value)
+            except ValueError as e:
+                self.error(number, f"SHELL: {e}")
+                return
         if name == "CRON_TZ" and value:
             try:
                 load_zone(value)
@@ -376,6 +395,10 @@ class _Parser:
         if mailto is None:
             mailto = env.get("MAILTO")
         command, stdin = split_percent(e.raw_command)
+        if len(command.encode("utf-8", "surrogateescape")) > options.MAX_ARG:
+            self.error(e.line, f"the command is too long to run: at most {options.MAX_ARG} bytes "
+                               "(put it in a script)")
+            return None
         is_after = isinstance(e.schedule, AfterJobs)
         after = opts.get("after", ())
         if is_after and not after:

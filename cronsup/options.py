@@ -21,9 +21,21 @@ def _type_name(value: Any) -> str:
             list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
 
 
+# What exec can carry: a C string holds no NUL, and Linux takes one argument or one
+# environment string of at most MAX_ARG_STRLEN (32 pages) bytes, a path of PATH_MAX.
+MAX_ARG = 128 * 1024 - 1
+PATH_MAX = 4095
+NAME_MAX = 255
+LOGIN_NAME_MAX = 255
+
+
 def _string(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {_type_name(value)}")
+    if "\0" in value:
+        raise ValueError("a NUL character (\\u0000) cannot be passed to a program")
+    if len(value.encode("utf-8", "surrogateescape")) > MAX_ARG:
+        raise ValueError(f"too long: at most {MAX_ARG} bytes")
     return value
 
 
@@ -65,8 +77,10 @@ def _count(value: Any) -> int:
 def _backoff(value: Any) -> float:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise ValueError(f"expected a number, got {_type_name(value)}")
-    if value < 1:
+    if not value >= 1:  # nan fails this too
         raise ValueError(f"must be 1 or more (1 keeps the delay constant), got {value}")
+    if value > 1000:
+        raise ValueError(f"must be at most 1000, got {value}")
     return float(value)
 
 
@@ -113,21 +127,62 @@ def _env(value: Any) -> dict[str, str]:
             raise ValueError(f"{key}: expected a string, got {_type_name(item)}")
         if "\0" in item:
             raise ValueError(f"{key}: a value cannot contain a NUL character")
+        if len(f"{key}={item}".encode("utf-8", "surrogateescape")) > MAX_ARG:
+            raise ValueError(f"{key}: too long: KEY=value is at most {MAX_ARG} bytes")
+        # These two keep their cron meaning here too: the job's shell and zone.
+        try:
+            if key == "SHELL" and item:
+                check_shell(item)
+            if key == "CRON_TZ" and item:
+                load_zone(item)
+        except ValueError as e:
+            raise ValueError(f"{key}: {e}") from None
     return dict(value)
+
+
+def check_shell(path: str) -> None:
+    """ValueError unless `path` can name a shell: cron execs it without searching PATH."""
+    if not path.startswith("/"):
+        raise ValueError(f"{_cut(path)} must be an absolute path (the shell is run without "
+                         "searching PATH)")
+    check_path_length(path)
 
 
 def _path(value: Any) -> str:
     path = _string(value)
     if not path.startswith("/"):
-        raise ValueError(f"{path!r} must be an absolute path")
+        raise ValueError(f"{_cut(path)} must be an absolute path")
+    check_path_length(path)
     return path
+
+
+def _no_control(path: str) -> None:
+    # Linux allows a newline in a file name; a jobs file that names one is a mistake, and
+    # every message naming the path is one line.
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        raise ValueError(f"{_cut(path)} contains a control character")
+
+
+def check_path_length(path: str) -> None:
+    """ValueError for a path the kernel would refuse as too long (ENAMETOOLONG), or one
+    with a control character in it."""
+    _no_control(path)
+    if len(path.encode("utf-8", "surrogateescape")) > PATH_MAX:
+        raise ValueError(f"{_cut(path)} is too long for a path (at most {PATH_MAX} bytes)")
+    for part in path.split("/"):
+        if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX:
+            raise ValueError(f"{_cut(path)}: a part of a path is at most {NAME_MAX} bytes")
 
 
 def _user(value: Any) -> str:
     user = _string(value)
-    if not _USER.fullmatch(user):
-        raise ValueError(f"{user!r} is not a user name")
+    if not _USER.fullmatch(user) or len(user) > LOGIN_NAME_MAX:
+        raise ValueError(f"{_cut(user)} is not a user name")
     return user
+
+
+def _cut(text: str, limit: int = 40) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
 def _zone(value: Any) -> str:

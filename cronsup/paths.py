@@ -43,3 +43,9 @@ def store_mark(db: str) -> str:
     import hashlib
 
     return hashlib.sha256(os.path.realpath(db).encode()).hexdigest()[:16]
+
+
+def state_files(db: str) -> list[str]:
+    """Every file a daemon makes beside its run log: SQLite's own, the lock, the socket."""
+    base = os.path.abspath(db)
+    return [base, base + "-wal", base + "-shm", base + "-journal", daemon_lock(db), control_socket(db)]

@@ -22,7 +22,7 @@ def daemon_pid(db_path: str) -> int | None:
     """The pid of the daemon holding this run log's lock, or None when none runs."""
     lock = paths.daemon_lock(db_path)
     try:
-        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
     try:
@@ -197,6 +197,8 @@ def _rows_from_file(jobs_path: str, now: float, runlog: RunLog | None) -> tuple[
     except jobsfile.JobsfileErrors as e:
         error = e.summary
         return (runlog.jobs() if runlog else []), error
+    except jobsfile.JobsfileRefused as e:
+        return (runlog.jobs() if runlog else []), str(e)
     except OSError as e:
         return (runlog.jobs() if runlog else []), f"{jobs_path}: cannot read: {e.strerror}"
     return [JobRow(name=j.name, schedule=j.schedule.text, command=j.command, description=j.description,
@@ -232,7 +234,7 @@ def known_jobs(jobs_path: str, runlog: RunLog | None) -> list[str]:
     names: list[str] = []
     try:
         names += jobsfile.load(jobs_path).names
-    except (jobsfile.JobsfileErrors, OSError):
+    except (jobsfile.JobsfileErrors, jobsfile.JobsfileRefused, OSError):
         pass
     if runlog is not None:
         try:

@@ -486,7 +486,7 @@ class RunLog:
                 os.makedirs(parent, mode=0o700, exist_ok=True)
             # Create the file ourselves so it is 0600 from its first instant (SQLite gives
             # its -wal and -shm files the same mode).
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             os.close(fd)
         except OSError as exc:
             raise RunLogError(f"run log {path}: {exc.strerror or exc}") from exc
@@ -503,7 +503,7 @@ class RunLog:
                 path, corrupt.detail, moved,
             )
             try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
                 os.close(fd)
                 conn = cls._connect_writer(path, busy_timeout, synchronous)
             except OSError as exc:

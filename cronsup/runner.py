@@ -11,7 +11,6 @@ import os
 import pwd
 import resource
 import signal
-import stat
 import subprocess
 import time
 from collections.abc import Container, Iterable
@@ -164,47 +163,79 @@ def spawn(job: JobSpec, run_id: int, *, store: str = "",
     """Start `job.shell -c job.command` in a new session; raise SpawnError if it cannot.
 
     `store` marks the process as started from that run log (see find_marked); `nofile`,
-    the RLIMIT_NOFILE the job gets instead of the daemon's raised one.
+    the RLIMIT_NOFILE the job gets instead of the daemon's raised one. Nothing else
+    escapes: one job that cannot start must never stop the daemon's loop.
     """
+    try:
+        return _spawn(job, run_id, store, nofile)
+    except SpawnError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever it is, it is this one run's error
+        raise SpawnError(f"cannot start {_show(job.shell)}: {type(exc).__name__}: {exc}") from None
+
+
+def _spawn(job: JobSpec, run_id: int, store: str, nofile: tuple[int, int] | None) -> Child:
+    _check_strings(job)
     try:
         pw, switch = _resolve_user(job.user)
     except SpawnError as exc:
         raise _short_of_fds() or exc from None
-    cwd = _workdir(job, pw)
-    if switch and pw.pw_uid != 0:
-        _check_user_may_enter(cwd, pw, switch["extra_groups"])
     env = build_environment(job, pw)
     env[RUN_ID_VAR] = str(run_id)  # set last: the jobs file cannot change a job's marks
     env.pop(STORE_VAR, None)
     if store:
         env[STORE_VAR] = store
-    parent_ends: list[int] = []  # the child's ends of stdin and the pipe: closed here always
-    read_fd = None
+    parent_ends: list[int] = []  # the child's ends of stdin and the pipes: closed here always
+    read_fd = report_r = None
+    cwd, places = None, None
+    if switch:
+        # The child enters the directory after it has dropped root, as cron does: the
+        # kernel then checks the job's own user's right to enter it, ACLs included, and a
+        # path the daemon never resolved cannot be swapped under it.
+        places = (job.workdir,) if job.workdir is not None else (pw.pw_dir, "/")
+    else:
+        # cron runs a job in its user's home; nobody's home is /nonexistent, so fall back to /.
+        cwd = job.workdir if job.workdir is not None else (pw.pw_dir if os.path.isdir(pw.pw_dir) else "/")
     try:
         stdin = _stdin_fd(job.stdin)
         if stdin != subprocess.DEVNULL:
             parent_ends.append(stdin)
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         parent_ends.append(write_fd)
+        extra = {}
+        if places is not None:
+            report_r, report_w = os.pipe2(os.O_CLOEXEC)
+            parent_ends.append(report_w)
+            extra["preexec_fn"] = _enter(places, report_w)
         proc = subprocess.Popen(
             [job.shell, "-c", job.command],
             stdin=stdin, stdout=write_fd, stderr=write_fd,
             cwd=cwd, env=env, umask=0o022,
             close_fds=True, start_new_session=True, restore_signals=True,
-            **switch,
+            **switch, **extra,
         )
     except BaseException as exc:
         if read_fd is not None:
             os.close(read_fd)
+        entered = _entered(report_r)
         if isinstance(exc, OSError):
             raise SpawnError(_popen_reason(exc, job, cwd, bool(switch)),
                              transient=exc.errno in _TRANSIENT) from None
         if isinstance(exc, subprocess.SubprocessError):
+            if entered is not None and places is not None:
+                where = places[0] if len(places) == 1 else "/"
+                raise SpawnError(f"workdir {where}: {os.strerror(entered)} "
+                                 f"(as user {job.user!r})") from None
             raise SpawnError(f"cannot start {job.shell}: {exc}") from None
         raise
     finally:
         for fd in parent_ends:
             os.close(fd)
+        if report_r is not None:
+            try:
+                os.close(report_r)
+            except OSError:
+                pass
     _detach(proc)
     os.set_blocking(read_fd, False)
     if nofile is not None:
@@ -497,56 +528,54 @@ def _user_name(uid: int) -> str:
         return str(uid)
 
 
-def _workdir(job: JobSpec, pw: pwd.struct_passwd) -> str:
-    if job.workdir is not None:
-        # Checked here for a clear message; a directory the job's user may not enter is
-        # found by the child's chdir and reported from Popen's error.
-        try:
-            st = os.stat(job.workdir)
-        except OSError as exc:
-            raise SpawnError(f"workdir {job.workdir}: {exc.strerror}") from None
-        if not stat.S_ISDIR(st.st_mode):
-            raise SpawnError(f"workdir {job.workdir}: {os.strerror(errno.ENOTDIR)}")
-        return job.workdir
-    # cron runs a job in its user's home; nobody's home is /nonexistent, so fall back to /.
-    return pw.pw_dir if os.path.isdir(pw.pw_dir) else "/"
+def _enter(places: tuple[str, ...], report_fd: int):
+    """Popen's preexec_fn: in the child, after setgroups/setgid/setuid, chdir to the first
+    of `places` that works; else write errno to `report_fd` and fail the start.
 
-
-def _check_user_may_enter(path: str, pw: pwd.struct_passwd, groups: list[int]) -> None:
-    """Refuse a workdir the job's user could not enter itself.
-
-    Popen's child calls chdir() before it drops root, so without this check a job would
-    start inside a directory its user may not search: cron (which changes directory after
-    setuid) would fail such a job. Mode bits only: a directory with a POSIX ACL is given the
-    benefit of the doubt.
+    It runs between fork and exec, so it does nothing but system calls (no imports, no
+    logging, no locks another thread could have held).
     """
-    gids = set(groups) | {pw.pw_gid}
-    prefixes = set()
-    for each in (os.path.abspath(path), os.path.realpath(path)):
-        parts = each.split("/")
-        prefixes.update("/".join(parts[:i]) or "/" for i in range(1, len(parts) + 1))
-    for directory in sorted(prefixes):
-        try:
-            st = os.stat(directory)
-        except OSError:
-            continue  # a symlink's own path; its target is among the prefixes too
-        if st.st_uid == pw.pw_uid:
-            allowed = st.st_mode & stat.S_IXUSR
-        elif st.st_gid in gids:
-            allowed = st.st_mode & stat.S_IXGRP
-        else:
-            allowed = st.st_mode & stat.S_IXOTH
-        if not allowed and not _has_acl(directory):
-            raise SpawnError(f"workdir {path}: Permission denied "
-                             f"(user {pw.pw_name!r} may not enter {directory})")
+    def enter() -> None:
+        code = 0
+        for place in places:
+            try:
+                os.chdir(place)
+                return
+            except OSError as e:
+                code = e.errno or errno.EIO
+        os.write(report_fd, b"%d" % code)
+        raise OSError(code, "chdir")
+    return enter
 
 
-def _has_acl(path: str) -> bool:
+def _entered(report_r: int | None) -> int | None:
+    """The errno the child's chdir reported, if it reported one."""
+    if report_r is None:
+        return None
     try:
-        os.getxattr(path, "system.posix_acl_access")
+        os.set_blocking(report_r, False)
+        data = os.read(report_r, 32)
     except OSError:
-        return False
-    return True
+        return None
+    return int(data) if data.isdigit() else None
+
+
+def _check_strings(job: JobSpec) -> None:
+    """What exec cannot carry (a NUL, a '=' in a variable's name) is this run's error.
+
+    `check` refuses these already; a JobSpec made some other way must not crash the daemon.
+    """
+    for what, value in (("shell", job.shell), ("workdir", job.workdir or ""), ("the command", job.command),
+                        ("user", job.user or "")):
+        if "\0" in value:
+            raise SpawnError(f"{what} {_show(value)} contains a NUL character")
+    for key, value in job.environment:
+        if "\0" in key or "\0" in value or "=" in key or not key:
+            raise SpawnError(f"environment variable {_show(key)}: not a valid name or value")
+
+
+def _show(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
 def _stdin_fd(text: str | None) -> int:
@@ -565,14 +594,14 @@ def _stdin_fd(text: str | None) -> int:
     return fd
 
 
-def _popen_reason(exc: OSError, job: JobSpec, cwd: str, switched: bool) -> str:
+def _popen_reason(exc: OSError, job: JobSpec, cwd: str | None, switched: bool) -> str:
     """One line from Popen's OSError, naming what failed: the shell, the workdir, the user."""
     what = exc.strerror or str(exc)
-    if exc.filename == cwd:
-        # Python 3.11 reports every failure before exec (chdir, setgroups, setgid, setuid)
-        # as one of chdir(cwd), so with a user switch it may be either.
-        if switched:
-            return f"cannot start as user {job.user!r} in {cwd}: {what}"
+    if switched and exc.filename is None:
+        # Python reports a failure before exec (setgroups, setgid, setuid) with the cwd as
+        # its file name; a switching start passes no cwd (its chdir is in _enter).
+        return f"cannot start as user {job.user!r}: {what}"
+    if cwd is not None and exc.filename == cwd:
         return f"workdir {cwd}: {what}"
     if exc.filename is not None:
         return f"shell {job.shell}: {what}"

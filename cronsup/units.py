@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _DURATION_UNITS = {"w": 604800.0, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
@@ -13,12 +14,25 @@ _SIZE_UNITS = {
 }
 
 
+# Beyond any job's horizon, and well within what datetime and the run log can hold: TOML
+# allows inf and nan, and a 20-digit number of days, that would otherwise reach them.
+MAX_DURATION = 100 * 365.25 * 86400.0
+MAX_SIZE = 1 << 50  # 1 PiB
+
+
 def parse_duration(value: str | int | float) -> float:
     """Seconds in "90s", "5m", "1h30m", "2d", "250ms", "1.5h" or a plain number of seconds.
 
     >>> parse_duration("1h30m")
     5400.0
     """
+    seconds = _parse_duration(value)
+    if not math.isfinite(seconds) or seconds > MAX_DURATION:
+        raise ValueError(f"the duration {value!r} is out of range: at most 100 years")
+    return seconds
+
+
+def _parse_duration(value: str | int | float) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration such as \"90s\", \"5m\" or \"1h30m\", not a boolean")
     if isinstance(value, (int, float)):
@@ -52,11 +66,20 @@ def parse_size(value: str | int | float) -> int:
     >>> parse_size("64KiB")
     65536
     """
+    size = _parse_size(value)
+    if size > MAX_SIZE:
+        raise ValueError(f"the size {value!r} is out of range: at most 1 PiB")
+    return size
+
+
+def _parse_size(value: str | int | float) -> int:
     if isinstance(value, bool):
         raise ValueError("expected a size such as \"64KiB\" or \"1MiB\", not a boolean")
     if isinstance(value, (int, float)):
         if value < 0:
             raise ValueError(f"a size cannot be negative: {value}")
+        if not math.isfinite(value):
+            raise ValueError(f"the size {value!r} is out of range: at most 1 PiB")
         return int(value)
     m = _SIZE.fullmatch(value.strip())
     if not m:

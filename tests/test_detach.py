@@ -140,3 +140,13 @@ def test_pidfile_without_detach_is_a_usage_error(detached):
          "--jobs", str(detached.jobs), "--db", str(detached.db)],
         capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "--pidfile needs --detach" in result.stderr
+
+
+def test_a_symlink_planted_as_the_pidfile_is_not_followed(detached, tmp_path):
+    precious = tmp_path / "precious"
+    precious.write_text("root's own data\n")
+    detached.pidfile.symlink_to(precious)
+    result = detached.start("--pidfile", str(detached.pidfile), "--log-file", "daemon.log")
+    assert result.returncode == 1
+    assert f"the pidfile {detached.pidfile} is a symbolic link; cronsup does not follow it" in result.stderr
+    assert precious.read_text() == "root's own data\n"

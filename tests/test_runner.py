@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import wait_until
+from test_trust import open_tmp  # noqa: F401 - a fixture
 from cronsup import runner
 from cronsup.model import Every, JobSpec
 from cronsup.runner import Child, Exit, OutputBuffer, SpawnError
@@ -378,6 +379,95 @@ def test_a_workdir_nobody_may_not_enter_is_a_spawn_error(tmp_path):
     private.mkdir(mode=0o700)
     with pytest.raises(SpawnError, match="Permission denied"):
         runner.spawn(make_job("true", user="nobody", workdir=str(private)), run_id=1)
+
+
+@needs_root
+def test_a_nobody_job_enters_its_workdir_after_dropping_root_so_a_root_only_directory_stays_shut(open_tmp):
+    # Inside a 0700 root directory, a directory anyone may list: entering it as root and
+    # then dropping root would leave the job inside, reading what its user never could.
+    private = open_tmp / "private"
+    (private / "inner").mkdir(parents=True)
+    private.chmod(0o700)
+    (private / "inner").chmod(0o755)
+    (private / "inner" / "secret").write_text("the secret\n")
+    with pytest.raises(SpawnError) as caught:
+        runner.spawn(make_job("cat secret", user="nobody", workdir=str(private / "inner")), run_id=1)
+    assert caught.value.reason == f"workdir {private}/inner: Permission denied (as user 'nobody')"
+
+
+@needs_root
+def test_a_nobody_job_runs_in_a_workdir_it_may_enter(open_tmp):
+    public = open_tmp / "public"
+    public.mkdir()
+    assert run("pwd; id -u", user="nobody", workdir=str(public))[1] == f"{public}\n65534\n"
+
+
+@needs_root
+@pytest.mark.parametrize("make, reason", [
+    (lambda p: p.write_text(""), "Not a directory"),
+    (lambda p: None, "No such file or directory"),
+])
+def test_a_workdir_that_nobody_cannot_enter_for_any_reason_is_a_clear_spawn_error(open_tmp, make, reason):
+    path = open_tmp / "wd"
+    make(path)
+    with pytest.raises(SpawnError) as caught:
+        runner.spawn(make_job("true", user="nobody", workdir=str(path)), run_id=1)
+    assert caught.value.reason == f"workdir {path}: {reason} (as user 'nobody')"
+
+
+@pytest.mark.parametrize("options, needle", [
+    ({"workdir": "/tmp/\0x"}, "workdir '/tmp/\\x00x' contains a NUL character"),
+    ({"shell": "/bin/\0sh"}, "shell '/bin/\\x00sh' contains a NUL character"),
+    ({"environment": (("A=B", "1"),)}, "environment variable 'A=B': not a valid name or value"),
+    ({"environment": (("A", "x\0"),)}, "environment variable 'A': not a valid name or value"),
+    ({"user": "no\0body"}, "user 'no\\x00body' contains a NUL character"),
+    ({"shell": "relative-shell"}, "shell relative-shell: No such file or directory"),
+    ({"workdir": "/" + "x" * 5000}, "File name too long"),
+])
+def test_a_value_exec_cannot_carry_is_a_spawn_error_never_another_exception(options, needle):
+    # `check` refuses all of these; a JobSpec made any other way must not crash the daemon.
+    with pytest.raises(SpawnError) as caught:
+        runner.spawn(make_job("true", **options), run_id=1)
+    assert needle in caught.value.reason, caught.value.reason
+
+
+@pytest.mark.parametrize("user", [None, pytest.param("nobody", marks=needs_root)])
+def test_a_workdir_symlink_flipped_while_jobs_start_gives_only_runs_or_spawn_errors(open_tmp, user):
+    import threading
+
+    (open_tmp / "dir").mkdir()
+    (open_tmp / "file").write_text("")
+    link = open_tmp / "wd"
+    link.symlink_to(open_tmp / "dir")
+    done = threading.Event()
+
+    def flip() -> None:
+        i = 0
+        while not done.is_set():
+            new = open_tmp / "wd.new"
+            if new.is_symlink():
+                new.unlink()
+            new.symlink_to(open_tmp / ("dir", "file", "gone")[i % 3])
+            os.rename(new, link)
+            i += 1
+
+    flipper = threading.Thread(target=flip)
+    flipper.start()
+    outcomes = {"ran": 0, "error": 0}
+    try:
+        for _ in range(150):
+            try:
+                child = runner.spawn(make_job("true", user=user, workdir=str(link)), run_id=1)
+            except SpawnError as e:
+                assert e.reason.startswith(f"workdir {link}: "), e.reason
+                outcomes["error"] += 1
+            else:
+                assert run_to_end(child).exit_code == 0
+                outcomes["ran"] += 1
+    finally:
+        done.set()
+        flipper.join()
+    assert outcomes["ran"] and outcomes["error"], outcomes
 
 
 # --- output ---------------------------------------------------------------------------
