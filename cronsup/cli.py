@@ -257,6 +257,18 @@ def import_(crontabs: tuple[str, ...], system: bool, jobs_path: str, db: str) ->
         sys.exit(EXIT_INVALID)
 
 
+def _size_option(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    from cronsup.units import parse_size
+
+    try:
+        size = parse_size(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    if size < 1024 * 1024:
+        raise click.BadParameter(f"{value!r} is less than 1MiB, too little to keep a run's output")
+    return size
+
+
 @main.command()
 @click.option("--system", is_flag=True, help="Read the jobs file in the system format (a user field per line).")
 @click.option("--detach", is_flag=True, help="Run in the background (for systems without systemd).")
@@ -264,10 +276,13 @@ def import_(crontabs: tuple[str, ...], system: bool, jobs_path: str, db: str) ->
 @click.option("--log-file", metavar="PATH", help="Log here instead of standard error (with --detach: syslog).")
 @click.option("--keep-runs", default=1000, show_default=True, type=click.IntRange(1), help="Runs kept per job in the run log.")
 @click.option("--keep-days", default=90.0, show_default=True, type=click.FloatRange(min=0.01), help="Days of history kept in the run log.")
+@click.option("--keep-size", default="256MiB", show_default=True, metavar="SIZE", callback=_size_option,
+              help="Captured output kept in the run log (e.g. 64MiB, 2GiB): above it the oldest finished "
+                   "runs lose their output, never their row.")
 @click.option("-v", "--verbose", is_flag=True, help="Log debugging detail.")
 @common_options
 def daemon(system: bool, detach: bool, pidfile: str | None, log_file: str | None, keep_runs: int,
-           keep_days: float, verbose: bool, jobs_path: str, db: str) -> None:
+           keep_days: float, keep_size: int, verbose: bool, jobs_path: str, db: str) -> None:
     """Run the daemon: start jobs on time, supervise them, record every run.
 
     Runs in the foreground until SIGTERM or SIGINT (running jobs get SIGTERM and their
@@ -282,7 +297,8 @@ def daemon(system: bool, detach: bool, pidfile: str | None, log_file: str | None
 
     if pidfile and not detach:
         fail("--pidfile needs --detach (under systemd, leave both out)", EXIT_USAGE)
-    d = Daemon(jobs_path, db, system=system, keep_runs=keep_runs, keep_days=keep_days)
+    d = Daemon(jobs_path, db, system=system, keep_runs=keep_runs, keep_days=keep_days,
+               keep_size=keep_size)
     if detach:
         _detach(d, pidfile, log_file, verbose)
     else:

@@ -13,3 +13,7 @@ def now() -> Now:
 
 def wall() -> float:
     return time.time()
+
+
+def sleep(seconds: float) -> None:
+    time.sleep(seconds)

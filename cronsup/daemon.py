@@ -17,14 +17,15 @@ import signal
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import psutil
 
 from cronsup import clock, control, jobsfile, mail, notify, paths, runner
 from cronsup.model import JobsFile, JobSpec, Overlap, RunStatus, Trigger
-from cronsup.runlog import DaemonState, JobRow, NewRun, RunLog, RunLogError
+from cronsup.runlog import DaemonState, JobRow, NewRun, RunLog, RunLogError, iso
 from cronsup.supervisor import Action, History, Kill, Now, Record, Start, Supervisor
 
 log = logging.getLogger("cronsup")
@@ -38,6 +39,17 @@ WATCH_STEP_MS = 100
 WATCH_CHECK_MS = 30000  # and compare the file's stat after this long without events
 LOST_GRACE = 2.0  # a survivor of a crashed daemon gets this long after SIGTERM
 PRECISE_WAKE = 0.1  # a longer sleep ends early and is finished by a short one (see loop)
+# A write waits this long for another process's lock on the run log; then it is kept and
+# retried by the loop every WRITE_RETRY, so control requests and the watchdog never wait
+# in SQLite's busy handler.
+BUSY_TIMEOUT = 0.1
+WRITE_RETRY = 0.5
+STOP_FLUSH = 10.0  # at a clean stop, kept writes are tried this long before they are given up
+# Kept writes are bounded: past PENDING_OUTPUT bytes of output the oldest output is dropped
+# (its run's end is still written), past PENDING_MAX writes the oldest writes are.
+PENDING_MAX = 10_000
+PENDING_OUTPUT = 64 * 1024 * 1024
+CHECKPOINT_EVERY = 300.0  # empty the -wal file (SQLite's own checkpoints never shrink it)
 
 
 class DaemonError(Exception):
@@ -49,6 +61,50 @@ class _Flags:
     stop: int = 0  # the signal that asked to stop
     reload: bool = False
     child: bool = False
+
+
+@dataclass
+class _Pending:
+    """A run-log write the run log refused (locked, disk full), kept to be retried in order."""
+
+    method: Callable
+    args: tuple
+    kwargs: dict
+    key: tuple | None  # a newer write with the same key replaces this one
+    output: int  # bytes of output it carries
+
+
+def _pending_key(method: Callable, args: tuple, kwargs: dict) -> tuple | None:
+    """Writes of state that only the latest value matters for replace older ones."""
+    name = method.__name__
+    if name == "save_output":
+        return ("output", args[0])
+    if name == "set_jobs":
+        return ("jobs",)
+    if name == "update_daemon":
+        return ("daemon", *sorted(kwargs))
+    return None
+
+
+def _output_size(method: Callable, args: tuple, kwargs: dict) -> int:
+    if method.__name__ == "save_output":
+        return len(args[1])
+    output = kwargs.get("output") if method.__name__ == "finish_run" else None
+    return len(output[0]) if output else 0
+
+
+def _describe(entry: _Pending) -> str:
+    """A kept write as the admin reads it in the log when it is given up."""
+    name, args, kwargs = entry.method.__name__, entry.args, entry.kwargs
+    if name == "finish_run":
+        code = kwargs.get("exit_code")
+        return (f"the end of run {args[0]} ({args[1]}"
+                f"{'' if code is None else f', exit code {code}'}, {entry.output} bytes of output)")
+    if name == "insert_runs":
+        return "the rows of " + ", ".join(f"{r.job} at {iso(r.scheduled_for)} ({r.status})" for r in args[0])
+    if name == "save_output":
+        return f"the output so far of run {args[0]} ({entry.output} bytes)"
+    return f"{name} {args[:1] or ''}{kwargs or ''}"
 
 
 @dataclass
@@ -69,12 +125,12 @@ def boot_id() -> str:
 
 class Daemon:
     def __init__(self, jobs_path: str, db_path: str, *, system: bool = False,
-                 keep_runs: int = 1000, keep_days: float = 90.0,
+                 keep_runs: int = 1000, keep_days: float = 90.0, keep_size: int = 256 << 20,
                  now: Callable[[], Now] = clock.now):
         self.jobs_path = os.path.abspath(jobs_path)
         self.db_path = os.path.abspath(db_path)
         self.system = system
-        self.keep_runs, self.keep_days = keep_runs, keep_days
+        self.keep_runs, self.keep_days, self.keep_size = keep_runs, keep_days, keep_size
         self.now = now
         self.flags = _Flags()
         self.host = socket.gethostname()
@@ -91,6 +147,14 @@ class Daemon:
         self._watch_r = self._watch_w = -1
         self._watch_stop = threading.Event()
         self._last_heartbeat = self._last_prune = self._last_watchdog = 0.0
+        self._last_checkpoint = 0.0
+        self._pending: deque[_Pending] = deque()  # refused writes, oldest first
+        self._keyed: dict[tuple, _Pending] = {}
+        self._pending_output = 0
+        self._refused_since: float | None = None  # monotonic, while writes are kept
+        self._refusal: RunLogError | None = None
+        self._retry_at = 0.0
+        self._output_since_prune = 0  # bytes of final output written since the size was checked
         self._jobs_dirty = True  # rewrite the whole jobs table (start-up, reload)
         self._need_tick = True
         self._wake_at = 0.0
@@ -119,8 +183,11 @@ class Daemon:
         self._signals()
         self._watch()
         self.control = control.Server(paths.control_socket(self.db_path), self.selector, self._handle)
-        self.log.prune(max_runs_per_job=self.keep_runs, max_age_s=self.keep_days * 86400, now=now.wall)
+        self.log.prune(max_runs_per_job=self.keep_runs, max_age_s=self.keep_days * 86400, now=now.wall,
+                       max_output_bytes=self.keep_size)
+        self._checkpoint(now)
         self._last_prune = now.mono
+        self.log.set_busy_timeout(BUSY_TIMEOUT)  # from here on the loop retries, never SQLite
         log.info("cronsup %s: %d jobs from %s, run log %s", self.pid, len(self.jobs.jobs),
                  self.jobs_path, self.db_path)
         self.notifier.send("READY=1", self._status_line())
@@ -339,6 +406,8 @@ class Daemon:
                 timeout = min(timeout, OUTPUT_FLUSH)
             if self.notifier.watchdog_interval:
                 timeout = min(timeout, self.notifier.watchdog_interval)
+            if self._pending:
+                timeout = min(timeout, max(0.0, self._retry_at - self.now().mono))
             for key, _ in self.selector.select(timeout):
                 self._event(key.data)
 
@@ -355,6 +424,11 @@ class Daemon:
             data()
 
     def _housekeeping(self, now: Now) -> None:
+        if self.notifier.watchdog_interval and now.mono - self._last_watchdog >= self.notifier.watchdog_interval:
+            self._last_watchdog = now.mono
+            self.notifier.send("WATCHDOG=1")
+        if self._pending and now.mono >= self._retry_at:
+            self._retry_writes(now)
         for entry in self.running.values():
             if entry.child.output.changed and now.mono - entry.last_flush >= OUTPUT_FLUSH:
                 self._flush(entry, now)
@@ -362,6 +436,9 @@ class Daemon:
             self._jobs_dirty = False
             self.supervisor.changed.clear()
             self._write_jobs()
+        elif self.supervisor.changed and self._pending:
+            self.supervisor.changed.clear()
+            self._write_jobs()  # kept as one write that a newer one replaces
         elif self.supervisor.changed:
             names, self.supervisor.changed = self.supervisor.changed, set()
             self._write(self.log.update_next_runs, {n: self.supervisor.next_run(n) for n in names
@@ -370,21 +447,154 @@ class Daemon:
             self._last_heartbeat = now.mono
             self._write(self.log.update_daemon, last_seen=now.wall)
             self.notifier.send(self._status_line())
+        if self._pending:
+            return  # pruning and checkpoints wait until the kept writes are written
         if now.mono - self._last_prune >= PRUNE_EVERY:
             self._last_prune = now.mono
-            self._write(self.log.prune, max_runs_per_job=self.keep_runs,
-                        max_age_s=self.keep_days * 86400, now=now.wall)
-        if self.notifier.watchdog_interval and now.mono - self._last_watchdog >= self.notifier.watchdog_interval:
-            self._last_watchdog = now.mono
-            self.notifier.send("WATCHDOG=1")
+            self._output_since_prune = 0
+            self._try(self.log.prune, max_runs_per_job=self.keep_runs, max_age_s=self.keep_days * 86400,
+                      now=now.wall, max_output_bytes=self.keep_size)
+            self._checkpoint(now)
+        elif self._output_since_prune >= self.keep_size // 8:
+            # A chatty job can write far more than --keep-size in the hour between prunes.
+            self._output_since_prune = 0
+            if self._try(self.log.prune_output, self.keep_size):
+                self._checkpoint(now)
+        if now.mono - self._last_checkpoint >= CHECKPOINT_EVERY:
+            self._checkpoint(now)
+
+    # -- run-log writes ------------------------------------------------------------------
 
     def _write(self, method, *args, **kwargs):
-        """A run-log write whose failure (disk full) is logged, never fatal."""
+        """A run-log write; one the run log refuses (locked, disk full) is never forgotten.
+
+        It is kept in memory, in order after any earlier kept write, and retried from the
+        loop until it succeeds (see _retry_writes). Returns the method's result, or None if
+        the write was kept.
+        """
+        if not self._pending:
+            try:
+                result = method(*args, **kwargs)
+            except RunLogError as e:
+                self._refused(e)
+            else:
+                self._refused_since = self._refusal = None
+                if method.__name__ == "finish_run":
+                    self._output_since_prune += _output_size(method, args, kwargs)
+                return result
+        if method.__name__ == "update_next_runs":
+            self._jobs_dirty = True  # derived from the jobs: the whole table is written later
+            return None
+        self._keep(method, args, kwargs)
+        return None
+
+    def _try(self, method, *args, **kwargs):
+        """A read, or a write that the loop does again anyway (prune, checkpoint): None if refused."""
         try:
             return method(*args, **kwargs)
         except RunLogError as e:
             log.error("%s", e)
             return None
+
+    def _refused(self, e: RunLogError) -> None:
+        self._refusal = e
+        if self._refused_since is None:
+            self._refused_since = self.now().mono
+            self._retry_at = self._refused_since + WRITE_RETRY
+            log.error("%s; keeping run-log writes in memory and retrying every %gs", e, WRITE_RETRY)
+
+    def _keep(self, method, args: tuple, kwargs: dict) -> None:
+        key = _pending_key(method, args, kwargs)
+        if key is not None and (old := self._keyed.pop(key, None)) is not None:
+            self._pending.remove(old)
+            self._pending_output -= old.output
+        if method.__name__ == "finish_run" and (old := self._keyed.pop(("output", args[0]), None)):
+            self._pending.remove(old)  # the final output replaces what was flushed so far
+            self._pending_output -= old.output
+        entry = _Pending(method, args, dict(kwargs), key, _output_size(method, args, kwargs))
+        self._pending.append(entry)
+        self._pending_output += entry.output
+        if key is not None:
+            self._keyed[key] = entry
+        self._bound_pending()
+
+    def _bound_pending(self) -> None:
+        """Drop output before dropping a run's end, and the oldest first, loudly."""
+        for entry in list(self._pending):
+            if self._pending_output <= PENDING_OUTPUT:
+                break
+            if not entry.output:
+                continue
+            log.error("the run log has refused writes for too long: dropping %s", _describe(entry)
+                      if entry.method.__name__ == "save_output" else f"the output of {_describe(entry)}")
+            self._pending_output -= entry.output
+            if entry.method.__name__ == "save_output":
+                self._drop(entry)
+                continue
+            entry.output = 0
+            lost = len(entry.kwargs["output"][0])
+            entry.kwargs["output"] = (b"", False)
+            reason = entry.kwargs.get("reason")
+            entry.kwargs["reason"] = (f"{reason}; " if reason else "") + \
+                f"its output ({lost} bytes) was lost: the run log refused writes for too long"
+        while len(self._pending) > PENDING_MAX:
+            entry = next((e for e in self._pending if e.key is not None), self._pending[0])
+            log.error("the run log has refused writes for too long: dropping %s", _describe(entry))
+            self._pending_output -= entry.output
+            self._drop(entry)
+
+    def _drop(self, entry: _Pending) -> None:
+        self._pending.remove(entry)
+        if entry.key is not None and self._keyed.get(entry.key) is entry:
+            del self._keyed[entry.key]
+
+    def _retry_writes(self, now: Now) -> bool:
+        """Write the kept writes, oldest first, until one is refused; True when none is left."""
+        done = 0
+        while self._pending:
+            entry = self._pending[0]
+            try:
+                entry.method(*entry.args, **entry.kwargs)
+            except RunLogError as e:
+                self._refusal = e
+                self._retry_at = self.now().mono + WRITE_RETRY
+                return False
+            self._pending.popleft()
+            self._pending_output -= entry.output
+            self._output_since_prune += entry.output if entry.method.__name__ == "finish_run" else 0
+            if entry.key is not None and self._keyed.get(entry.key) is entry:
+                del self._keyed[entry.key]
+            done += 1
+        since = self._refused_since if self._refused_since is not None else now.mono
+        log.warning("the run log takes writes again: wrote %d kept writes, %.1fs after the first "
+                    "refusal", done, now.mono - since)
+        self._refused_since = self._refusal = None
+        self._checkpoint(now)  # the -wal file may have filled the disk: give the space back
+        return True
+
+    def _keep_missed(self, rows: list[NewRun], e: RunLogError, now: Now) -> None:
+        """Fires not started because their row could not be recorded get a `missed` row later."""
+        self._refused(e)
+        reason = f"not started: the run log refused its row at its time ({e})"
+        self._keep(self.log.insert_runs, ([replace(r, status=RunStatus.MISSED, reason=reason, started_at=None,
+                                                   finished_at=now.wall) for r in rows],),
+                   {"host": self.host, "boot_id": self.boot_id})
+
+    def _checkpoint(self, now: Now) -> None:
+        self._last_checkpoint = now.mono
+        self._try(self.log.checkpoint)
+
+    def _flush_at_stop(self) -> None:
+        """At a clean stop: try the kept writes for up to STOP_FLUSH, then say what is lost."""
+        if not self._pending:
+            return
+        deadline = self.now().mono + STOP_FLUSH
+        log.warning("stopping with %d run-log writes kept; trying them for up to %gs",
+                    len(self._pending), STOP_FLUSH)
+        while not self._retry_writes(self.now()) and self.now().mono < deadline:
+            clock.sleep(WRITE_RETRY)
+        for entry in self._pending:
+            log.error("lost at stop (%s): %s", self._refusal, _describe(entry))
 
     # -- actions -------------------------------------------------------------------------
 
@@ -423,6 +633,7 @@ class Daemon:
                       ", ".join(s.job.name for s in starts), e)
             for s in starts:
                 self.supervisor.not_started(s)
+            self._keep_missed(rows, e, now)
             return {}
         given: dict[int, int] = {}
         started, failed = [], []
@@ -521,12 +732,12 @@ class Daemon:
                 self._write(self.log.set_paused, name, op == "pause", now.wall)
                 self._need_tick = True
                 log.info("%s: %sd", name, op)
-            since = (self._write(self.log.paused) or {}).get(name) if op == "pause" else None
+            since = (self._try(self.log.paused) or {}).get(name) if op == "pause" else None
             return {"ok": True, "changed": was_paused != (op == "pause"), "paused_since": since,
                     "next_run": self.supervisor.next_run(name)}
         if self.supervisor.stopping:
             return {"ok": False, "kind": "stopping", "error": "the daemon is stopping"}
-        newest = self._write(self.log.runs, name, limit=1) or []
+        newest = self._try(self.log.runs, name, limit=1) or []
         after_id = newest[0].id if newest else 0
         actions = self.supervisor.run_now(name, now)
         ids = self.execute(actions, now)
@@ -540,7 +751,7 @@ class Daemon:
                 reason = action.reason if isinstance(action, Record) else None
                 if isinstance(action, Start) and run is None:
                     status = RunStatus.ERROR
-                    found = self._write(self.log.run, run_id)
+                    found = self._try(self.log.run, run_id)
                     reason = found.reason if found else None
                 return {"ok": True, "run_id": run_id, "status": str(status), "reason": reason,
                         "pid": run.child.pid if run else None, "after_id": after_id}
@@ -597,6 +808,9 @@ class Daemon:
             self.control.close()
         if hasattr(self, "log"):
             self._write(self.log.update_daemon, stopped_at=now.wall, last_seen=now.wall)
+            self._flush_at_stop()
+            if not self._pending:
+                self._try(self.log.checkpoint)
             self.log.close()
         signal.set_wakeup_fd(-1)
         for fd in (self._wake_r, self._wake_w, self._watch_r, self._watch_w):
