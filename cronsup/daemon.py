@@ -49,7 +49,9 @@ STOP_FLUSH = 10.0  # at a clean stop, kept writes are tried this long before the
 # (its run's end is still written), past PENDING_MAX writes the oldest writes are.
 PENDING_MAX = 10_000
 PENDING_OUTPUT = 64 * 1024 * 1024
-CHECKPOINT_EVERY = 300.0  # empty the -wal file (SQLite's own checkpoints never shrink it)
+# Empty the -wal file this often: SQLite's own checkpoints, every 1,000 pages, let it grow
+# to 4 MiB and never shrink it.
+CHECKPOINT_EVERY = 60.0
 
 
 class DaemonError(Exception):
@@ -558,6 +560,11 @@ class Daemon:
             except RunLogError as e:
                 self._refusal = e
                 self._retry_at = self.now().mono + WRITE_RETRY
+                if e.full:  # a checkpoint can give back the -wal file's space
+                    try:
+                        self.log.checkpoint()
+                    except RunLogError:
+                        pass
                 return False
             self._pending.popleft()
             self._pending_output -= entry.output
