@@ -364,3 +364,19 @@ def test_a_run_that_ended_while_the_run_log_was_locked_is_written_at_a_clean_sto
     assert (final.id, final.status, final.exit_code) == (run.id, "failed", 4)
     assert daemon.output_of(run.id) == b"bye\n"
     assert daemon.runs("slow")[0].status != "running"
+
+
+def test_keep_size_drops_the_oldest_output_and_logs_says_so(daemon):
+    daemon.write("[job.chatty]\n@every 1s yes x | head -c 300000\n")
+    daemon.start("--keep-size", "1MiB")
+    daemon.finished("chatty", count=5, timeout=20)
+    oldest = wait_until(lambda: [r for r in daemon.runs("chatty") if r.output_pruned], what="pruned output")[0]
+    with RunLog.open(str(daemon.db), readonly=True) as log:
+        # The bound, plus a run finished since the last prune and the running run's output.
+        assert log.output_bytes() <= (1 << 20) + 2 * 300_000
+    assert daemon.output_of(oldest.id) == b"" and oldest.status == "success"
+    assert len(daemon.output_of(daemon.finished("chatty", count=5)[-1].id)) == 300_000
+    shown = daemon.cli("logs", "chatty", "--run", str(oldest.id), check=True).stdout
+    assert "output pruned" in shown and "--keep-size" in shown
+    assert "output pruned" in daemon.cli("logs", "chatty", "--output", "-n", "50", check=True).stdout
+    assert daemon.stop() == 0
