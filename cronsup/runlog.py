@@ -843,15 +843,16 @@ class RunLog:
         run's output is never removed. Returns how many outputs were removed.
         """
         excess = self.output_bytes() - max_bytes
-        removed = 0
+        removed = after = 0
         while excess > 0:
             batch, size = [], 0
             for run_id, n in self._conn.execute(
                 "SELECT o.run_id, length(o.data) FROM outputs o JOIN runs r ON r.id = o.run_id "
-                "WHERE o.truncated != ? AND length(o.data) > 0 AND r.status != 'running' "
-                "ORDER BY o.run_id LIMIT 500",
-                (_OUTPUT_PRUNED,),
+                "WHERE o.run_id > ? AND o.truncated != ? AND length(o.data) > 0 "
+                "AND r.status != 'running' ORDER BY o.run_id LIMIT 500",
+                (after, _OUTPUT_PRUNED),
             ):
+                after = run_id
                 batch.append(run_id)
                 size += n
                 if size >= excess:

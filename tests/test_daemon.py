@@ -380,3 +380,42 @@ def test_keep_size_drops_the_oldest_output_and_logs_says_so(daemon):
     assert "output pruned" in shown and "--keep-size" in shown
     assert "output pruned" in daemon.cli("logs", "chatty", "--output", "-n", "50", check=True).stdout
     assert daemon.stop() == 0
+
+
+def test_kept_writes_are_bounded_dropping_output_before_a_runs_end(tmp_path, monkeypatch, caplog):
+    from cronsup import clock
+    from cronsup import daemon as daemon_module
+    from cronsup.model import RunStatus, Trigger
+    from cronsup.runlog import NewRun
+
+    monkeypatch.setattr(daemon_module, "PENDING_OUTPUT", 2000)
+    monkeypatch.setattr(daemon_module, "PENDING_MAX", 4)
+    d = daemon_module.Daemon(str(tmp_path / "jobs"), str(tmp_path / "runs.db"))
+    d.log = RunLog.open(str(tmp_path / "runs.db"))
+    ids = d.log.insert_runs([NewRun("j", Trigger.SCHEDULE, 1, 1000.0 + i, started_at=1000.0 + i)
+                             for i in range(9)], host="h", boot_id="b")
+    d.log.set_busy_timeout(0.05)
+    lock = _Lock(tmp_path / "runs.db")
+    finish = d.log.finish_run
+    for run_id in ids[:3]:
+        d._write(finish, run_id, RunStatus.FAILED, finished_at=2000.0, exit_code=3, output=(b"x" * 1000, False))
+    d._write(d.log.update_daemon, last_seen=2000.0)
+    d._write(d.log.update_daemon, last_seen=2001.0)  # replaces the one before
+    d._write(finish, ids[3], RunStatus.SUCCESS, finished_at=2000.0, exit_code=0)
+    assert len(d._pending) == 4 and d._pending_output == 2000  # the heartbeat went first
+    lock.release()
+    assert d._retry_writes(clock.now()) and not d._pending
+    first = d.log.run(ids[0])
+    assert (first.status, first.exit_code) == ("failed", 3) and d.log.output(ids[0]) == (b"", False)
+    assert "its output (1000 bytes) was lost" in first.reason
+    assert [d.log.output(i) for i in ids[1:3]] == [(b"x" * 1000, False)] * 2
+    assert d.log.run(ids[3]).status == "success"
+    # Past the count with nothing else to drop, the oldest end goes, and the log says so.
+    lock = _Lock(tmp_path / "runs.db")
+    for run_id in ids[4:]:
+        d._write(finish, run_id, RunStatus.SUCCESS, finished_at=2000.0, exit_code=0)
+    lock.release()
+    assert d._retry_writes(clock.now())
+    assert [d.log.run(i).status for i in ids[4:]] == ["running"] + ["success"] * 4
+    assert f"dropping the end of run {ids[4]}" in caplog.text
+    d.log.close()
