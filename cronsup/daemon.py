@@ -17,7 +17,6 @@ import signal
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -25,8 +24,9 @@ import psutil
 
 from cronsup import clock, control, jobsfile, mail, notify, paths, runner
 from cronsup.model import JobsFile, JobSpec, Overlap, RunStatus, Trigger
-from cronsup.runlog import DaemonState, JobRow, NewRun, RunLog, RunLogError, iso
+from cronsup.runlog import DaemonState, JobRow, NewRun, RunLog, RunLogError
 from cronsup.supervisor import Action, History, Kill, Now, Record, Start, Supervisor
+from cronsup.writequeue import WriteQueue, output_size
 
 log = logging.getLogger("cronsup")
 
@@ -40,15 +40,10 @@ WATCH_CHECK_MS = 30000  # and compare the file's stat after this long without ev
 LOST_GRACE = 2.0  # a survivor of a crashed daemon gets this long after SIGTERM
 PRECISE_WAKE = 0.1  # a longer sleep ends early and is finished by a short one (see loop)
 # A write waits this long for another process's lock on the run log; then it is kept and
-# retried by the loop every WRITE_RETRY, so control requests and the watchdog never wait
-# in SQLite's busy handler.
+# retried by the loop (writequeue), so control requests and the watchdog never wait in
+# SQLite's busy handler.
 BUSY_TIMEOUT = 0.1
-WRITE_RETRY = 0.5
 STOP_FLUSH = 10.0  # at a clean stop, kept writes are tried this long before they are given up
-# Kept writes are bounded: past PENDING_OUTPUT bytes of output the oldest output is dropped
-# (its run's end is still written), past PENDING_MAX writes the oldest writes are.
-PENDING_MAX = 10_000
-PENDING_OUTPUT = 64 * 1024 * 1024
 # Empty the -wal file this often: SQLite's own checkpoints, every 1,000 pages, let it grow
 # to 4 MiB and never shrink it.
 CHECKPOINT_EVERY = 60.0
@@ -63,50 +58,6 @@ class _Flags:
     stop: int = 0  # the signal that asked to stop
     reload: bool = False
     child: bool = False
-
-
-@dataclass
-class _Pending:
-    """A run-log write the run log refused (locked, disk full), kept to be retried in order."""
-
-    method: Callable
-    args: tuple
-    kwargs: dict
-    key: tuple | None  # a newer write with the same key replaces this one
-    output: int  # bytes of output it carries
-
-
-def _pending_key(method: Callable, args: tuple, kwargs: dict) -> tuple | None:
-    """Writes of state that only the latest value matters for replace older ones."""
-    name = method.__name__
-    if name == "save_output":
-        return ("output", args[0])
-    if name == "set_jobs":
-        return ("jobs",)
-    if name == "update_daemon":
-        return ("daemon", *sorted(kwargs))
-    return None
-
-
-def _output_size(method: Callable, args: tuple, kwargs: dict) -> int:
-    if method.__name__ == "save_output":
-        return len(args[1])
-    output = kwargs.get("output") if method.__name__ == "finish_run" else None
-    return len(output[0]) if output else 0
-
-
-def _describe(entry: _Pending) -> str:
-    """A kept write as the admin reads it in the log when it is given up."""
-    name, args, kwargs = entry.method.__name__, entry.args, entry.kwargs
-    if name == "finish_run":
-        code = kwargs.get("exit_code")
-        return (f"the end of run {args[0]} ({args[1]}"
-                f"{'' if code is None else f', exit code {code}'}, {entry.output} bytes of output)")
-    if name == "insert_runs":
-        return "the rows of " + ", ".join(f"{r.job} at {iso(r.scheduled_for)} ({r.status})" for r in args[0])
-    if name == "save_output":
-        return f"the output so far of run {args[0]} ({entry.output} bytes)"
-    return f"{name} {args[:1] or ''}{kwargs or ''}"
 
 
 @dataclass
@@ -150,12 +101,7 @@ class Daemon:
         self._watch_stop = threading.Event()
         self._last_heartbeat = self._last_prune = self._last_watchdog = 0.0
         self._last_checkpoint = 0.0
-        self._pending: deque[_Pending] = deque()  # refused writes, oldest first
-        self._keyed: dict[tuple, _Pending] = {}
-        self._pending_output = 0
-        self._refused_since: float | None = None  # monotonic, while writes are kept
-        self._refusal: RunLogError | None = None
-        self._retry_at = 0.0
+        self.writes = WriteQueue(lambda: self.now().mono)
         self._output_since_prune = 0  # bytes of final output written since the size was checked
         self._jobs_dirty = True  # rewrite the whole jobs table (start-up, reload)
         self._need_tick = True
@@ -408,8 +354,8 @@ class Daemon:
                 timeout = min(timeout, OUTPUT_FLUSH)
             if self.notifier.watchdog_interval:
                 timeout = min(timeout, self.notifier.watchdog_interval)
-            if self._pending:
-                timeout = min(timeout, max(0.0, self._retry_at - self.now().mono))
+            if self.writes:
+                timeout = min(timeout, max(0.0, self.writes.retry_at - self.now().mono))
             for key, _ in self.selector.select(timeout):
                 self._event(key.data)
 
@@ -429,7 +375,7 @@ class Daemon:
         if self.notifier.watchdog_interval and now.mono - self._last_watchdog >= self.notifier.watchdog_interval:
             self._last_watchdog = now.mono
             self.notifier.send("WATCHDOG=1")
-        if self._pending and now.mono >= self._retry_at:
+        if self.writes.due(now.mono):
             self._retry_writes(now)
         for entry in self.running.values():
             if entry.child.output.changed and now.mono - entry.last_flush >= OUTPUT_FLUSH:
@@ -438,7 +384,7 @@ class Daemon:
             self._jobs_dirty = False
             self.supervisor.changed.clear()
             self._write_jobs()
-        elif self.supervisor.changed and self._pending:
+        elif self.supervisor.changed and self.writes:
             self.supervisor.changed.clear()
             self._write_jobs()  # kept as one write that a newer one replaces
         elif self.supervisor.changed:
@@ -449,7 +395,7 @@ class Daemon:
             self._last_heartbeat = now.mono
             self._write(self.log.update_daemon, last_seen=now.wall)
             self.notifier.send(self._status_line())
-        if self._pending:
+        if self.writes:
             return  # pruning and checkpoints wait until the kept writes are written
         if now.mono - self._last_prune >= PRUNE_EVERY:
             self._last_prune = now.mono
@@ -465,127 +411,40 @@ class Daemon:
         if now.mono - self._last_checkpoint >= CHECKPOINT_EVERY:
             self._checkpoint(now)
 
-    # -- run-log writes ------------------------------------------------------------------
-
     def _write(self, method, *args, **kwargs):
-        """A run-log write; one the run log refuses (locked, disk full) is never forgotten.
-
-        It is kept in memory, in order after any earlier kept write, and retried from the
-        loop until it succeeds (see _retry_writes). Returns the method's result, or None if
-        the write was kept.
-        """
-        if not self._pending:
-            try:
-                result = method(*args, **kwargs)
-            except RunLogError as e:
-                self._refused(e)
-            else:
-                self._refused_since = self._refusal = None
-                if method.__name__ == "finish_run":
-                    self._output_since_prune += _output_size(method, args, kwargs)
-                return result
-        if method.__name__ == "update_next_runs":
-            self._jobs_dirty = True  # derived from the jobs: the whole table is written later
-            return None
-        self._keep(method, args, kwargs)
-        return None
+        """A run-log write; one the run log refuses (locked, disk full) is kept and retried
+        in order until it succeeds (see writequeue). The method's result, or None if kept."""
+        if method.__name__ == "finish_run":
+            self._output_since_prune += output_size(method, args, kwargs)
+        return self.writes.write(method, *args, **kwargs)
 
     def _try(self, method, *args, **kwargs):
-        """A read, or a write that the loop does again anyway (prune, checkpoint): None if refused."""
+        """A read, or a write the loop does again anyway (prune, checkpoint): None if refused."""
         try:
             return method(*args, **kwargs)
         except RunLogError as e:
             log.error("%s", e)
             return None
 
-    def _refused(self, e: RunLogError) -> None:
-        self._refusal = e
-        if self._refused_since is None:
-            self._refused_since = self.now().mono
-            self._retry_at = self._refused_since + WRITE_RETRY
-            log.error("%s; keeping run-log writes in memory and retrying every %gs", e, WRITE_RETRY)
-
-    def _keep(self, method, args: tuple, kwargs: dict) -> None:
-        key = _pending_key(method, args, kwargs)
-        if key is not None and (old := self._keyed.pop(key, None)) is not None:
-            self._pending.remove(old)
-            self._pending_output -= old.output
-        if method.__name__ == "finish_run" and (old := self._keyed.pop(("output", args[0]), None)):
-            self._pending.remove(old)  # the final output replaces what was flushed so far
-            self._pending_output -= old.output
-        entry = _Pending(method, args, dict(kwargs), key, _output_size(method, args, kwargs))
-        self._pending.append(entry)
-        self._pending_output += entry.output
-        if key is not None:
-            self._keyed[key] = entry
-        self._bound_pending()
-
-    def _bound_pending(self) -> None:
-        """Drop output before dropping a run's end, and the oldest first, loudly."""
-        for entry in list(self._pending):
-            if self._pending_output <= PENDING_OUTPUT:
-                break
-            if not entry.output:
-                continue
-            log.error("the run log has refused writes for too long: dropping %s", _describe(entry)
-                      if entry.method.__name__ == "save_output" else f"the output of {_describe(entry)}")
-            self._pending_output -= entry.output
-            if entry.method.__name__ == "save_output":
-                self._drop(entry)
-                continue
-            entry.output = 0
-            lost = len(entry.kwargs["output"][0])
-            entry.kwargs["output"] = (b"", False)
-            reason = entry.kwargs.get("reason")
-            entry.kwargs["reason"] = (f"{reason}; " if reason else "") + \
-                f"its output ({lost} bytes) was lost: the run log refused writes for too long"
-        while len(self._pending) > PENDING_MAX:
-            entry = next((e for e in self._pending if e.key is not None), self._pending[0])
-            log.error("the run log has refused writes for too long: dropping %s", _describe(entry))
-            self._pending_output -= entry.output
-            self._drop(entry)
-
-    def _drop(self, entry: _Pending) -> None:
-        self._pending.remove(entry)
-        if entry.key is not None and self._keyed.get(entry.key) is entry:
-            del self._keyed[entry.key]
-
     def _retry_writes(self, now: Now) -> bool:
-        """Write the kept writes, oldest first, until one is refused; True when none is left."""
-        done = 0
-        while self._pending:
-            entry = self._pending[0]
-            try:
-                entry.method(*entry.args, **entry.kwargs)
-            except RunLogError as e:
-                self._refusal = e
-                self._retry_at = self.now().mono + WRITE_RETRY
-                if e.full:  # a checkpoint can give back the -wal file's space
-                    try:
-                        self.log.checkpoint()
-                    except RunLogError:
-                        pass
-                return False
-            self._pending.popleft()
-            self._pending_output -= entry.output
-            self._output_since_prune += entry.output if entry.method.__name__ == "finish_run" else 0
-            if entry.key is not None and self._keyed.get(entry.key) is entry:
-                del self._keyed[entry.key]
-            done += 1
-        since = self._refused_since if self._refused_since is not None else now.mono
-        log.warning("the run log takes writes again: wrote %d kept writes, %.1fs after the first "
-                    "refusal", done, now.mono - since)
-        self._refused_since = self._refusal = None
-        self._checkpoint(now)  # the -wal file may have filled the disk: give the space back
-        return True
+        """Try the kept writes; True when none is left."""
+        if self.writes.retry() is not None:
+            self._checkpoint(now)  # the -wal file may have filled the disk: give the space back
+            return True
+        if self.writes.refusal is not None and self.writes.refusal.full:
+            try:  # a checkpoint can give back the -wal file's space
+                self.log.checkpoint()
+            except RunLogError:
+                pass
+        return False
 
     def _keep_missed(self, rows: list[NewRun], e: RunLogError, now: Now) -> None:
         """Fires not started because their row could not be recorded get a `missed` row later."""
-        self._refused(e)
+        self.writes.refused(e)
         reason = f"not started: the run log refused its row at its time ({e})"
-        self._keep(self.log.insert_runs, ([replace(r, status=RunStatus.MISSED, reason=reason, started_at=None,
-                                                   finished_at=now.wall) for r in rows],),
-                   {"host": self.host, "boot_id": self.boot_id})
+        self.writes.keep(self.log.insert_runs, [replace(r, status=RunStatus.MISSED, reason=reason,
+                                                        started_at=None, finished_at=now.wall) for r in rows],
+                         host=self.host, boot_id=self.boot_id)
 
     def _checkpoint(self, now: Now) -> None:
         self._last_checkpoint = now.mono
@@ -593,15 +452,14 @@ class Daemon:
 
     def _flush_at_stop(self) -> None:
         """At a clean stop: try the kept writes for up to STOP_FLUSH, then say what is lost."""
-        if not self._pending:
+        if not self.writes:
             return
         deadline = self.now().mono + STOP_FLUSH
         log.warning("stopping with %d run-log writes kept; trying them for up to %gs",
-                    len(self._pending), STOP_FLUSH)
+                    len(self.writes), STOP_FLUSH)
         while not self._retry_writes(self.now()) and self.now().mono < deadline:
-            clock.sleep(WRITE_RETRY)
-        for entry in self._pending:
-            log.error("lost at stop (%s): %s", self._refusal, _describe(entry))
+            clock.sleep(self.writes.retry_every)
+        self.writes.lost()
 
     # -- actions -------------------------------------------------------------------------
 
@@ -816,7 +674,7 @@ class Daemon:
         if hasattr(self, "log"):
             self._write(self.log.update_daemon, stopped_at=now.wall, last_seen=now.wall)
             self._flush_at_stop()
-            if not self._pending:
+            if not self.writes:
                 self._try(self.log.checkpoint)
             self.log.close()
         signal.set_wakeup_fd(-1)
