@@ -169,7 +169,8 @@ class Run:
         return self.finished_at - self.started_at
 
     def to_json(self, output: bytes | None = None, truncated: bool | None = None) -> dict:
-        """The RUN object of SPEC section 2; with `output`, also "output" and "output_truncated"."""
+        """The RUN object of SPEC section 2; with `output`, also "output" and "output_truncated"
+        (and "output_pruned": true when --keep-size removed the output)."""
         duration = self.duration_s
         data: dict[str, Any] = {
             "id": self.id,
@@ -851,7 +852,7 @@ class RunLog:
                 "WHERE o.run_id > ? AND o.truncated != ? AND length(o.data) > 0 "
                 "AND r.status != 'running' ORDER BY o.run_id LIMIT 500",
                 (after, _OUTPUT_PRUNED),
-            ):
+            ).fetchall():
                 after = run_id
                 batch.append(run_id)
                 size += n
