@@ -298,6 +298,18 @@ def import_(crontabs: tuple[str, ...], system: bool, jobs_path: str, db: str) ->
         sys.exit(EXIT_INVALID)
 
 
+def _size_option(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    from cronsup.units import parse_size
+
+    try:
+        size = parse_size(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    if size < 1024 * 1024:
+        raise click.BadParameter(f"{value!r} is less than 1MiB, too little to keep a run's output")
+    return size
+
+
 @main.command()
 @click.option("--system", is_flag=True, help="Read the jobs file in the system format (a user field per line).")
 @click.option("--detach", is_flag=True, help="Run in the background (for systems without systemd).")
@@ -306,10 +318,13 @@ def import_(crontabs: tuple[str, ...], system: bool, jobs_path: str, db: str) ->
 @click.option("--keep-runs", default=1000, show_default=True, type=click.IntRange(1), help="Runs kept per job in the run log.")
 @click.option("--keep-days", default=90.0, show_default=True, type=click.FloatRange(min=0.01), help="Days of history kept in the run log.")
 @click.option("--sendmail", metavar="PATH", envvar="CRONSUP_SENDMAIL", help="The program that mails output (env CRONSUP_SENDMAIL; default: /usr/sbin/sendmail, /usr/lib/sendmail, then PATH).")
+@click.option("--keep-size", default="256MiB", show_default=True, metavar="SIZE", callback=_size_option,
+              help="Captured output kept in the run log (e.g. 64MiB, 2GiB): above it the oldest finished "
+                   "runs lose their output, never their row.")
 @click.option("-v", "--verbose", is_flag=True, help="Log debugging detail.")
 @common_options
 def daemon(system: bool, detach: bool, pidfile: str | None, log_file: str | None, keep_runs: int,
-           keep_days: float, sendmail: str | None, verbose: bool, jobs_path: str, db: str) -> None:
+           keep_days: float, keep_size: int, sendmail: str | None, verbose: bool, jobs_path: str, db: str) -> None:
     """Run the daemon: start jobs on time, supervise them, record every run.
 
     Runs in the foreground until SIGTERM or SIGINT (running jobs get SIGTERM and their
@@ -327,7 +342,7 @@ def daemon(system: bool, detach: bool, pidfile: str | None, log_file: str | None
     if sendmail:
         sendmail = os.path.abspath(sendmail)  # the daemon runs in / once detached
     d = Daemon(jobs_path, db, system=system, keep_runs=keep_runs, keep_days=keep_days,
-               sendmail=sendmail)
+               keep_size=keep_size, sendmail=sendmail)
     if detach:
         _detach(d, pidfile, log_file, verbose)
     else:

@@ -22,3 +22,7 @@ def now() -> Now:
 
 def wall() -> float:
     return time.time() + _OFFSET
+
+
+def sleep(seconds: float) -> None:
+    time.sleep(seconds)

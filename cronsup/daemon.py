@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import psutil
 
@@ -28,6 +28,7 @@ from cronsup.model import JobsFile, JobSpec, Overlap, RunStatus, Trigger
 from cronsup.runlog import (DaemonState, GoodJobs, JobRow, NewRun, Run, RunLog, RunLogError,
                             RunningVersion, iso)
 from cronsup.supervisor import Action, History, Kill, Now, Record, Start, Supervisor
+from cronsup.writequeue import WriteQueue, output_size
 
 log = logging.getLogger("cronsup")
 
@@ -46,6 +47,14 @@ SPAWN_RETRY = 0.2
 SPAWN_RETRY_FOR = 60.0
 LINGER_CHECK = 0.2  # stopping: how often to look whether what TERM'd runs left has gone
 NOT_STARTED = "not started: the daemon stopped before starting it"
+# A write waits this long for another process's lock on the run log; then it is kept and
+# retried by the loop (writequeue), so control requests and the watchdog never wait in
+# SQLite's busy handler.
+BUSY_TIMEOUT = 0.1
+STOP_FLUSH = 10.0  # at a clean stop, kept writes are tried this long before they are given up
+# Empty the -wal file this often: SQLite's own checkpoints, every 1,000 pages, let it grow
+# to 4 MiB and never shrink it.
+CHECKPOINT_EVERY = 60.0
 
 
 class DaemonError(Exception):
@@ -86,12 +95,13 @@ def boot_id() -> str:
 
 class Daemon:
     def __init__(self, jobs_path: str, db_path: str, *, system: bool = False,
-                 keep_runs: int = 1000, keep_days: float = 90.0, sendmail: str | None = None,
+                 keep_runs: int = 1000, keep_days: float = 90.0, keep_size: int = 256 << 20,
+                 sendmail: str | None = None,
                  now: Callable[[], Now] = clock.now):
         self.jobs_path = os.path.abspath(jobs_path)
         self.db_path = os.path.abspath(db_path)
         self.system = system
-        self.keep_runs, self.keep_days = keep_runs, keep_days
+        self.keep_runs, self.keep_days, self.keep_size = keep_runs, keep_days, keep_size
         self.sendmail = sendmail  # None: look in the usual places (mail.find_sendmail)
         self.now = now
         self.flags = _Flags()
@@ -123,6 +133,9 @@ class Daemon:
         self._watch_r = self._watch_w = -1
         self._watch_stop = threading.Event()
         self._last_heartbeat = self._last_prune = self._last_watchdog = 0.0
+        self._last_checkpoint = 0.0
+        self.writes = WriteQueue(lambda: self.now().mono)
+        self._output_since_prune = 0  # bytes of final output written since the size was checked
         self._jobs_dirty = True  # rewrite the whole jobs table (start-up, reload)
         self._need_tick = True
         self._wake_at = 0.0
@@ -153,8 +166,11 @@ class Daemon:
         self._signals()
         self._watch()
         self.control = control.Server(paths.control_socket(self.db_path), self.selector, self._handle)
-        self.log.prune(max_runs_per_job=self.keep_runs, max_age_s=self.keep_days * 86400, now=now.wall)
+        self.log.prune(max_runs_per_job=self.keep_runs, max_age_s=self.keep_days * 86400, now=now.wall,
+                       max_output_bytes=self.keep_size)
+        self._checkpoint(now)
         self._last_prune = now.mono
+        self.log.set_busy_timeout(BUSY_TIMEOUT)  # from here on the loop retries, never SQLite
         log.info("cronsup %s: %d jobs from %s, run log %s", self.pid, len(self.jobs.jobs),
                  self.jobs_path, self.db_path)
         self.notifier.send("READY=1", self._status_line())
@@ -590,6 +606,8 @@ class Daemon:
                 timeout = min(timeout, LINGER_CHECK)
             if self.notifier.watchdog_interval:
                 timeout = min(timeout, self.notifier.watchdog_interval)
+            if self.writes:
+                timeout = min(timeout, max(0.0, self.writes.retry_at - self.now().mono))
             for key, _ in self.selector.select(timeout):
                 self._event(key.data)
 
@@ -625,6 +643,11 @@ class Daemon:
             data()
 
     def _housekeeping(self, now: Now) -> None:
+        if self.notifier.watchdog_interval and now.mono - self._last_watchdog >= self.notifier.watchdog_interval:
+            self._last_watchdog = now.mono
+            self.notifier.send("WATCHDOG=1")
+        if self.writes.due(now.mono):
+            self._retry_writes(now)
         for entry in self.running.values():
             if entry.child.output.changed and now.mono - entry.last_flush >= OUTPUT_FLUSH:
                 self._flush(entry, now)
@@ -632,6 +655,9 @@ class Daemon:
             self._jobs_dirty = False
             self.supervisor.changed.clear()
             self._write_jobs()
+        elif self.supervisor.changed and self.writes:
+            self.supervisor.changed.clear()
+            self._write_jobs()  # kept as one write that a newer one replaces
         elif self.supervisor.changed:
             names, self.supervisor.changed = self.supervisor.changed, set()
             names = [n for n in names if n in self.supervisor.jobs]
@@ -641,21 +667,71 @@ class Daemon:
             self._last_heartbeat = now.mono
             self._write(self.log.update_daemon, last_seen=now.wall)
             self.notifier.send(self._status_line())
+        if self.writes:
+            return  # pruning and checkpoints wait until the kept writes are written
         if now.mono - self._last_prune >= PRUNE_EVERY:
             self._last_prune = now.mono
-            self._write(self.log.prune, max_runs_per_job=self.keep_runs,
-                        max_age_s=self.keep_days * 86400, now=now.wall)
-        if self.notifier.watchdog_interval and now.mono - self._last_watchdog >= self.notifier.watchdog_interval:
-            self._last_watchdog = now.mono
-            self.notifier.send("WATCHDOG=1")
+            self._output_since_prune = 0
+            self._try(self.log.prune, max_runs_per_job=self.keep_runs, max_age_s=self.keep_days * 86400,
+                      now=now.wall, max_output_bytes=self.keep_size)
+            self._checkpoint(now)
+        elif self._output_since_prune >= self.keep_size // 8:
+            # A chatty job can write far more than --keep-size in the hour between prunes.
+            self._output_since_prune = 0
+            if self._try(self.log.prune_output, self.keep_size):
+                self._checkpoint(now)
+        if now.mono - self._last_checkpoint >= CHECKPOINT_EVERY:
+            self._checkpoint(now)
 
     def _write(self, method, *args, **kwargs):
-        """A run-log write whose failure (disk full) is logged, never fatal."""
+        """A run-log write; one the run log refuses (locked, disk full) is kept and retried
+        in order until it succeeds (see writequeue). The method's result, or None if kept."""
+        if method.__name__ == "finish_run":
+            self._output_since_prune += output_size(method, args, kwargs)
+        return self.writes.write(method, *args, **kwargs)
+
+    def _try(self, method, *args, **kwargs):
+        """A read, or a write the loop does again anyway (prune, checkpoint): None if refused."""
         try:
             return method(*args, **kwargs)
         except RunLogError as e:
             log.error("%s", e)
             return None
+
+    def _retry_writes(self, now: Now) -> bool:
+        """Try the kept writes; True when none is left."""
+        if self.writes.retry() is not None:
+            self._checkpoint(now)  # the -wal file may have filled the disk: give the space back
+            return True
+        if self.writes.refusal is not None and self.writes.refusal.full:
+            try:  # a checkpoint can give back the -wal file's space
+                self.log.checkpoint()
+            except RunLogError:
+                pass
+        return False
+
+    def _keep_missed(self, rows: list[NewRun], e: RunLogError, now: Now) -> None:
+        """Fires not started because their row could not be recorded get a `missed` row later."""
+        self.writes.refused(e)
+        reason = f"not started: the run log refused its row at its time ({e})"
+        self.writes.keep(self.log.insert_runs, [replace(r, status=RunStatus.MISSED, reason=reason,
+                                                        started_at=None, finished_at=now.wall) for r in rows],
+                         host=self.host, boot_id=self.boot_id)
+
+    def _checkpoint(self, now: Now) -> None:
+        self._last_checkpoint = now.mono
+        self._try(self.log.checkpoint)
+
+    def _flush_at_stop(self) -> None:
+        """At a clean stop: try the kept writes for up to STOP_FLUSH, then say what is lost."""
+        if not self.writes:
+            return
+        deadline = self.now().mono + STOP_FLUSH
+        log.warning("stopping with %d run-log writes kept; trying them for up to %gs",
+                    len(self.writes), STOP_FLUSH)
+        while not self._retry_writes(self.now()) and self.now().mono < deadline:
+            clock.sleep(self.writes.retry_every)
+        self.writes.lost()
 
     # -- actions -------------------------------------------------------------------------
 
@@ -716,6 +792,7 @@ class Daemon:
                       ", ".join(s.job.name for s in starts), e)
             for s in starts:
                 self.supervisor.not_started(s)
+            self._keep_missed(rows, e, now)
             return {}
         given: dict[int, int] = {}
         for start, run_id in zip(starts, ids):
@@ -861,12 +938,12 @@ class Daemon:
                 self._write(self.log.set_paused, name, op == "pause", now.wall)
                 self._need_tick = True
                 log.info("%s: %sd", name, op)
-            since = (self._write(self.log.paused) or {}).get(name) if op == "pause" else None
+            since = (self._try(self.log.paused) or {}).get(name) if op == "pause" else None
             return {"ok": True, "changed": was_paused != (op == "pause"), "paused_since": since,
                     "next_run": self.supervisor.next_run(name)}
         if self.supervisor.stopping:
             return {"ok": False, "kind": "stopping", "error": "the daemon is stopping"}
-        newest = self._write(self.log.runs, name, limit=1) or []
+        newest = self._try(self.log.runs, name, limit=1) or []
         after_id = newest[0].id if newest else 0
         actions = self.supervisor.run_now(name, now)
         ids = self.execute(actions, now)
@@ -881,7 +958,7 @@ class Daemon:
                 waiting = any(p.run_id == run_id for p in self.pending)  # for a free fd
                 if isinstance(action, Start) and run is None and not waiting:
                     status = RunStatus.ERROR
-                    found = self._write(self.log.run, run_id)
+                    found = self._try(self.log.run, run_id)
                     reason = found.reason if found else None
                 return {"ok": True, "run_id": run_id, "status": str(status), "reason": reason,
                         "pid": run.child.pid if run else None, "after_id": after_id}
@@ -941,6 +1018,9 @@ class Daemon:
             self.control.close()
         if hasattr(self, "log"):
             self._write(self.log.update_daemon, stopped_at=now.wall, last_seen=now.wall)
+            self._flush_at_stop()
+            if not self.writes:
+                self._try(self.log.checkpoint)
             self.log.close()
         signal.set_wakeup_fd(-1)
         for fd in (self._wake_r, self._wake_w, self._watch_r, self._watch_w):

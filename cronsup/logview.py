@@ -14,6 +14,7 @@ from cronsup.model import RunStatus
 from cronsup.runlog import FAILED_STATUSES, Run, RunLog, iso
 
 FOLLOW_POLL = 0.5  # seconds between looks at the run log; each look is its own short read
+PRUNED = "(output pruned: the oldest output goes first to keep the run log under the daemon's --keep-size)"
 
 
 class NoSuchRun(Exception):
@@ -119,6 +120,9 @@ class LogView:
 
     def _print_output(self, run: Run) -> None:
         data, truncated = self._output(run)
+        if run.output_pruned:
+            self.echo(click.style(PRUNED, dim=True) if self.colour else PRUNED)
+            return
         if not data and run.started_at is not None:
             self.echo(click.style("(no output)", dim=True) if self.colour else "(no output)")
         if data:
@@ -160,7 +164,7 @@ class LogView:
         for name, value in fields:
             if value:
                 self.echo(f"{name + ':':<15}{value}")
-        size = "(none)" if not data else _size(len(data)) + (
+        size = PRUNED if run.output_pruned else "(none)" if not data else _size(len(data)) + (
             ", truncated by output_limit to its first and last halves" if truncated else "")
         self.echo(f"{'output:':<15}{size}")
         if data:

@@ -62,6 +62,14 @@ _SQLITE_NOTADB = 26
 # file of hundreds of megabytes behind for good.
 _JOURNAL_SIZE_LIMIT = 32 * 1024 * 1024
 
+# outputs.truncated: 0 whole, 1 cut to its first and last halves by output_limit, 2 removed
+# (data empty) to keep the run log's output under the daemon's --keep-size.
+_OUTPUT_PRUNED = 2
+
+# Pruning by age counts from the earlier of `now` and the newest run's time plus this: a
+# wall clock that jumped ahead (100 days, for a minute) must not make all history look old.
+PRUNE_CLOCK_MARGIN = 3600.0
+
 
 # -- errors -------------------------------------------------------------------------------------
 
@@ -153,6 +161,7 @@ class Run:
     cpu_s: float | None
     max_rss: int | None  # bytes
     output_truncated: bool | None  # None: no output was saved
+    output_pruned: bool = False  # removed to keep the run log under --keep-size
 
     @property
     def duration_s(self) -> float | None:
@@ -161,7 +170,8 @@ class Run:
         return self.finished_at - self.started_at
 
     def to_json(self, output: bytes | None = None, truncated: bool | None = None) -> dict:
-        """The RUN object of SPEC section 2; with `output`, also "output" and "output_truncated"."""
+        """The RUN object of SPEC section 2; with `output`, also "output" and "output_truncated"
+        (and "output_pruned": true when --keep-size removed the output)."""
         duration = self.duration_s
         data: dict[str, Any] = {
             "id": self.id,
@@ -186,6 +196,8 @@ class Run:
             if truncated is None:
                 truncated = bool(self.output_truncated)
             data["output_truncated"] = truncated
+            if self.output_pruned:
+                data["output_pruned"] = True
         return data
 
 
@@ -374,7 +386,9 @@ def _run_from_row(row: Sequence[Any]) -> Run:
         scheduled_for=scheduled_for, started_at=started_at, finished_at=finished_at,
         status=RunStatus(status), exit_code=exit_code, signal=signal, pid=pid,
         pid_start=pid_start, host=host, boot_id=boot_id, reason=reason, cpu_s=cpu_s,
-        max_rss=max_rss, output_truncated=None if truncated is None else bool(truncated),
+        max_rss=max_rss,
+        output_truncated=None if truncated is None else truncated == 1,
+        output_pruned=truncated == _OUTPUT_PRUNED,
     )
 
 
@@ -558,6 +572,29 @@ class RunLog:
 
     def close(self) -> None:
         self._conn.close()
+
+    def set_busy_timeout(self, seconds: float) -> None:
+        """How long a write waits for another process's lock before failing with "locked".
+
+        The daemon keeps this short and retries from its loop, which must never sleep in
+        SQLite's busy handler while control requests and the watchdog wait.
+        """
+        self._conn.execute(f"PRAGMA busy_timeout={max(0, int(seconds * 1000))}")
+
+    @_guarded
+    def checkpoint(self) -> bool:
+        """Copy the -wal file into the database and empty it; True if it was emptied.
+
+        TRUNCATE when no reader holds an old snapshot (it waits the busy timeout for them),
+        else PASSIVE: what readers allow is copied, and the file is reused from its start
+        later instead of growing.
+        """
+        if self.readonly:
+            return False
+        busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return not busy
 
     def __enter__(self) -> RunLog:
         return self
@@ -791,21 +828,30 @@ class RunLog:
             "origin": version.origin, "loaded_at": version.loaded_at, "jobs": version.jobs}))
 
     @_guarded
-    def prune(self, *, max_runs_per_job: int, max_age_s: float, now: float) -> int:
+    def prune(self, *, max_runs_per_job: int, max_age_s: float, now: float,
+              max_output_bytes: int | None = None) -> int:
         """Delete old finished runs and their output; returns how many runs were deleted.
 
         Per job, keeps the newest `max_runs_per_job` runs (by id) and drops finished runs
-        whose scheduled time (and start, if any) is older than `now - max_age_s`. Never
-        deletes a running run, nor a job's newest run or its latest schedule/catchup run: the
-        latter is what `last_scheduled` and catch-up count from after a restart.
+        whose scheduled time (and start, if any) is older than `max_age_s` before the
+        earlier of `now` and the newest run's time plus PRUNE_CLOCK_MARGIN (a clock that
+        jumped ahead does not age the history). Never deletes a running run, nor a job's
+        newest run or its latest schedule/catchup run: the latter is what `last_scheduled`
+        and catch-up count from after a restart. With `max_output_bytes`, then removes the
+        oldest finished runs' output (see prune_output).
         """
         if max_runs_per_job < 1:
             raise ValueError("max_runs_per_job must be at least 1")
+        newest = self._newest_time()
+        if newest is not None and now > newest + PRUNE_CLOCK_MARGIN:
+            now = newest + PRUNE_CLOCK_MARGIN
         deleted = 0
         for job in self.job_names():
             # One short transaction per job keeps the write lock and the -wal file small.
             with self._transaction() as conn:
                 deleted += self._prune_job(conn, job, max_runs_per_job, now - max_age_s)
+        if max_output_bytes is not None:
+            self.prune_output(max_output_bytes)
         return deleted
 
     @staticmethod
@@ -836,6 +882,57 @@ class RunLog:
             (job, cutoff, cutoff, newest, latest_scheduled),
         ).rowcount
         return count
+
+    def _newest_time(self) -> float | None:
+        """The latest scheduled or start time among the most recently recorded runs.
+
+        Not finished_at: recovery marks lost runs finished at the (maybe jumped) time now.
+        """
+        (t,) = self._conn.execute(
+            "SELECT MAX(MAX(scheduled_for, IFNULL(started_at, scheduled_for))) FROM "
+            "(SELECT scheduled_for, started_at FROM runs ORDER BY id DESC LIMIT 100)"
+        ).fetchone()
+        return t
+
+    @_guarded
+    def output_bytes(self) -> int:
+        """Bytes of captured output stored, of all runs."""
+        # length() of a BLOB reads the record header, not the blob's overflow pages.
+        return self._conn.execute("SELECT IFNULL(SUM(length(data)), 0) FROM outputs").fetchone()[0]
+
+    @_guarded
+    def prune_output(self, max_bytes: int) -> int:
+        """Remove the output of the oldest finished runs until all output fits `max_bytes`.
+
+        The runs stay; their output is marked as pruned (`Run.output_pruned`). A running
+        run's output is never removed. Returns how many outputs were removed.
+        """
+        excess = self.output_bytes() - max_bytes
+        removed = after = 0
+        while excess > 0:
+            batch, size = [], 0
+            for run_id, n in self._conn.execute(
+                "SELECT o.run_id, length(o.data) FROM outputs o JOIN runs r ON r.id = o.run_id "
+                "WHERE o.run_id > ? AND o.truncated != ? AND length(o.data) > 0 "
+                "AND r.status != 'running' ORDER BY o.run_id LIMIT 500",
+                (after, _OUTPUT_PRUNED),
+            ).fetchall():
+                after = run_id
+                batch.append(run_id)
+                size += n
+                if size >= excess:
+                    break
+            if not batch:
+                break  # the rest is running runs' output
+            with self._transaction() as conn:
+                conn.execute(
+                    f"UPDATE outputs SET data = x'', truncated = ? WHERE run_id IN "
+                    f"({_placeholders(len(batch))})",
+                    (_OUTPUT_PRUNED, *batch),
+                )
+            removed += len(batch)
+            excess -= size
+        return removed
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -1016,11 +1113,14 @@ class RunLog:
 
     @_guarded
     def output(self, run_id: int) -> tuple[bytes, bool] | None:
-        """A run's captured output and whether it was truncated; None if none was saved."""
+        """A run's captured output and whether it was truncated; None if none was saved.
+
+        Output removed by the size bound reads as (b"", False); `Run.output_pruned` says so.
+        """
         row = self._conn.execute(
             "SELECT data, truncated FROM outputs WHERE run_id = ?", (run_id,)
         ).fetchone()
-        return None if row is None else (bytes(row[0]), bool(row[1]))
+        return None if row is None else (bytes(row[0]), row[1] == 1)
 
     @_guarded
     def stats(self, job: str, n: int = 20) -> tuple[float | None, float | None]:

@@ -252,3 +252,12 @@ def test_check_as_root_refuses_a_file_others_could_write_as_the_daemon_does(tmp_
     path.chmod(0o666)
     result = CliRunner().invoke(cli.main, ["check", str(path)])
     assert result.exit_code == 1 and "group- or other-writable (mode 666)" in result.stderr
+
+
+def test_daemon_keep_size_takes_a_size_and_refuses_a_tiny_or_bad_one(tmp_path):
+    assert "--keep-size SIZE" in invoke("daemon", "--help").output
+    for bad, why in [("10", "less than 1MiB"), ("lots", "bad size 'lots'")]:
+        result = invoke("daemon", "--keep-size", bad, "--jobs", str(tmp_path / "jobs"),
+                        "--db", str(tmp_path / "runs.db"))
+        assert result.exit_code == 2 and why in result.output, result.output
+        assert "Traceback" not in result.output and not (tmp_path / "runs.db").exists()

@@ -10,6 +10,7 @@ import psutil
 import pytest
 
 from conftest import wait_until
+from cronsup import control
 from cronsup.runlog import RunLog
 
 
@@ -295,3 +296,89 @@ def test_peak_memory_is_recorded_when_the_job_outgrew_the_daemon(daemon):
     (small,) = daemon.finished("small")[:1]
     assert big.max_rss > 200 * 1024 * 1024
     assert small.max_rss is None  # what Linux reports for it is the daemon's own peak
+
+
+class _Lock:
+    """Another process's `BEGIN EXCLUSIVE` on the run log, from a connection of its own."""
+
+    def __init__(self, db):
+        self.conn = sqlite3.connect(str(db), check_same_thread=False, isolation_level=None)
+        self.conn.execute("BEGIN EXCLUSIVE")
+        self.wall = time.time()
+
+    def release(self) -> float:
+        self.conn.execute("ROLLBACK")
+        self.conn.close()
+        return time.time()
+
+
+def _ping_time(daemon) -> float:
+    t0 = time.monotonic()
+    assert control.request(str(daemon.db) + ".sock", "ping", timeout=2)["pid"] == daemon.proc.pid
+    return time.monotonic() - t0
+
+
+def test_a_locked_run_log_stalls_nothing_and_every_write_lands_once_it_is_free(daemon):
+    daemon.write("""\
+        [job.tick]
+        @every 1s true
+        [job.slow]
+        @every 1s sleep 1; echo slow done; exit 3
+        """)
+    daemon.start()
+    running = wait_until(lambda: [r for r in daemon.runs("slow") if r.status == "running"],
+                         what="a running run of slow")
+    lock = _Lock(daemon.db)
+    pings = []
+    while time.time() - lock.wall < 4.0:  # the slow run ends during the lock
+        pings.append(_ping_time(daemon))
+        time.sleep(0.2)
+    unlocked = lock.release()
+    assert max(pings) < 0.5, pings
+    assert daemon.proc.poll() is None
+    ended = wait_until(lambda: [r for r in daemon.runs("slow")
+                                if r.id == running[0].id and r.status != "running"], what="the run's end")
+    assert ended[0].status == "failed" and ended[0].exit_code == 3
+    assert daemon.output_of(ended[0].id) == b"slow done\n"
+    # Every fire of tick during the lock has a row: it could not start, so it is `missed`.
+    during = [r for r in daemon.runs("tick") if lock.wall + 0.5 < r.scheduled_for < unlocked - 0.5]
+    assert len(during) >= 2 and all(r.status == "missed" for r in during), during
+    assert "the run log refused its row at its time" in during[0].reason
+    assert "locked" in during[0].reason
+    daemon.finished("tick", count=len([r for r in daemon.runs("tick") if r.status != "missed"]) + 1)
+    assert daemon.stop() == 0
+    assert [r for r in daemon.runs() if r.status == "running"] == []
+
+
+def test_a_run_that_ended_while_the_run_log_was_locked_is_written_at_a_clean_stop(daemon):
+    daemon.write("[job.slow]\n@every 1h sleep 0.5; echo bye; exit 4\n")
+    daemon.start()
+    assert daemon.cli("run", "slow").returncode == 0
+    (run,) = wait_until(lambda: daemon.runs("slow"), what="the manual run")
+    lock = _Lock(daemon.db)
+    time.sleep(1.0)  # the run ends while the log is locked
+    daemon.send(signal.SIGTERM)
+    time.sleep(4.5)  # longer than SQLite's usual busy timeout: the daemon keeps trying as it stops
+    lock.release()
+    assert daemon.stop() == 0
+    (final,) = daemon.runs("slow")
+    assert (final.id, final.status, final.exit_code) == (run.id, "failed", 4)
+    assert daemon.output_of(run.id) == b"bye\n"
+    assert daemon.runs("slow")[0].status != "running"
+
+
+def test_keep_size_drops_the_oldest_output_and_logs_says_so(daemon):
+    daemon.write("[job.chatty]\n@every 1s yes x | head -c 300000\n")
+    daemon.start("--keep-size", "1MiB")
+    daemon.finished("chatty", count=5, timeout=20)
+    oldest = wait_until(lambda: [r for r in daemon.runs("chatty") if r.output_pruned], what="pruned output")[0]
+    with RunLog.open(str(daemon.db), readonly=True) as log:
+        # The bound, plus a run finished since the last prune and the running run's output.
+        assert log.output_bytes() <= (1 << 20) + 2 * 300_000
+    assert daemon.output_of(oldest.id) == b"" and oldest.status == "success"
+    assert len(daemon.output_of(daemon.finished("chatty", count=5)[-1].id)) == 300_000
+    shown = daemon.cli("logs", "chatty", "--run", str(oldest.id), check=True).stdout
+    assert "output pruned" in shown and "--keep-size" in shown
+    assert "output pruned" in daemon.cli("logs", "chatty", "--output", "-n", "50", check=True).stdout
+    assert daemon.stop() == 0
+

@@ -228,3 +228,32 @@ def test_a_reload_with_errors_shows_them_on_the_status_line(daemon, receiver):
     assert "\n" not in status
     assert daemon.stop() == 0
     wait_until(lambda: daemon.proc.poll() is not None, 5, what="the daemon to exit")
+
+
+def test_the_watchdog_is_pinged_on_time_while_another_process_locks_the_run_log(
+        daemon, receiver, monkeypatch):
+    import sqlite3
+
+    sock, path = receiver
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    daemon.write("[job.tick]\n@every 1s echo tick\n")
+    daemon.start(env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"})  # a ping every 0.5 s
+    datagrams(sock, lambda got: any("READY=1" in d for d in got))
+    lock = sqlite3.connect(str(daemon.db), isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    pings, end = [], time.monotonic() + 4.0
+    try:
+        while time.monotonic() < end:
+            sock.settimeout(max(0.01, end - time.monotonic()))
+            try:
+                if sock.recv(4096) == b"WATCHDOG=1":
+                    pings.append(time.monotonic())
+            except socket.timeout:
+                pass
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    gaps = [b - a for a, b in zip(pings, pings[1:])]
+    assert len(pings) >= 6 and max(gaps) < 0.9, gaps
+    assert "database is locked" in daemon.output()
+    assert daemon.stop() == 0

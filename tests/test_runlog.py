@@ -511,6 +511,49 @@ def test_prune_drops_old_runs_but_keeps_what_a_restart_counts_from(log):
     assert old
 
 
+def test_a_wall_clock_far_ahead_does_not_age_the_history_away(log):
+    # 12,000 runs of 12 jobs over the 50 days up to T, then prunes with a clock 100 days ahead.
+    step = 50 * 86400 / 12_000
+    log.insert_runs([NewRun(f"job{i % 12}", Trigger.SCHEDULE, 1, T - 50 * 86400 + i * step,
+                            status=RunStatus.SUCCESS, started_at=T - 50 * 86400 + i * step,
+                            finished_at=T - 50 * 86400 + i * step + 1) for i in range(12_000)],
+                    host=HOST, boot_id=BOOT)
+    assert log.prune(max_runs_per_job=1000, max_age_s=90 * 86400, now=T + 100 * 86400) == 0
+    # Ages count from the newest run (plus an hour) instead: 20 days keep the last 20 days.
+    newest = T - step
+    cutoff = newest + runlog_module.PRUNE_CLOCK_MARGIN - 20 * 86400
+    older = log._conn.execute("SELECT COUNT(*) FROM runs WHERE scheduled_for < ?", (cutoff,)).fetchone()[0]
+    assert log.prune(max_runs_per_job=1000, max_age_s=20 * 86400, now=T + 100 * 86400) == older
+    assert log._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 12_000 - older > 4_000
+
+
+def test_keep_size_prunes_the_oldest_output_first_and_keeps_the_rows(log):
+    ids = [ran(log, "chatty", T + 60 * i, RunStatus.SUCCESS) for i in range(10)]
+    for run_id in ids:
+        log.save_output(run_id, b"x" * 1000, False)
+    running = insert(log, "chatty", T + 3600)
+    log.save_output(running, b"y" * 5000, False)
+    log.prune(max_runs_per_job=1000, max_age_s=90 * 86400, now=T + 3600, max_output_bytes=9000)
+    assert [log.run(i).output_pruned for i in ids] == [True] * 6 + [False] * 4
+    assert log.output(ids[0]) == (b"", False) and log.output(ids[-1]) == (b"x" * 1000, False)
+    assert log.output_bytes() == 9000 and len(log.runs("chatty", limit=None)) == 11
+    assert log.run(ids[0]).to_json(b"")["output_pruned"] is True
+    assert "output_pruned" not in log.run(ids[-1]).to_json(b"x")
+    # However small the bound, a running run keeps its output.
+    assert log.prune_output(1) == 4
+    assert log.output(running) == (b"y" * 5000, False) and not log.run(running).output_pruned
+    assert log.prune_output(1) == 0
+
+
+def test_a_checkpoint_empties_the_wal_file(log, db):
+    for i in range(50):
+        log.save_output(ran(log, "big", T + i, RunStatus.SUCCESS), os.urandom(20_000), False)
+    assert os.path.getsize(db + "-wal") > 1_000_000
+    assert log.checkpoint() is True
+    assert os.path.getsize(db + "-wal") == 0
+    assert len(log.runs("big", limit=None)) == 50
+
+
 # -- readers, corruption, locks, errors ----------------------------------------------------------
 
 
