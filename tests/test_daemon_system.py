@@ -221,7 +221,7 @@ def test_a_full_disk_does_not_stop_the_daemon_and_nothing_runs_unrecorded(daemon
 def test_after_a_full_disk_no_run_stays_running_and_the_wal_is_emptied(daemon):
     state = daemon.db.parent
     state.mkdir(mode=0o700)
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(state)]).returncode != 0:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(state)]).returncode != 0:
         pytest.skip("cannot mount a tmpfs here")
     wal = state / "runs.db-wal"
     try:
