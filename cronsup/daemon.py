@@ -40,6 +40,7 @@ OUTPUT_FLUSH = 1.0  # a running job's output reaches the run log at most this la
 WATCH_STEP_MS = 100
 WATCH_CHECK_MS = 30000  # and compare the file's stat after this long without events
 LOST_GRACE = 2.0  # a survivor of a crashed daemon gets this long after SIGTERM
+LOCK_TRIES, LOCK_TRY_EVERY = 50, 0.01  # a reader's shared lock lasts microseconds
 PRECISE_WAKE = 0.1  # a longer sleep ends early and is finished by a short one (see loop)
 # A start that found no free file descriptor (or process slot) is tried again this soon,
 # and as soon as a run ends; after SPAWN_RETRY_FOR of trying it is an `error`.
@@ -216,11 +217,7 @@ class Daemon:
         if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
             os.close(fd)
             raise DaemonError(f"refusing {lock}: not a regular file of the daemon's own user")
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno not in (errno.EWOULDBLOCK, errno.EACCES):
-                raise
+        if not _flock_exclusive(fd):
             other = os.read(fd, 32).decode(errors="replace").strip() or "?"
             os.close(fd)
             raise DaemonError(f"another cronsup daemon (pid {other}) is running on {self.db_path}; "
@@ -516,10 +513,10 @@ class Daemon:
         thread.start()
 
     def _watcher(self) -> None:
-        import watchfiles
-
         directory = os.path.dirname(self.jobs_path)
         try:
+            import watchfiles  # in the try: out of fds at start-up, even the import can fail
+
             # Every wake-up also makes the loop compare the file's stat: other files in the
             # directory changing, or WATCH_CHECK_MS of quiet. That catches an edit made
             # before inotify was set up, and files on NFS, where inotify sees nothing.
@@ -1034,6 +1031,23 @@ class Daemon:
         if self._journal_fd is not None:
             os.close(self._journal_fd)
         log.info("stopped")
+
+
+def _flock_exclusive(fd: int) -> bool:
+    """Take the daemon's lock; False if another daemon holds it.
+
+    `status` tests the lock by taking it shared for an instant (report.daemon_pid), so a
+    refusal is tried again for a moment before it counts as another daemon.
+    """
+    for _ in range(LOCK_TRIES):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                raise
+        clock.sleep(LOCK_TRY_EVERY)
+    return False
 
 
 def _drain(fd: int) -> bytes:
