@@ -727,7 +727,7 @@ def _check_job(job: str, jobs_path: str, runlog) -> None:
 
 @main.command()
 @click.argument("job", required=False)
-@click.option("-n", "limit", default=20, show_default="20; 10 with --follow", type=click.IntRange(1), help="How many runs.")
+@click.option("-n", "limit", default=20, show_default="20; 10 with --follow; all with --since", type=click.IntRange(1), help="How many runs.")
 @click.option("--failed", is_flag=True, help="Only runs that did not succeed (failed, timeout, killed, lost, missed, error).")
 @click.option("--since", metavar="DURATION", help="Only runs of the last DURATION, such as 2d or 6h.")
 @click.option("--output", "with_output", is_flag=True, help="Add each run's captured output.")
@@ -772,8 +772,11 @@ def logs(ctx: click.Context, job: str, limit: int, failed: bool, since: str | No
         runlog = report.open_log(db)
     except RunLogError as e:
         fail(str(e))
-    if follow and ctx.get_parameter_source("limit") is click.core.ParameterSource.DEFAULT:
-        limit = 10
+    if ctx.get_parameter_source("limit") is click.core.ParameterSource.DEFAULT:
+        if follow:
+            limit = 10
+        elif since:
+            limit = None  # "what failed last night": the whole window, not its last 20
     if job is None and run_id is not None:
         found = runlog.run(run_id) if runlog is not None else None
         if found is None:

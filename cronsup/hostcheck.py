@@ -50,9 +50,14 @@ def _job_warnings(job: JobSpec, system: bool) -> list[str]:
                    "start here")
     if job.stdin is not None and _cut_short(job.command):
         out.append(f"the unescaped % cuts the command short (cron's rule: the text after it is "
-                   f"the job's standard input), so it runs {job.command!r}; write \\% for a "
+                   f"the job's standard input), so it runs {_shown(job.command)}; write \\% for a "
                    "literal %, as in $(date +\\%F)")
     return out
+
+
+def _shown(command: str) -> str:
+    """The command as the file has it: repr() would double every backslash."""
+    return f"'{command}'" if command.isprintable() else repr(command)
 
 
 def _user_exists(name: str) -> bool:

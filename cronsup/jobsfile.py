@@ -111,6 +111,7 @@ def load(path: str, system: bool = False, *, as_root: bool = False) -> JobsFile:
 def parse_bytes(data: bytes, path: str, system: bool = False) -> JobsFile:
     """Validate raw file bytes: encoding and line endings first, then the content."""
     errors: list[JobsfileError] = []
+    warnings: list[JobsfileWarning] = []
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]  # a UTF-8 byte-order mark, as some editors write: harmless
     lines: list[str] = []
@@ -126,8 +127,15 @@ def parse_bytes(data: bytes, path: str, system: bool = False) -> JobsFile:
         try:
             lines.append(raw.decode("utf-8"))
         except UnicodeDecodeError as e:
-            errors.append(JobsfileError(
-                path, number, f"the line is not valid UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1})"))
+            where = f"byte {raw[e.start]:#04x} at column {e.start + 1}"
+            if raw.lstrip().startswith(b"#"):
+                # Old ISO-8859-1 crontabs ("Sicherung f\xfcr ..."): cron never reads a comment.
+                warnings.append(JobsfileWarning(
+                    path, number, f"the comment is not valid UTF-8 ({where}; an ISO-8859-1 file?); "
+                    "it is ignored as cron ignores it (convert with `iconv -f latin1 -t utf-8`)"))
+                lines.append("#")
+                continue
+            errors.append(JobsfileError(path, number, f"the line is not valid UTF-8 ({where})"))
             lines.append("")
     if crlf:
         more = f" (and {len(crlf) - 1} more line{'s' if len(crlf) > 2 else ''})" if len(crlf) > 1 else ""
@@ -144,6 +152,8 @@ def parse_bytes(data: bytes, path: str, system: bool = False) -> JobsFile:
         raise JobsfileErrors(errors) from None
     if errors:
         raise JobsfileErrors(errors)
+    if warnings:
+        jobs = replace(jobs, warnings=tuple(sorted([*warnings, *jobs.warnings], key=lambda w: w.line)))
     return replace(jobs, source=data)
 
 
@@ -438,6 +448,11 @@ class _Parser:
                 self.error(line, "after: dependency cycle " + " -> ".join(cycle))
 
 
+# Options whose TOML value is not a string, with an example for the error message.
+_NOT_STRINGS = {"retries": "3", "retry_backoff": "2.0", "retry_jitter": "false", "enabled": "false",
+                "success_codes": "[0, 1]", "after": '["backup"]', "env": '{ KEY = "value" }'}
+
+
 def _explain_toml(reason: str, text: str) -> str:
     """tomllib's terse message, said in terms of the option on the line."""
     m = re.match(r"\s*([A-Za-z0-9_.\"'-]+)\s*=", text)
@@ -447,6 +462,8 @@ def _explain_toml(reason: str, text: str) -> str:
     if reason.startswith("Illegal character") or reason.startswith("Unterminated string"):
         return f"{reason}: a string is not closed (a missing quote?)"
     if reason in ("Invalid value", "Expected newline or end of document after a statement") and key:
+        if key in _NOT_STRINGS:  # `retries = two`: quotes would only lead to the next error
+            return f"invalid value for {key!r}: write it as in {key} = {_NOT_STRINGS[key]}"
         return f"invalid value for {key!r}: strings need quotes, as in {key} = \"...\""
     if reason.startswith("Expected '=' after a key"):
         return f"{reason}: an option is written KEY = VALUE"

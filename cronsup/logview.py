@@ -57,8 +57,13 @@ class LogView:
     # -- a list ----------------------------------------------------------------------------
 
     def list(self, limit: int, failed: bool, since: float | None, with_output: bool, as_json: bool) -> None:
-        runs = self._runs(limit=limit, failed=failed, since=since)
+        runs = self._runs(limit=limit + 1 if limit is not None else None, failed=failed, since=since)
+        more = limit is not None and len(runs) > limit
+        runs = runs[:limit] if more else runs
         retried = self.runlog.retried_ok(runs)
+        if more and not as_json:
+            click.echo(f"cronsup: the latest {limit} runs; there are more (-n COUNT, or --since for a "
+                       "whole window)", err=True)
         if as_json:
             self.echo(fmt.dump_json([self._json(run, retried, with_output) for run in runs]))
             return

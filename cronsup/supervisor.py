@@ -728,6 +728,9 @@ def _duration(seconds: float) -> str:
     return format_duration(seconds)
 
 
-def _clock(t: float, zone: dt.tzinfo | None, timespec: str = "minutes") -> str:
+def _clock(t: float, zone: dt.tzinfo | None, timespec: str | None = None) -> str:
+    """A fire time for a reason: to the minute for cron fires, to the second for @every ones."""
     when = dt.datetime.fromtimestamp(t, zone) if zone else dt.datetime.fromtimestamp(t).astimezone()
+    if timespec is None:
+        timespec = "minutes" if when.second == 0 and when.microsecond == 0 else "seconds"
     return when.isoformat(timespec=timespec)

@@ -33,8 +33,11 @@ def _check_directory(path: str, st: os.stat_result, owners: Collection[int], sti
         raise Untrusted(f"the directory {path} is owned by uid {st.st_uid}, not {_who(owners)}, "
                         f"so that user can replace what is in it")
     if mode & 0o022 and not (sticky_ok and mode & stat.S_ISVTX):
+        # A shared sticky directory (/tmp) is meant to stay writable: point to a private one.
+        fix = (f"use a directory of your own inside it (install -d -m 0700 {os.path.join(path, 'cronsup')})"
+               if mode & stat.S_ISVTX else f"fix it with chmod go-w {path}")
         raise Untrusted(f"the directory {path} is writable by other users (mode {mode:o}), so "
-                        f"they can replace what is in it; fix it with chmod go-w {path}")
+                        f"they can replace what is in it; {fix}")
 
 
 def check_directory(directory: str, owners: Collection[int], *, sticky_ok: bool) -> None:

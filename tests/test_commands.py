@@ -572,3 +572,26 @@ def test_status_ok_column_counts_error_runs_as_not_ok_like_failed_ones(tmp_path)
     result = CliRunner(env={"COLUMNS": "200"}).invoke(cli.main, ["status", "--jobs", str(jobs), "--db", db])
     rows = {line.split()[0]: line.split() for line in result.output.splitlines() if line.split()}
     assert "0%" in rows["badshell"] and "0%" in rows["failing"]
+
+
+def test_logs_since_shows_the_whole_window_and_a_cut_list_says_there_is_more(tmp_path):
+    from cronsup.model import RunStatus, Trigger
+    from cronsup.runlog import NewRun
+
+    db = str(tmp_path / "runs.db")
+    now = time.time()
+    with RunLog.open(db) as log:
+        ids = log.insert_runs([NewRun("noisy", Trigger.SCHEDULE, 1, now - 600 + i) for i in range(30)],
+                              host="h", boot_id="b")
+        for run_id in ids:
+            log.finish_run(run_id, RunStatus.FAILED, finished_at=now, exit_code=1, reason="exit code 1")
+    args = ["--jobs", str(tmp_path / "jobs"), "--db", db]
+    runner = CliRunner(env={"COLUMNS": "200"})
+    cut = runner.invoke(cli.main, ["logs", "--failed", "--json", *args])
+    assert len(json.loads(cut.stdout)) == 20
+    cut = runner.invoke(cli.main, ["logs", "--failed", *args])
+    assert len(cut.stdout.splitlines()) == 21 and "there are more" in cut.stderr
+    window = runner.invoke(cli.main, ["logs", "--failed", "--since", "1h", "--json", *args])
+    assert len(json.loads(window.stdout)) == 30
+    exact = runner.invoke(cli.main, ["logs", "--failed", "-n", "30", *args])
+    assert len(exact.stdout.splitlines()) == 31 and "there are more" not in exact.stderr

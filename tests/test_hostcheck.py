@@ -52,12 +52,13 @@ def test_users_shells_and_dirs_that_exist_get_no_warning(tmp_path):
     ("date +%s > /tmp/now", "date +"),
     ("printf '%s\\n' x", "printf '"),
     ("echo `date +%H`", "echo `date +"),
+    ("if [ $(expr \\( $(date +%s) ) ]; then :; fi", "if [ $(expr \\( $(date +"),
 ])
 def test_a_percent_that_cuts_the_command_short_is_a_warning(tmp_path, command, runs):
     result, path, warnings = check(tmp_path, f"@daily {command}\n")
     assert result.exit_code == 0
     assert len(warnings) == 1 and warnings[0].startswith(f"{path}:1: warning: the unescaped %")
-    assert repr(runs) in warnings[0] and "write \\% for a literal %" in warnings[0]
+    assert f"runs '{runs}';" in warnings[0] and "write \\% for a literal %" in warnings[0]
 
 
 @pytest.mark.parametrize("command", [

@@ -355,6 +355,7 @@ def test_the_system_format_rejects_a_missing_user_and_a_seconds_field():
     ("env = { A = 1 }", 2, "expected a string"),
     ('timeout = ', 2, "invalid TOML"),
     ('timeout = 1h', 2, "invalid value for 'timeout': strings need quotes"),
+    ('retries = two', 2, "invalid value for 'retries': write it as in retries = 3"),
     ('description = "unclosed', 2, "a string is not closed"),
     ('retries = 1\nretries = 2', 3, "'retries' is set twice"),
 ])
@@ -432,6 +433,19 @@ def test_nul_bytes_and_invalid_utf8_are_reported_at_their_line():
         parse_bytes(b"* * * * * /bin/ok\n* * * * * /bin/\x00x\n* * * * * caf\xe9\n", "jobs")
     assert [(e.line, "NUL" in e.message or "UTF-8" in e.message) for e in info.value.errors] == [
         (2, True), (3, True)]
+
+
+def test_a_comment_in_iso_8859_1_is_accepted_with_a_warning_as_cron_ignores_it():
+    jf = parse_bytes(b"# Sicherung f\xfcr alles\n  # f\xfcr\n[job.a]\n# \xe9t\xe9\n@every 1h echo ok\n", "jobs")
+    assert [j.name for j in jf.jobs] == ["a"]
+    assert [w.line for w in jf.warnings] == [1, 2, 4]
+    assert "0xfc at column 14" in jf.warnings[0].message and "iconv" in jf.warnings[0].message
+
+
+def test_a_command_that_is_not_utf8_is_still_an_error():
+    with pytest.raises(JobsfileErrors) as info:
+        parse_bytes(b"# f\xfcr\n* * * * * echo f\xfcr\n", "jobs")
+    assert [e.line for e in info.value.errors] == [2]
 
 
 def test_a_huge_line_is_quoted_only_as_an_excerpt():

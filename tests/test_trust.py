@@ -173,7 +173,12 @@ def test_check_directory_rejects_a_sticky_directory_where_the_daemon_creates_fil
     state.mkdir()
     state.chmod(0o1777)
     trust.check_directory(str(state), {os.geteuid()}, sticky_ok=True)
-    with pytest.raises(trust.Untrusted, match=r"writable by other users \(mode 1777\)"):
+    with pytest.raises(trust.Untrusted, match=r"writable by other users \(mode 1777\)") as info:
+        trust.check_directory(str(state), {os.geteuid()}, sticky_ok=False)
+    # /tmp is meant to stay shared: the advice is a private directory, not chmod go-w /tmp.
+    assert "install -d -m 0700" in str(info.value) and "chmod" not in str(info.value)
+    state.chmod(0o777)
+    with pytest.raises(trust.Untrusted, match="chmod go-w"):
         trust.check_directory(str(state), {os.geteuid()}, sticky_ok=False)
 
 
