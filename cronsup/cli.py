@@ -579,7 +579,7 @@ def status(as_json: bool, jobs_path: str, db: str) -> None:
       cronsup status --json | jq '.jobs[] | select(.last_run.status != "success")'
     """
     from cronsup import clock, fmt, report
-    from cronsup.runlog import RunLogError
+    from cronsup.store import RunLogError
 
     now = clock.wall()
     try:
@@ -757,7 +757,7 @@ def logs(ctx: click.Context, job: str, limit: int, failed: bool, since: str | No
       cronsup logs backup --follow --output
     """
     from cronsup import clock, fmt, logview, report
-    from cronsup.runlog import RunLogError
+    from cronsup.store import RunLogError
     from cronsup.units import parse_duration
 
     if run_id is not None and follow:

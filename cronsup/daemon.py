@@ -25,8 +25,9 @@ import psutil
 
 from cronsup import clock, control, jobsfile, mail, notify, paths, runner, suggest, trust
 from cronsup.model import JobsFile, JobSpec, Overlap, RunStatus, Trigger
-from cronsup.runlog import (DaemonState, GoodJobs, JobRow, NewRun, Run, RunLog, RunLogError,
-                            RunningVersion, iso)
+from cronsup.runjson import iso
+from cronsup.store import (DaemonState, GoodJobs, JobRow, NewRun, Run, RunLogError, RunningVersion,
+                           open_store)
 from cronsup.supervisor import Action, History, Kill, Now, Record, Start, Supervisor
 from cronsup.writequeue import WriteQueue, output_size
 
@@ -152,7 +153,7 @@ class Daemon:
         self._lock()
         self.store = paths.store_mark(self.db_path)
         try:
-            self.log = RunLog.open(self.db_path, now=self.now().wall)
+            self.log = open_store(self.db_path, now=self.now().wall)
         except RunLogError as e:
             raise DaemonError(str(e)) from None
         now = self.now()
@@ -405,15 +406,9 @@ class Daemon:
             paused=set(self.log.paused()),
             boot_time=psutil.boot_time(),
         )
-        for name in names:
-            if (t := self.log.last_scheduled(name)) is not None:
-                h.last_scheduled[name] = t
-            if (t := self.log.last_started(name)) is not None:
-                h.last_started[name] = t
-            if (t := self.log.last_success(name)) is not None:
-                h.last_success[name] = t
-            if self.log.has_run(name, "reboot", self.boot_id):
-                h.reboot_done.add(name)
+        stored = self.log.history(names, self.boot_id)  # a few queries, whatever the jobs
+        h.last_scheduled, h.last_started = stored.last_scheduled, stored.last_started
+        h.last_success, h.reboot_done = stored.last_success, stored.reboot_done
         return h
 
     def _signature(self) -> tuple[int, int, int] | None:

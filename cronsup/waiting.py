@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from cronsup import fmt, report
 from cronsup.model import RunStatus, Trigger
-from cronsup.runlog import Run, RunLog
+from cronsup.store import Run, RunReader, open_store
 
 POLL = 0.1
 
@@ -21,7 +21,7 @@ def wait_for(db: str, job: str, run_id: int | None, echo: Callable[[str], None],
     `run_id` None: the run is queued behind a running one (overlap = "queue"); it is then the
     job's first manual run with an id above `after_id`.
     """
-    with RunLog.open(db, readonly=True) as runlog:
+    with open_store(db, readonly=True) as runlog:
         if run_id is None:
             run_id = _next_manual(runlog, job, db, after_id)
             if run_id is None:
@@ -62,7 +62,7 @@ def _daemon_alive(db: str) -> bool:
     return report.daemon_pid(db) is not None
 
 
-def _ended(runlog: RunLog, run_id: int, db: str) -> Run | None:
+def _ended(runlog: RunReader, run_id: int, db: str) -> Run | None:
     while True:
         run = runlog.run(run_id)
         if run is not None and run.status is not RunStatus.RUNNING:
@@ -74,7 +74,7 @@ def _ended(runlog: RunLog, run_id: int, db: str) -> Run | None:
         time.sleep(POLL)
 
 
-def _retry_of(runlog: RunLog, run: Run, db: str) -> Run | None:
+def _retry_of(runlog: RunReader, run: Run, db: str) -> Run | None:
     """The retry the daemon announced in the run's reason ("attempt 2 of 3 in 30s"), once it starts."""
     if not run.reason or f"(attempt {run.attempt + 1} of" not in run.reason:
         return None
@@ -88,7 +88,7 @@ def _retry_of(runlog: RunLog, run: Run, db: str) -> Run | None:
         time.sleep(POLL)
 
 
-def _next_manual(runlog: RunLog, job: str, db: str, after_id: int) -> int | None:
+def _next_manual(runlog: RunReader, job: str, db: str, after_id: int) -> int | None:
     while True:
         for run in runlog.runs(job, after_id=after_id, limit=1000):
             if run.trigger is Trigger.MANUAL:

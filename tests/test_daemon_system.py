@@ -179,10 +179,10 @@ def _ping(db) -> int | None:
 
 
 def _finished_runs(db) -> int:
-    from cronsup.runlog import RunLog, RunLogError
+    from cronsup.store import SqliteStore, RunLogError
 
     try:
-        with RunLog.open(str(db), readonly=True) as log:
+        with SqliteStore.open(str(db), readonly=True) as log:
             return len([r for r in log.runs("orphans", limit=None) if r.status == "success"])
     except RunLogError:
         return 0
