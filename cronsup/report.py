@@ -19,9 +19,9 @@ from cronsup.store import JobRow, Run, RunLogError, RunLogMissing, RunningVersio
 STATS_RUNS = 20  # success rate and median duration are over a job's last this many runs
 
 
-def daemon_pid(db_path: str) -> int | None:
+def daemon_pid(db_path: str, state_dir: str | None = None) -> int | None:
     """The pid of the daemon holding this run log's lock, or None when none runs."""
-    lock = paths.daemon_lock(db_path)
+    lock = paths.daemon_lock(db_path, state_dir)
     try:
         fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
@@ -126,10 +126,10 @@ def _check_access(db_path: str) -> None:
                           "the daemon's user or root")
 
 
-def status(jobs_path: str, db_path: str, now: float) -> Status:
+def status(jobs_path: str, db_path: str, now: float, *, state_dir: str | None = None) -> Status:
     """Everything `cronsup status` shows. Raises RunLogError for an unreadable run log."""
     runlog = open_log(db_path)
-    pid = daemon_pid(db_path)
+    pid = daemon_pid(db_path, state_dir)
     running = pid is not None
     try:
         state = runlog.daemon() if runlog else None
