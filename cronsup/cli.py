@@ -49,7 +49,8 @@ def _keep_state_dir(ctx: click.Context, param: click.Parameter, value: str | Non
 
 def state_dir() -> str | None:
     """This command's --state-dir, None for the run log's own directory."""
-    return click.get_current_context().meta.get("cronsup.state_dir")
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta.get("cronsup.state_dir") if ctx is not None else None
 
 
 def common_options(func):

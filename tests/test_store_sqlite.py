@@ -86,7 +86,7 @@ def test_status_takes_the_same_queries_for_10_and_200_jobs(tmp_path, monkeypatch
     with open_store(db) as store:
         names = _fill(store, n_jobs)
     # `status` with a daemon running reads the daemon's own view: its jobs table.
-    monkeypatch.setattr(report, "daemon_pid", lambda db_path: 4242)
+    monkeypatch.setattr(report, "daemon_pid", lambda db_path, state_dir=None: 4242)
     counted: list[str] = []
 
     def traced(location, **kw):
@@ -100,3 +100,11 @@ def test_status_takes_the_same_queries_for_10_and_200_jobs(tmp_path, monkeypatch
     assert all(j.last_finished.scheduled_for == T + 60 and j.running for j in st.jobs)
     assert st.jobs[0].success_rate == 0.5
     assert len(counted) == 8  # the same for 10 jobs and for 200
+
+
+def test_the_sqlite_store_has_every_method_of_the_protocol():
+    from cronsup.store import RunStore
+
+    wanted = {n for n in dir(RunStore) if not n.startswith("_") and callable(getattr(RunStore, n))}
+    assert wanted >= {"insert_runs", "finish_run", "history", "follow", "stats_many"}
+    assert not [n for n in wanted if not callable(getattr(SqliteStore, n, None))]

@@ -101,5 +101,8 @@ class RunReader(Protocol):
 class RunStore(RunWriter, RunReader, Protocol):
     """A whole store: what `open_store` returns."""
 
-    path: str
+    path: str  # where it is, for messages (a file path; later a URL without its password)
     readonly: bool
+
+    def __enter__(self) -> RunStore: ...
+    def __exit__(self, *exc_info: object) -> None: ...
