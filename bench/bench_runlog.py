@@ -23,7 +23,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from cronsup.model import RunStatus, Trigger  # noqa: E402
-from cronsup.runlog import DaemonState, JobRow, NewRun, RunLog  # noqa: E402
+from cronsup.store import DaemonState, JobRow, NewRun, SqliteStore  # noqa: E402
 
 T0 = 1_700_000_000.0
 HOST, BOOT = "bench-host", "bench-boot"
@@ -41,7 +41,7 @@ def build(path: str, jobs: int, per_job: int) -> float:
     statuses = [s for s, _ in STATUS_WEIGHTS]
     weights = [w for _, w in STATUS_WEIGHTS]
     start = time.perf_counter()
-    runlog = RunLog.open(path)
+    runlog = SqliteStore.open(path)
     conn = runlog._conn  # bench-only: bulk load below the public API
     conn.execute("PRAGMA cache_size=-262144")  # 256 MiB while loading
 
@@ -105,8 +105,8 @@ def ms(seconds: float) -> str:
 STATUS_SCRIPT = """
 import sys
 sys.path.insert(0, {root!r})
-from cronsup.runlog import RunLog
-log = RunLog.open({db!r}, readonly=True)
+from cronsup.store import SqliteStore
+log = SqliteStore.open({db!r}, readonly=True)
 daemon = log.daemon(); jobs = log.jobs(); paused = log.paused()
 last = log.last_runs(); running = log.running()
 stats = {{j.name: log.stats(j.name) for j in jobs}}
@@ -134,7 +134,7 @@ def main() -> None:
             print(f"build: {total:,} runs for {args.jobs:,} jobs in {secs:.1f} s "
                   f"({os.path.getsize(path) / 2**20:.0f} MiB)")
 
-        best, med, reader = timed(lambda: RunLog.open(path, readonly=True))
+        best, med, reader = timed(lambda: SqliteStore.open(path, readonly=True))
         print(f"open readonly           best {ms(best)}  median {ms(med)}")
         names = [j.name for j in reader.jobs()]
 
@@ -186,11 +186,11 @@ def main() -> None:
         copy = path + ".bench-copy"
         shutil.copyfile(path, copy)
         t = time.perf_counter()
-        writer = RunLog.open(copy)
+        writer = SqliteStore.open(copy)
         print(f"open writer (quick_check)     {ms(time.perf_counter() - t)}")
         writer.close()
         t = time.perf_counter()
-        writer = RunLog.open(copy, check=False)
+        writer = SqliteStore.open(copy, check=False)
         print(f"open writer (no check)        {ms(time.perf_counter() - t)}")
 
         for k in (1, 2, 3):

@@ -43,8 +43,25 @@ def fail(message: str, code: int = EXIT_INVALID) -> None:
     sys.exit(code)
 
 
+def _keep_state_dir(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    ctx.meta["cronsup.state_dir"] = value
+
+
+def state_dir() -> str | None:
+    """This command's --state-dir, None for the run log's own directory."""
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta.get("cronsup.state_dir") if ctx is not None else None
+
+
 def common_options(func):
-    """--jobs and --db, which every command takes (and CRONSUP_JOBS / CRONSUP_DB)."""
+    """--jobs, --db and --state-dir, which every command takes (and CRONSUP_JOBS / CRONSUP_DB /
+    CRONSUP_STATE_DIR)."""
+    func = click.option(
+        "--state-dir", envvar="CRONSUP_STATE_DIR", metavar="DIR", expose_value=False,
+        callback=_keep_state_dir, show_default="the run log's directory",
+        help="The daemon's lock and control socket; a daemon and the commands given the same "
+             "--db and --state-dir find each other.",
+    )(func)
     func = click.option(
         "--db", "db", envvar="CRONSUP_DB", metavar="PATH", default=paths.default_db,
         show_default="root: /var/lib/cronsup/runs.db, others: ~/.local/state/cronsup/runs.db",
@@ -342,7 +359,7 @@ def daemon(system: bool, detach: bool, pidfile: str | None, log_file: str | None
     if sendmail:
         sendmail = os.path.abspath(sendmail)  # the daemon runs in / once detached
     d = Daemon(jobs_path, db, system=system, keep_runs=keep_runs, keep_days=keep_days,
-               keep_size=keep_size, sendmail=sendmail)
+               keep_size=keep_size, sendmail=sendmail, state_dir=state_dir())
     if detach:
         _detach(d, pidfile, log_file, verbose)
     else:
@@ -542,6 +559,8 @@ def _start_hint(jobs_path: str, db: str) -> str:
         words.append(f"--jobs {jobs_path}")
     if os.path.abspath(db) != os.path.abspath(paths.default_db()):
         words.append(f"--db {db}")
+    if state_dir():
+        words.append(f"--state-dir {state_dir()}")
     return f"`{' '.join(words)}`" + (" (or `systemctl start cronsup`)" if len(words) == 1 else "")
 
 
@@ -579,11 +598,11 @@ def status(as_json: bool, jobs_path: str, db: str) -> None:
       cronsup status --json | jq '.jobs[] | select(.last_run.status != "success")'
     """
     from cronsup import clock, fmt, report
-    from cronsup.runlog import RunLogError
+    from cronsup.store import RunLogError
 
     now = clock.wall()
     try:
-        st = report.status(jobs_path, db, now)
+        st = report.status(jobs_path, db, now, state_dir=state_dir())
     except RunLogError as e:
         fail(str(e))
     if as_json:
@@ -757,7 +776,7 @@ def logs(ctx: click.Context, job: str, limit: int, failed: bool, since: str | No
       cronsup logs backup --follow --output
     """
     from cronsup import clock, fmt, logview, report
-    from cronsup.runlog import RunLogError
+    from cronsup.store import RunLogError
     from cronsup.units import parse_duration
 
     if run_id is not None and follow:
@@ -798,7 +817,7 @@ def logs(ctx: click.Context, job: str, limit: int, failed: bool, since: str | No
         if run_id is not None:
             view.one(run_id, as_json)
         elif follow:
-            if report.daemon_pid(db) is None:
+            if report.daemon_pid(db, state_dir()) is None:
                 click.echo(f"cronsup: no daemon is running with the run log {db}: new runs appear "
                            f"once one starts ({_start_hint(jobs_path, db)})", err=True)
             view.follow(limit, failed, after, with_output, as_json)
@@ -832,11 +851,11 @@ def _ask(jobs_path: str, db: str, op: str, job: str | None = None) -> dict:
     """One request to the daemon over its control socket; exit 3 when none runs."""
     from cronsup import control, report
 
-    path = paths.control_socket(db)
+    path = paths.control_socket(db, state_dir())
     try:
         return control.request(path, op, job)
     except control.NoDaemon:
-        pid = report.daemon_pid(db)
+        pid = report.daemon_pid(db, state_dir())
         if pid is not None:
             fail(f"the daemon (pid {pid}) holds the run log {db} but does not answer on {path}; "
                  "it may still be starting: try again in a moment", EXIT_NO_DAEMON)
@@ -876,7 +895,8 @@ def run(job: str, wait: bool, jobs_path: str, db: str) -> None:
         click.echo(f"{job}: run {run_id} {'could not start' if state == 'error' else state}{why}")
         sys.exit(EXIT_INVALID)
     if wait:
-        sys.exit(waiting.wait_for(db, job, run_id, echo=click.echo, after_id=answer.get("after_id") or 0))
+        sys.exit(waiting.wait_for(db, job, run_id, echo=click.echo, after_id=answer.get("after_id") or 0,
+                                  state_dir=state_dir()))
 
 
 @main.command()

@@ -25,8 +25,9 @@ import psutil
 
 from cronsup import clock, control, jobsfile, mail, notify, paths, runner, suggest, trust
 from cronsup.model import JobsFile, JobSpec, Overlap, RunStatus, Trigger
-from cronsup.runlog import (DaemonState, GoodJobs, JobRow, NewRun, Run, RunLog, RunLogError,
-                            RunningVersion, iso)
+from cronsup.runjson import iso
+from cronsup.store import (DaemonState, GoodJobs, JobRow, NewRun, Run, RunLogError, RunningVersion,
+                           open_store)
 from cronsup.supervisor import Action, History, Kill, Now, Record, Start, Supervisor
 from cronsup.writequeue import WriteQueue, output_size
 
@@ -97,10 +98,11 @@ def boot_id() -> str:
 class Daemon:
     def __init__(self, jobs_path: str, db_path: str, *, system: bool = False,
                  keep_runs: int = 1000, keep_days: float = 90.0, keep_size: int = 256 << 20,
-                 sendmail: str | None = None,
+                 sendmail: str | None = None, state_dir: str | None = None,
                  now: Callable[[], Now] = clock.now):
         self.jobs_path = os.path.abspath(jobs_path)
         self.db_path = os.path.abspath(db_path)
+        self.state_dir = state_dir  # lock, socket, journal (None: beside the run log)
         self.system = system
         self.keep_runs, self.keep_days, self.keep_size = keep_runs, keep_days, keep_size
         self.sendmail = sendmail  # None: look in the usual places (mail.find_sendmail)
@@ -152,7 +154,7 @@ class Daemon:
         self._lock()
         self.store = paths.store_mark(self.db_path)
         try:
-            self.log = RunLog.open(self.db_path, now=self.now().wall)
+            self.log = open_store(self.db_path, now=self.now().wall)
         except RunLogError as e:
             raise DaemonError(str(e)) from None
         now = self.now()
@@ -166,7 +168,7 @@ class Daemon:
             config_error=self.config_error, last_seen=now.wall))
         self._signals()
         self._watch()
-        self.control = control.Server(paths.control_socket(self.db_path), self.selector, self._handle)
+        self.control = control.Server(paths.control_socket(self.db_path, self.state_dir), self.selector, self._handle)
         self.log.prune(max_runs_per_job=self.keep_runs, max_age_s=self.keep_days * 86400, now=now.wall,
                        max_output_bytes=self.keep_size)
         self._checkpoint(now)
@@ -183,32 +185,33 @@ class Daemon:
         self._lock_fd = None
 
     def _lock(self) -> None:
-        directory = os.path.dirname(self.db_path)
-        try:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-        except OSError as e:
-            raise DaemonError(f"cannot create {directory}: {e.strerror}") from None
-        # Everything the daemon creates lives here (lock, run log, -wal, -shm, socket): if
-        # another user could write it, they could plant a symlink under one of those names
-        # and have the daemon write through it, as root, wherever it points.
-        try:
-            trust.check_directory(directory, {0, os.geteuid()}, sticky_ok=False)
-        except trust.Untrusted as e:
-            raise DaemonError(f"refusing the state directory of {self.db_path}: {e}") from None
-        for path in paths.state_files(self.db_path):
+        for directory in dict.fromkeys([os.path.dirname(self.db_path),
+                                        paths.state_dir(self.db_path, self.state_dir)]):
+            try:
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+            except OSError as e:
+                raise DaemonError(f"cannot create {directory}: {e.strerror}") from None
+            # Everything the daemon creates lives here (lock, run log, -wal, -shm, socket): if
+            # another user could write it, they could plant a symlink under one of those names
+            # and have the daemon write through it, as root, wherever it points.
+            try:
+                trust.check_directory(directory, {0, os.geteuid()}, sticky_ok=False)
+            except trust.Untrusted as e:
+                raise DaemonError(f"refusing the state directory of {self.db_path}: {e}") from None
+        for path in paths.state_files(self.db_path, self.state_dir):
             try:
                 st = os.lstat(path)
             except FileNotFoundError:
                 continue
             except OSError as e:
                 raise DaemonError(f"cannot check {path}: {e.strerror}") from None
-            kind = stat.S_IFSOCK if path == paths.control_socket(self.db_path) else stat.S_IFREG
+            kind = stat.S_IFSOCK if path == paths.control_socket(self.db_path, self.state_dir) else stat.S_IFREG
             if stat.S_IFMT(st.st_mode) != kind or st.st_uid != os.geteuid():
                 what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else (
                     f"owned by uid {st.st_uid}" if st.st_uid != os.geteuid() else "not a file the daemon made")
                 raise DaemonError(f"refusing {path}: it is {what}; cronsup follows no links and "
                                   "writes only its own files in its state directory (remove it)")
-        lock = paths.daemon_lock(self.db_path)
+        lock = paths.daemon_lock(self.db_path, self.state_dir)
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
         except OSError as e:
@@ -338,7 +341,7 @@ class Daemon:
         """Open the start journal; what it says of each run id: (pid, start ticks) once
         started, "S" while being started, "N" not started. None: there was no journal (a
         first start, or one by an older version), so it cannot say."""
-        path = paths.start_journal(self.db_path)
+        path = paths.start_journal(self.db_path, self.state_dir)
         flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
         existed = True
         try:
@@ -381,7 +384,7 @@ class Daemon:
             # unknown" instead of wrongly "not started".
             log.warning("cannot write the start journal (%s); not using it any more", e.strerror)
             try:
-                os.unlink(paths.start_journal(self.db_path))
+                os.unlink(paths.start_journal(self.db_path, self.state_dir))
             except OSError:
                 pass
             os.close(self._journal_fd)
@@ -405,15 +408,9 @@ class Daemon:
             paused=set(self.log.paused()),
             boot_time=psutil.boot_time(),
         )
-        for name in names:
-            if (t := self.log.last_scheduled(name)) is not None:
-                h.last_scheduled[name] = t
-            if (t := self.log.last_started(name)) is not None:
-                h.last_started[name] = t
-            if (t := self.log.last_success(name)) is not None:
-                h.last_success[name] = t
-            if self.log.has_run(name, "reboot", self.boot_id):
-                h.reboot_done.add(name)
+        stored = self.log.history(names, self.boot_id)  # a few queries, whatever the jobs
+        h.last_scheduled, h.last_started = stored.last_scheduled, stored.last_started
+        h.last_success, h.reboot_done = stored.last_success, stored.reboot_done
         return h
 
     def _signature(self) -> tuple[int, int, int] | None:

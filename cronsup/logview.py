@@ -11,7 +11,8 @@ import click
 
 from cronsup import fmt
 from cronsup.model import RunStatus
-from cronsup.runlog import FAILED_STATUSES, Run, RunLog, iso
+from cronsup.runjson import iso, run_json
+from cronsup.store import FAILED_STATUSES, Run, RunReader
 
 FOLLOW_POLL = 0.5  # seconds between looks at the run log; each look is its own short read
 PRUNED = "(output pruned: the oldest output goes first to keep the run log under the daemon's --keep-size)"
@@ -24,12 +25,12 @@ class NoSuchRun(Exception):
 class LogView:
     """`job` None: the runs of every job, with a JOB column."""
 
-    def __init__(self, runlog: RunLog, job: str | None, *, escape: bool, colour: bool,
+    def __init__(self, runlog: RunReader, job: str | None, *, escape: bool, colour: bool,
                  now: Callable[[], float] = time.time, width: int | None = None):
         self.runlog, self.job, self.escape, self.colour = runlog, job, escape, colour
         self.now, self.width = now, width
         self._midline = False  # streamed output that did not end its line
-        self._retried: dict[int, int] = {}  # run id -> attempt that succeeded (RunLog.retried_ok)
+        self._retried: dict[int, int] = {}  # run id -> attempt that succeeded (RunReader.retried_ok)
 
     def echo(self, text: str = "", nl: bool = True) -> None:
         click.echo(text, nl=nl, color=self.colour)
@@ -49,7 +50,7 @@ class LogView:
         return self.runlog.runs(self.job, **filters)
 
     def _json(self, run: Run, retried: dict[int, int], with_output: bool = False) -> dict:
-        data = run.to_json(*self._output(run)) if with_output else run.to_json()
+        data = run_json(run, *self._output(run)) if with_output else run_json(run)
         # A failed attempt whose retry then succeeded: not the fire's final outcome.
         data["retried_ok"] = run.id in retried
         return data

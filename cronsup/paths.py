@@ -1,4 +1,4 @@
-"""Where the jobs file, the run log and the control socket live by default."""
+"""Where the jobs file, the run log and the daemon's state directory (lock, socket) live."""
 
 from __future__ import annotations
 
@@ -22,19 +22,33 @@ def default_db() -> str:
     return os.path.join(base, "cronsup", "runs.db")
 
 
-def control_socket(db: str) -> str:
-    """The daemon's control socket, beside its run log: the same --db pairs daemon and CLI."""
-    return os.path.abspath(db) + ".sock"
+def state_dir(db: str, state_dir: str | None = None) -> str:
+    """The directory of what identifies a daemon on this machine (lock, control socket, start
+    journal): --state-dir (CRONSUP_STATE_DIR), else the run log's own directory."""
+    return os.path.abspath(state_dir) if state_dir else os.path.dirname(os.path.abspath(db))
 
 
-def daemon_lock(db: str) -> str:
+def _state_file(db: str, state_dir: str | None, suffix: str) -> str:
+    # Beside a SQLite run log the names are the run log's own plus a suffix (runs.db.sock),
+    # as they always were; in a --state-dir they do not depend on where the store is.
+    if state_dir:
+        return os.path.join(os.path.abspath(state_dir), "cronsup" + suffix)
+    return os.path.abspath(db) + suffix
+
+
+def control_socket(db: str, state_dir: str | None = None) -> str:
+    """The daemon's control socket: the same --db (and --state-dir) pairs daemon and CLI."""
+    return _state_file(db, state_dir, ".sock")
+
+
+def daemon_lock(db: str, state_dir: str | None = None) -> str:
     """The file a daemon holds locked while it runs on this run log."""
-    return os.path.abspath(db) + ".lock"
+    return _state_file(db, state_dir, ".lock")
 
 
-def start_journal(db: str) -> str:
+def start_journal(db: str, state_dir: str | None = None) -> str:
     """Where the daemon notes each process as it starts, before the run log has its pid."""
-    return os.path.abspath(db) + ".starts"
+    return _state_file(db, state_dir, ".starts")
 
 
 def store_mark(db: str) -> str:
@@ -45,7 +59,8 @@ def store_mark(db: str) -> str:
     return hashlib.sha256(os.path.realpath(db).encode()).hexdigest()[:16]
 
 
-def state_files(db: str) -> list[str]:
-    """Every file a daemon makes beside its run log: SQLite's own, the lock, the socket."""
+def state_files(db: str, state_dir: str | None = None) -> list[str]:
+    """Every file a daemon makes: SQLite's own beside the run log, the lock and the socket."""
     base = os.path.abspath(db)
-    return [base, base + "-wal", base + "-shm", base + "-journal", daemon_lock(db), control_socket(db)]
+    return [base, base + "-wal", base + "-shm", base + "-journal", daemon_lock(db, state_dir),
+            control_socket(db, state_dir)]

@@ -13,14 +13,15 @@ from dataclasses import dataclass
 
 from cronsup import paths
 from cronsup.model import RunStatus
-from cronsup.runlog import JobRow, Run, RunLog, RunLogError, RunLogMissing, RunningVersion, iso
+from cronsup.runjson import iso, run_json
+from cronsup.store import JobRow, Run, RunLogError, RunLogMissing, RunningVersion, RunReader, open_store
 
 STATS_RUNS = 20  # success rate and median duration are over a job's last this many runs
 
 
-def daemon_pid(db_path: str) -> int | None:
+def daemon_pid(db_path: str, state_dir: str | None = None) -> int | None:
     """The pid of the daemon holding this run log's lock, or None when none runs."""
-    lock = paths.daemon_lock(db_path)
+    lock = paths.daemon_lock(db_path, state_dir)
     try:
         fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
@@ -62,8 +63,8 @@ class JobStatus:
             "description": self.description, "enabled": self.enabled, "paused": self.paused,
             "next_run": iso(self.next_run),
             "retry_at": iso(self.retry_at), "retry_attempt": self.retry_attempt,
-            "last_run": self.last_run.to_json() if self.last_run else None,
-            "running": [r.to_json() for r in self.running],
+            "last_run": run_json(self.last_run) if self.last_run else None,
+            "running": [run_json(r) for r in self.running],
             "success_rate": None if self.success_rate is None else round(self.success_rate, 3),
             "median_duration_s": None if self.median_s is None else round(self.median_s, 3),
             "stats_over_runs": STATS_RUNS,
@@ -100,11 +101,11 @@ class Status:
         }
 
 
-def open_log(db_path: str) -> RunLog | None:
+def open_log(db_path: str) -> RunReader | None:
     """The run log read-only, or None when none exists yet."""
     _check_access(db_path)
     try:
-        return RunLog.open(db_path, readonly=True)
+        return open_store(db_path, readonly=True)
     except RunLogMissing:
         return None
 
@@ -119,16 +120,16 @@ def _check_access(db_path: str) -> None:
         raise RunLogError(f"permission denied: cannot reach the run log {db_path}; it belongs to "
                           "the daemon's user: run this as that user or root") from None
     except OSError:
-        return  # RunLog.open reports it
+        return  # open_store reports it
     if not os.access(db_path, os.R_OK):
         raise RunLogError(f"permission denied: cannot read the run log {db_path}; run this as "
                           "the daemon's user or root")
 
 
-def status(jobs_path: str, db_path: str, now: float) -> Status:
+def status(jobs_path: str, db_path: str, now: float, *, state_dir: str | None = None) -> Status:
     """Everything `cronsup status` shows. Raises RunLogError for an unreadable run log."""
     runlog = open_log(db_path)
-    pid = daemon_pid(db_path)
+    pid = daemon_pid(db_path, state_dir)
     running = pid is not None
     try:
         state = runlog.daemon() if runlog else None
@@ -153,10 +154,17 @@ def status(jobs_path: str, db_path: str, now: float) -> Status:
         for run in runlog.running():
             active.setdefault(run.job, []).append(run)
         paused = runlog.paused()
+        names = [row.name for row in rows]
+        stats = runlog.stats_many(names, STATS_RUNS)
+        # LAST is the latest run that ran to an end: a run still going, and the skipped or
+        # missed fires around it, say nothing about how the job went.
+        unfinished = [n for n in names if n in last and last[n].status in _NOT_AN_END]
+        finished = runlog.last_finished(unfinished, _NOT_AN_END, within=50) if unfinished else {}
         for row in rows:
             job = _job(row, last.get(row.name), active.get(row.name, []), row.name in paused,
-                       runlog.stats(row.name, STATS_RUNS))
-            job.last_finished = _last_finished(runlog, job)
+                       stats[row.name])
+            if row.name in unfinished:
+                job.last_finished = finished.get(row.name)
             result.jobs.append(job)
         return result
     finally:
@@ -177,18 +185,7 @@ def _job(row: JobRow, last: Run | None, running: list[Run], paused: bool,
 _NOT_AN_END = (RunStatus.RUNNING, RunStatus.SKIPPED, RunStatus.MISSED)
 
 
-def _last_finished(runlog: RunLog, job: JobStatus) -> Run | None:
-    """The latest run that ran to an end: what LAST shows. A run still going, and the
-    skipped or missed fires around it, say nothing about how the job went."""
-    if job.last_run is None or job.last_run.status not in _NOT_AN_END:
-        return job.last_run
-    for run in runlog.runs(job.name, limit=50):
-        if run.status not in _NOT_AN_END:
-            return run
-    return None
-
-
-def _rows_from_file(jobs_path: str, now: float, runlog: RunLog | None) -> tuple[list[JobRow], str | None]:
+def _rows_from_file(jobs_path: str, now: float, runlog: RunReader | None) -> tuple[list[JobRow], str | None]:
     """Jobs and their next runs from the file, for a stopped daemon; else the last known."""
     from cronsup import jobsfile
 
@@ -220,14 +217,14 @@ def next_run(job, now: float) -> float | None:
     return t.timestamp() if t else None
 
 
-def has_job(runlog: RunLog | None, name: str) -> bool:
+def has_job(runlog: RunReader | None, name: str) -> bool:
     """Whether the run log knows the job: it has runs, or the daemon lists it (cheap lookups)."""
     if runlog is None:
         return False
     return bool(runlog.runs(name, limit=1)) or any(row.name == name for row in runlog.jobs())
 
 
-def known_jobs(jobs_path: str, runlog: RunLog | None) -> list[str]:
+def known_jobs(jobs_path: str, runlog: RunReader | None) -> list[str]:
     """Job names from the jobs file and the run log, for "did you mean" hints."""
     from cronsup import jobsfile
 

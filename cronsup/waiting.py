@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from cronsup import fmt, report
 from cronsup.model import RunStatus, Trigger
-from cronsup.runlog import Run, RunLog
+from cronsup.store import Run, RunReader, open_store
 
 POLL = 0.1
 
@@ -15,21 +15,21 @@ EXIT_OK, EXIT_FAILED, EXIT_NO_DAEMON = 0, 1, 3
 
 
 def wait_for(db: str, job: str, run_id: int | None, echo: Callable[[str], None],
-             after_id: int = 0) -> int:
+             after_id: int = 0, state_dir: str | None = None) -> int:
     """0 when the run (or its last retry) succeeds, 1 otherwise; 3 if the daemon goes away.
 
     `run_id` None: the run is queued behind a running one (overlap = "queue"); it is then the
     job's first manual run with an id above `after_id`.
     """
-    with RunLog.open(db, readonly=True) as runlog:
+    with open_store(db, readonly=True) as runlog:
         if run_id is None:
-            run_id = _next_manual(runlog, job, db, after_id)
+            run_id = _next_manual(runlog, job, (db, state_dir), after_id)
             if run_id is None:
                 echo(f"{job}: the daemon stopped before the queued run started")
                 return EXIT_NO_DAEMON
             echo(f"{job}: started run {run_id}")
         while True:
-            run = _ended(runlog, run_id, db)
+            run = _ended(runlog, run_id, (db, state_dir))
             if run is None:
                 echo(f"{job}: the daemon stopped before run {run_id} ended; "
                      f"see `cronsup logs {job} --run {run_id}`")
@@ -37,7 +37,7 @@ def wait_for(db: str, job: str, run_id: int | None, echo: Callable[[str], None],
             echo(f"{job}: run {run.id} {describe(run)}")
             if run.status is RunStatus.SUCCESS:
                 return EXIT_OK
-            retry = _retry_of(runlog, run, db)
+            retry = _retry_of(runlog, run, (db, state_dir))
             if retry is None:
                 echo(f"{job}: its details and output: `cronsup logs {job} --run {run.id}`")
                 return EXIT_FAILED
@@ -58,11 +58,12 @@ def describe(run: Run) -> str:
     return text
 
 
-def _daemon_alive(db: str) -> bool:
-    return report.daemon_pid(db) is not None
+def _daemon_alive(db: tuple[str, str | None]) -> bool:
+    """Whether a daemon holds the lock of (run log, --state-dir)."""
+    return report.daemon_pid(*db) is not None
 
 
-def _ended(runlog: RunLog, run_id: int, db: str) -> Run | None:
+def _ended(runlog: RunReader, run_id: int, db: tuple[str, str | None]) -> Run | None:
     while True:
         run = runlog.run(run_id)
         if run is not None and run.status is not RunStatus.RUNNING:
@@ -74,7 +75,7 @@ def _ended(runlog: RunLog, run_id: int, db: str) -> Run | None:
         time.sleep(POLL)
 
 
-def _retry_of(runlog: RunLog, run: Run, db: str) -> Run | None:
+def _retry_of(runlog: RunReader, run: Run, db: tuple[str, str | None]) -> Run | None:
     """The retry the daemon announced in the run's reason ("attempt 2 of 3 in 30s"), once it starts."""
     if not run.reason or f"(attempt {run.attempt + 1} of" not in run.reason:
         return None
@@ -88,7 +89,7 @@ def _retry_of(runlog: RunLog, run: Run, db: str) -> Run | None:
         time.sleep(POLL)
 
 
-def _next_manual(runlog: RunLog, job: str, db: str, after_id: int) -> int | None:
+def _next_manual(runlog: RunReader, job: str, db: tuple[str, str | None], after_id: int) -> int | None:
     while True:
         for run in runlog.runs(job, after_id=after_id, limit=1000):
             if run.trigger is Trigger.MANUAL:

@@ -14,14 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cronsup.runlog import RunLogError, iso
+from cronsup.runjson import iso
+from cronsup.store import RunLogError
 
 log = logging.getLogger("cronsup")
 
 
 @dataclass
 class Kept:
-    """One kept write: a RunLog method and its arguments."""
+    """One kept write: a store method and its arguments."""
 
     method: Callable
     args: tuple

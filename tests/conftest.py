@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from cronsup import control, report
-from cronsup.runlog import Run, RunLog, RunLogError
+from cronsup.store import Run, SqliteStore, RunLogError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -122,7 +122,7 @@ class DaemonProcess:
     def runs(self, job: str | None = None) -> list[Run]:
         """Every run of `job` (or of all jobs), oldest first."""
         try:
-            with RunLog.open(str(self.db), readonly=True) as log:
+            with SqliteStore.open(str(self.db), readonly=True) as log:
                 names = [job] if job else log.job_names()
                 found = [r for name in names for r in log.runs(name, limit=None)]
         except RunLogError:
@@ -137,7 +137,7 @@ class DaemonProcess:
         return wait_until(enough, timeout, what=f"{count} finished runs of {job}")
 
     def output_of(self, run_id: int) -> bytes:
-        with RunLog.open(str(self.db), readonly=True) as log:
+        with SqliteStore.open(str(self.db), readonly=True) as log:
             found = log.output(run_id)
         return found[0] if found else b""
 

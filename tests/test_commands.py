@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from conftest import DaemonProcess, wait_until
 from cronsup import cli, fmt
-from cronsup.runlog import RunLog
+from cronsup.store import SqliteStore
 
 RUN_KEYS = {"id", "job", "trigger", "attempt", "scheduled_for", "started_at", "finished_at",
             "duration_s", "status", "exit_code", "signal", "pid", "host", "reason", "cpu_s", "max_rss"}
@@ -62,7 +62,7 @@ def invoke(d: DaemonProcess, *args: str, **env: str | None):
 
 
 def runs_of(d: DaemonProcess, job: str):
-    with RunLog.open(str(d.db), readonly=True) as log:
+    with SqliteStore.open(str(d.db), readonly=True) as log:
         return log.runs(job, limit=None)
 
 
@@ -516,10 +516,10 @@ def test_logs_failed_since_without_a_job_answers_which_job(built):
 
 def test_logs_failed_marks_an_attempt_whose_retry_then_succeeded(tmp_path):
     from cronsup.model import RunStatus, Trigger
-    from cronsup.runlog import NewRun
+    from cronsup.store import NewRun
 
     db = str(tmp_path / "runs.db")
-    with RunLog.open(db) as log:
+    with SqliteStore.open(db) as log:
         t = 1_764_000_000.0
         first, retry = log.insert_runs([NewRun("flaky", Trigger.SCHEDULE, 1, t),
                                         NewRun("flaky", Trigger.RETRY, 2, t)], host="h", boot_id="b")
@@ -556,12 +556,12 @@ def test_logs_follow_without_a_job_follows_every_job(daemon):
 
 def test_status_ok_column_counts_error_runs_as_not_ok_like_failed_ones(tmp_path):
     from cronsup.model import RunStatus, Trigger
-    from cronsup.runlog import NewRun
+    from cronsup.store import NewRun
 
     jobs = tmp_path / "jobs"
     jobs.write_text("[job.badshell]\n@daily true\n[job.failing]\n@daily false\n")
     db = str(tmp_path / "runs.db")
-    with RunLog.open(db) as log:
+    with SqliteStore.open(db) as log:
         for i in range(3):
             t = 1_764_000_000.0 + 60 * i
             log.insert_runs([NewRun("badshell", Trigger.SCHEDULE, 1, t, status=RunStatus.ERROR,

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import wait_until
 from cronsup import control
-from cronsup.runlog import RunLog
+from cronsup.store import SqliteStore
 
 
 def group_alive(pgid: int) -> bool:
@@ -164,7 +164,7 @@ def test_a_job_prints_a_gigabyte_and_the_daemon_stays_small(daemon):
     data = daemon.output_of(run.id)
     assert data.startswith(b"xxxx") and data.endswith(b"THE-END\n") and b"bytes cut" in data
     assert len(data) < 70 * 1024
-    with RunLog.open(str(daemon.db), readonly=True) as log:
+    with SqliteStore.open(str(daemon.db), readonly=True) as log:
         assert log.run(run.id).output_truncated is True
     assert max(peak) - rss_before < 20 * 1024 * 1024
 
@@ -372,7 +372,7 @@ def test_keep_size_drops_the_oldest_output_and_logs_says_so(daemon):
     daemon.start("--keep-size", "1MiB")
     daemon.finished("chatty", count=5, timeout=20)
     oldest = wait_until(lambda: [r for r in daemon.runs("chatty") if r.output_pruned], what="pruned output")[0]
-    with RunLog.open(str(daemon.db), readonly=True) as log:
+    with SqliteStore.open(str(daemon.db), readonly=True) as log:
         # The bound, plus a run finished since the last prune and the running run's output.
         assert log.output_bytes() <= (1 << 20) + 2 * 300_000
     assert daemon.output_of(oldest.id) == b"" and oldest.status == "success"

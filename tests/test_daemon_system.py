@@ -4,7 +4,6 @@ import os
 import pwd
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import pytest
 
 from conftest import wait_until
 from cronsup import control
+from cronsup.store import open_store
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -128,10 +128,8 @@ def test_fires_missed_while_the_daemon_was_down_are_recorded_or_caught_up(daemon
     daemon.start()
     daemon.stop()
     # Pretend the daemon stopped three hours ago.
-    conn = sqlite3.connect(str(daemon.db))
-    conn.execute("UPDATE daemon SET last_seen = last_seen - 3 * 3600")
-    conn.commit()
-    conn.close()
+    with open_store(str(daemon.db)) as log:
+        log.update_daemon(last_seen=log.daemon().last_seen - 3 * 3600)
     daemon.start()
     missed = [r for r in daemon.runs("none") if r.status == "missed"]
     assert len(missed) in (2, 3) and "was not running" in missed[0].reason
@@ -179,10 +177,10 @@ def _ping(db) -> int | None:
 
 
 def _finished_runs(db) -> int:
-    from cronsup.runlog import RunLog, RunLogError
+    from cronsup.store import SqliteStore, RunLogError
 
     try:
-        with RunLog.open(str(db), readonly=True) as log:
+        with SqliteStore.open(str(db), readonly=True) as log:
             return len([r for r in log.runs("orphans", limit=None) if r.status == "success"])
     except RunLogError:
         return 0

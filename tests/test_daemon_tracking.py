@@ -6,13 +6,13 @@ marks in their environment (/proc/PID/environ), independently of the code under 
 
 import os
 import signal
-import sqlite3
 import time
 
 import pytest
 
 from conftest import wait_until
 from cronsup import paths
+from cronsup.store import RunLogError, open_store
 
 BURST = 200
 
@@ -37,18 +37,12 @@ def marked(store: str) -> dict[int, int]:
 
 
 def rows(db) -> dict[int, tuple[str, str, str | None]]:
-    """run id -> (job, status, reason), read straight from the file."""
+    """run id -> (job, status, reason), read from the store (none yet: empty)."""
     try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    except sqlite3.OperationalError:  # not created yet
+        with open_store(str(db), readonly=True) as log:
+            return {r.id: (r.job, str(r.status), r.reason) for r in log.runs_of_all_jobs(limit=None)}
+    except RunLogError:  # not created, or no schema yet
         return {}
-    try:
-        return {i: (job, status, reason) for i, job, status, reason in
-                conn.execute("SELECT id, job, status, reason FROM runs")}
-    except sqlite3.OperationalError:  # no schema yet
-        return {}
-    finally:
-        conn.close()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import wait_until
 from cronsup import control, report
-from cronsup.runlog import RunLog, RunLogError
+from cronsup.store import SqliteStore, RunLogError
 
 
 def alive(pid: int) -> bool:
@@ -49,7 +49,7 @@ class Detached:
 
     def successes(self, job: str) -> int:
         try:
-            with RunLog.open(str(self.db), readonly=True) as log:
+            with SqliteStore.open(str(self.db), readonly=True) as log:
                 return sum(r.status == "success" for r in log.runs(job, limit=None))
         except RunLogError:
             return 0

@@ -18,19 +18,20 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from cronsup import runlog as runlog_module
+from cronsup.store.sqlite import schema as runlog_module
 from cronsup.model import RunStatus, Trigger
-from cronsup.runlog import (
+from cronsup.runjson import run_json
+from cronsup.store import (
     FAILED_STATUSES,
-    SCHEMA_VERSION,
     DaemonState,
     JobRow,
     NewRun,
     Run,
-    RunLog,
+    SqliteStore,
     RunLogError,
     RunLogMissing,
 )
+from cronsup.store.sqlite.schema import SCHEMA_VERSION
 
 T = 1_764_032_400.0  # 2025-11-25 01:00:00 UTC
 HOST, BOOT = "web1", "boot-1"
@@ -47,12 +48,12 @@ def db(tmp_path):
 
 @pytest.fixture
 def log(db):
-    runlog = RunLog.open(db)
+    runlog = SqliteStore.open(db)
     yield runlog
     runlog.close()
 
 
-def insert(log: RunLog, job: str, scheduled_for: float, **kw) -> int:
+def insert(log: SqliteStore, job: str, scheduled_for: float, **kw) -> int:
     attempt = kw.pop("attempt", 1)
     trigger = kw.pop("trigger", Trigger.SCHEDULE)
     [run_id] = log.insert_runs(
@@ -62,7 +63,7 @@ def insert(log: RunLog, job: str, scheduled_for: float, **kw) -> int:
     return run_id
 
 
-def ran(log: RunLog, job: str, scheduled_for: float, status: RunStatus, duration: float = 1.0,
+def ran(log: SqliteStore, job: str, scheduled_for: float, status: RunStatus, duration: float = 1.0,
         **kw) -> int:
     """A run that started at its scheduled time and finished `duration` later with `status`."""
     run_id = insert(log, job, scheduled_for, **kw)
@@ -73,7 +74,7 @@ def ran(log: RunLog, job: str, scheduled_for: float, status: RunStatus, duration
     return run_id
 
 
-def never_ran(log: RunLog, job: str, scheduled_for: float, status: RunStatus) -> int:
+def never_ran(log: SqliteStore, job: str, scheduled_for: float, status: RunStatus) -> int:
     return insert(log, job, scheduled_for, status=status, finished_at=scheduled_for,
                   reason=f"{status} reason")
 
@@ -118,24 +119,24 @@ def test_a_new_run_log_is_at_the_current_schema_version(log, db):
 
 
 def test_a_new_migration_step_is_applied_to_an_existing_log_and_keeps_its_runs(db, monkeypatch):
-    with RunLog.open(db) as runlog:
+    with SqliteStore.open(db) as runlog:
         run_id = insert(runlog, "backup", T)
     step = ("ALTER TABLE runs ADD COLUMN note TEXT", "CREATE TABLE extra (x INTEGER)")
     monkeypatch.setattr(runlog_module, "MIGRATIONS", runlog_module.MIGRATIONS + [step])
     monkeypatch.setattr(runlog_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
-    with RunLog.open(db) as runlog:
+    with SqliteStore.open(db) as runlog:
         assert runlog.schema_version() == SCHEMA_VERSION + 1
         assert runlog.run(run_id).job == "backup"
         runlog._conn.execute("SELECT note FROM runs").fetchall()
 
 
 def test_a_failing_migration_changes_nothing(db, monkeypatch):
-    RunLog.open(db).close()
+    SqliteStore.open(db).close()
     step = ("CREATE TABLE extra (x INTEGER)", "THIS IS NOT SQL")
     monkeypatch.setattr(runlog_module, "MIGRATIONS", runlog_module.MIGRATIONS + [step])
     monkeypatch.setattr(runlog_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     with pytest.raises(RunLogError, match=re.escape(db)):
-        RunLog.open(db)
+        SqliteStore.open(db)
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'extra'").fetchone() is None
@@ -143,14 +144,14 @@ def test_a_failing_migration_changes_nothing(db, monkeypatch):
 
 
 def test_a_run_log_from_a_newer_cronsup_is_refused_and_left_alone(db, tmp_path):
-    RunLog.open(db).close()
+    SqliteStore.open(db).close()
     conn = sqlite3.connect(db)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 5}")
     conn.close()
     with pytest.raises(RunLogError, match="written by a newer cronsup"):
-        RunLog.open(db)
+        SqliteStore.open(db)
     with pytest.raises(RunLogError, match="written by a newer cronsup"):
-        RunLog.open(db, readonly=True)
+        SqliteStore.open(db, readonly=True)
     assert corrupt_files(os.path.dirname(db)) == []
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 5
@@ -168,13 +169,13 @@ def test_an_existing_directory_keeps_its_mode(tmp_path):
     directory = tmp_path / "shared"
     directory.mkdir()
     os.chmod(directory, 0o755)
-    RunLog.open(directory / "runs.db").close()
+    SqliteStore.open(directory / "runs.db").close()
     assert stat.S_IMODE(os.stat(directory).st_mode) == 0o755
 
 
 def test_a_path_that_is_a_directory_is_a_clear_error(tmp_path):
     with pytest.raises(RunLogError, match=re.escape(str(tmp_path))):
-        RunLog.open(tmp_path)
+        SqliteStore.open(tmp_path)
 
 
 # -- the unique key -----------------------------------------------------------------------------
@@ -195,9 +196,9 @@ def test_a_second_insert_of_the_same_job_time_and_attempt_returns_none(log):
 
 
 def test_the_unique_key_holds_across_a_reopen(db):
-    with RunLog.open(db) as runlog:
+    with SqliteStore.open(db) as runlog:
         insert(runlog, "backup", T)
-    with RunLog.open(db) as runlog:
+    with SqliteStore.open(db) as runlog:
         assert runlog.insert_runs([NewRun("backup", Trigger.SCHEDULE, 1, T)],
                                   host=HOST, boot_id="boot-2") == [None]
 
@@ -279,7 +280,7 @@ def test_to_json_has_exactly_the_spec_run_shape(log, berlin):
     run_id = insert(log, "backup", t)
     log.mark_started(run_id, 4242, t, t + 0.4)
     log.finish_run(run_id, RunStatus.SUCCESS, finished_at=t + 12.9, exit_code=0)
-    data = log.run(run_id).to_json()
+    data = run_json(log.run(run_id))
     assert list(data) == RUN_KEYS
     assert data == {
         "id": run_id, "job": "backup", "trigger": "schedule", "attempt": 1,
@@ -296,24 +297,24 @@ def test_to_json_keeps_nulls_and_the_offset_of_each_instant(log, berlin):
     # 2025-10-26 02:30 happens twice in Berlin: first at +02:00, then (fold=1) at +01:00.
     second = dt.datetime(2025, 10, 26, 2, 30, fold=1, tzinfo=berlin).timestamp()
     run_id = never_ran(log, "backup", second, RunStatus.MISSED)
-    data = log.run(run_id).to_json()
+    data = run_json(log.run(run_id))
     assert data["scheduled_for"] == "2025-10-26T02:30:00+01:00"
     assert data["started_at"] is None and data["duration_s"] is None
     assert data["pid"] is None and data["exit_code"] is None
     assert data["status"] == "missed" and data["reason"] == "missed reason"
     summer = dt.datetime(2025, 7, 1, 12, 0, tzinfo=berlin).timestamp()
     never_ran(log, "report", summer, RunStatus.SKIPPED)
-    assert log.runs("report")[0].to_json()["scheduled_for"] == "2025-07-01T12:00:00+02:00"
+    assert run_json(log.runs("report")[0])["scheduled_for"] == "2025-07-01T12:00:00+02:00"
 
 
 def test_to_json_adds_output_and_truncation_when_given_output(log):
     run_id = ran(log, "backup", T, RunStatus.SUCCESS)
     log.save_output(run_id, b"caf\xc3\xa9 \xff\n", True)
     data, truncated = log.output(run_id)
-    out = log.run(run_id).to_json(data)
+    out = run_json(log.run(run_id), data)
     assert list(out) == RUN_KEYS + ["output", "output_truncated"]
     assert out["output"] == "café \ufffd\n" and out["output_truncated"] is True
-    assert list(log.run(run_id).to_json(b"")) == RUN_KEYS + ["output", "output_truncated"]
+    assert list(run_json(log.run(run_id), b"")) == RUN_KEYS + ["output", "output_truncated"]
 
 
 def test_runs_lists_a_jobs_runs_newest_first_with_filters(log):
@@ -359,7 +360,7 @@ def test_last_runs_gives_each_jobs_latest_run(log):
     assert {job: run.id for job, run in last.items()} == {"a": a2, "b": b1, "c": c1}
     assert last["c"].status is RunStatus.RUNNING
     assert log.job_names() == ["a", "b", "c"]
-    assert RunLog.open(log.path, readonly=True).last_runs() == last
+    assert SqliteStore.open(log.path, readonly=True).last_runs() == last
 
 
 def test_stats_count_runs_that_ran_to_a_known_end_or_could_not_start(log):
@@ -456,13 +457,13 @@ def test_daemon_state_jobs_pauses_and_keys_round_trip(log):
 
 
 def test_the_last_good_jobs_file_is_kept_byte_for_byte_with_what_runs(log, db):
-    from cronsup.runlog import GoodJobs, RunningVersion
+    from cronsup.store import GoodJobs, RunningVersion
 
     assert log.good_jobs() is None and log.running_version() is None
     source = b"# Sicherung f\xfcr alle\n[job.a]\n@every 1s true\n\x00\r\n"  # not even UTF-8
     log.set_good_jobs(GoodJobs("/etc/cronsup/jobs", True, T, source))
     log.set_running_version(RunningVersion("run log", T, 1))
-    with RunLog.open(db, readonly=True) as reader:
+    with SqliteStore.open(db, readonly=True) as reader:
         assert reader.good_jobs() == GoodJobs("/etc/cronsup/jobs", True, T, source)
         assert reader.running_version() == RunningVersion("run log", T, 1)
     log.set_kv("good_jobs", "{not json")  # damaged: nothing, not an exception
@@ -537,8 +538,8 @@ def test_keep_size_prunes_the_oldest_output_first_and_keeps_the_rows(log):
     assert [log.run(i).output_pruned for i in ids] == [True] * 6 + [False] * 4
     assert log.output(ids[0]) == (b"", False) and log.output(ids[-1]) == (b"x" * 1000, False)
     assert log.output_bytes() == 9000 and len(log.runs("chatty", limit=None)) == 11
-    assert log.run(ids[0]).to_json(b"")["output_pruned"] is True
-    assert "output_pruned" not in log.run(ids[-1]).to_json(b"x")
+    assert run_json(log.run(ids[0]), b"")["output_pruned"] is True
+    assert "output_pruned" not in run_json(log.run(ids[-1]), b"x")
     # However small the bound, a running run keeps its output.
     assert log.prune_output(1) == 4
     assert log.output(running) == (b"y" * 5000, False) and not log.run(running).output_pruned
@@ -560,20 +561,20 @@ def test_a_checkpoint_empties_the_wal_file(log, db):
 def test_a_readonly_open_of_a_missing_file_raises_run_log_missing_and_creates_nothing(tmp_path):
     path = tmp_path / "nowhere" / "runs.db"
     with pytest.raises(RunLogMissing, match=re.escape(str(path))):
-        RunLog.open(path, readonly=True)
+        SqliteStore.open(path, readonly=True)
     assert not (tmp_path / "nowhere").exists()
     assert issubclass(RunLogMissing, RunLogError)
 
 
 def test_a_readonly_log_refuses_writes(log, db):
-    reader = RunLog.open(db, readonly=True)
+    reader = SqliteStore.open(db, readonly=True)
     with pytest.raises(RunLogError, match="read-only"):
         reader.insert_runs([NewRun("x", Trigger.MANUAL, 1, T)], host=HOST, boot_id=BOOT)
     reader.close()
 
 
 def test_a_reader_sees_the_writers_commits_and_is_not_blocked_by_its_lock(log, db):
-    reader = RunLog.open(db, readonly=True)
+    reader = SqliteStore.open(db, readonly=True)
     assert reader.running() == []
     run_id = insert(log, "backup", T)
     assert [r.id for r in reader.running()] == [run_id]
@@ -592,8 +593,8 @@ def test_a_file_of_random_bytes_is_moved_aside_with_a_warning(tmp_path, caplog):
     garbage = os.urandom(8192)
     db.write_bytes(garbage)
     (tmp_path / "runs.db-wal").write_bytes(b"old wal")
-    with caplog.at_level(logging.WARNING, logger="cronsup.runlog"):
-        runlog = RunLog.open(db, now=T)
+    with caplog.at_level(logging.WARNING, logger="cronsup.store"):
+        runlog = SqliteStore.open(db, now=T)
     moved = tmp_path / "runs.db.corrupt-20251125T010000Z"
     assert moved.read_bytes() == garbage
     assert (tmp_path / "runs.db.corrupt-20251125T010000Z-wal").read_bytes() == b"old wal"
@@ -607,24 +608,24 @@ def test_a_file_of_random_bytes_is_moved_aside_with_a_warning(tmp_path, caplog):
 
 def test_a_damaged_run_log_is_moved_aside_and_its_bytes_kept(tmp_path, caplog):
     db = tmp_path / "runs.db"
-    with RunLog.open(db) as runlog:
+    with SqliteStore.open(db) as runlog:
         for i in range(300):
             insert(runlog, f"job-{i % 7}", T + i)
     data = db.read_bytes()
     truncated = data[: len(data) // 2]
     db.write_bytes(truncated)
-    with caplog.at_level(logging.WARNING, logger="cronsup.runlog"):
-        RunLog.open(db, now=T).close()
+    with caplog.at_level(logging.WARNING, logger="cronsup.store"):
+        SqliteStore.open(db, now=T).close()
     assert (tmp_path / "runs.db.corrupt-20251125T010000Z").read_bytes() == truncated
     # Damaged pages in the middle of a file of the right size, the same second: a new name.
-    with RunLog.open(db) as runlog:
+    with SqliteStore.open(db) as runlog:
         for i in range(300):
             insert(runlog, f"job-{i % 7}", T + i)
     damaged = bytearray(db.read_bytes())
     damaged[4096 * 2: 4096 * 5] = os.urandom(4096 * 3)
     db.write_bytes(bytes(damaged))
-    with caplog.at_level(logging.WARNING, logger="cronsup.runlog"):
-        with RunLog.open(db, now=T) as runlog:
+    with caplog.at_level(logging.WARNING, logger="cronsup.store"):
+        with SqliteStore.open(db, now=T) as runlog:
             assert runlog.job_names() == []
     assert (tmp_path / "runs.db.corrupt-20251125T010000Z-2").read_bytes() == bytes(damaged)
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 2
@@ -634,7 +635,7 @@ def test_a_readonly_open_of_a_corrupt_file_is_a_clear_error_and_moves_nothing(tm
     db = tmp_path / "runs.db"
     db.write_bytes(b"this is not a database" * 300)
     with pytest.raises(RunLogError) as caught:
-        RunLog.open(db, readonly=True)
+        SqliteStore.open(db, readonly=True)
     assert not isinstance(caught.value, RunLogMissing)
     assert str(caught.value) == (
         f"run log {db} is corrupt or not a cronsup run log: file is not a database"
@@ -647,16 +648,16 @@ def test_an_empty_file_no_daemon_has_set_up_reads_as_missing(tmp_path):
     db = tmp_path / "runs.db"
     db.touch()
     with pytest.raises(RunLogMissing, match="not been initialised"):
-        RunLog.open(db, readonly=True)
+        SqliteStore.open(db, readonly=True)
 
 
 def test_a_locked_database_is_waited_for_not_treated_as_corrupt(db, caplog):
-    RunLog.open(db).close()
+    SqliteStore.open(db).close()
     # A rollback-journal database under an EXCLUSIVE lock: even reading it must wait.
     thread = hold_lock(db, "BEGIN EXCLUSIVE", 0.5, journal_mode="DELETE")
     started = time.perf_counter()
-    with caplog.at_level(logging.WARNING, logger="cronsup.runlog"):
-        runlog = RunLog.open(db, busy_timeout=5.0)
+    with caplog.at_level(logging.WARNING, logger="cronsup.store"):
+        runlog = SqliteStore.open(db, busy_timeout=5.0)
     waited = time.perf_counter() - started
     thread.join()
     assert waited >= 0.3
@@ -674,10 +675,10 @@ def test_a_write_waits_for_another_writers_transaction(log, db):
 
 
 def test_a_lock_held_past_the_busy_timeout_is_an_error_not_corruption(db):
-    RunLog.open(db).close()
+    SqliteStore.open(db).close()
     thread = hold_lock(db, "BEGIN EXCLUSIVE", 1.0, journal_mode="DELETE")
     with pytest.raises(RunLogError, match="locked") as caught:
-        RunLog.open(db, busy_timeout=0.1)
+        SqliteStore.open(db, busy_timeout=0.1)
     thread.join()
     assert caught.value.code == "SQLITE_BUSY" and not caught.value.full
     assert corrupt_files(os.path.dirname(db)) == []
@@ -708,9 +709,9 @@ def test_a_log_left_by_a_killed_daemon_opens_with_all_its_committed_runs(db):
     # index is stale. Readers and the next writer must still see them.
     script = (
         "import os, sys\n"
-        "from cronsup.runlog import RunLog, NewRun\n"
+        "from cronsup.store import SqliteStore, NewRun\n"
         "from cronsup.model import Trigger\n"
-        f"log = RunLog.open({db!r})\n"
+        f"log = SqliteStore.open({db!r})\n"
         f"log.insert_runs([NewRun('backup', Trigger.SCHEDULE, 1, {T})], host='h', boot_id='b')\n"
         "os._exit(0)\n"
     )
@@ -719,9 +720,9 @@ def test_a_log_left_by_a_killed_daemon_opens_with_all_its_committed_runs(db):
 
     subprocess.run([sys.executable, "-c", script], check=True)
     assert os.path.getsize(db + "-wal") > 0
-    with RunLog.open(db, readonly=True) as reader:
+    with SqliteStore.open(db, readonly=True) as reader:
         assert [r.job for r in reader.running()] == ["backup"]
-    with RunLog.open(db) as writer:
+    with SqliteStore.open(db) as writer:
         assert writer.insert_runs([NewRun("backup", Trigger.SCHEDULE, 1, T)],
                                   host=HOST, boot_id=BOOT) == [None]
     assert corrupt_files(os.path.dirname(db)) == []

@@ -16,8 +16,8 @@ from click.testing import CliRunner
 
 from conftest import wait_until
 from cronsup import cli, jobsfile
-from cronsup import runlog as runlog_module
-from cronsup.runlog import JobRow, RunLog
+from cronsup.store.sqlite import schema as runlog_module
+from cronsup.store import JobRow, SqliteStore
 
 
 def clock_at(wall: float) -> dict[str, str]:
@@ -160,7 +160,7 @@ def test_the_migration_adds_the_retry_columns_to_an_old_run_log(tmp_path):
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()
-    with RunLog.open(db) as log:
+    with SqliteStore.open(db) as log:
         assert log.jobs() == [JobRow("a", "@daily", "true", "", 5.0, True, 3)]
         log.update_retries({"a": (7.0, 2, 3)})
         assert log.jobs()[0].retry_at == 7.0 and log.jobs()[0].retry_attempts == 3

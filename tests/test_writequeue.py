@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from cronsup.model import RunStatus, Trigger
-from cronsup.runlog import NewRun, RunLog
+from cronsup.store import NewRun, SqliteStore
 from cronsup.writequeue import WriteQueue
 
 
@@ -31,13 +31,13 @@ def db(tmp_path):
 
 @pytest.fixture
 def log(db):
-    runlog = RunLog.open(db)
+    runlog = SqliteStore.open(db)
     runlog.set_busy_timeout(0.02)
     yield runlog
     runlog.close()
 
 
-def running(log: RunLog, n: int) -> list[int]:
+def running(log: SqliteStore, n: int) -> list[int]:
     return log.insert_runs([NewRun("j", Trigger.SCHEDULE, 1, 1000.0 + i, started_at=1000.0 + i)
                             for i in range(n)], host="h", boot_id="b")
 

@@ -1,0 +1,336 @@
+"""What every run store must do, as tests over two fixtures any store module provides:
+`store` (a fresh writable store) and `reader` (a read-only view of the same store).
+
+tests/test_store_sqlite.py runs them on SQLite (`from store_contract import *`); a
+PostgreSQL store is one more such module with its own two fixtures. Only the protocol of
+cronsup/store/protocol.py is used here: no SQL, no file names.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from cronsup.model import RunStatus, Trigger
+from cronsup.store import (
+    FAILED_STATUSES,
+    DaemonState,
+    GoodJobs,
+    JobRow,
+    NewRun,
+    RunLogError,
+    RunningVersion,
+)
+
+T = 1_764_032_400.0  # 2025-11-25 01:00:00 UTC
+HOST, BOOT = "web1", "boot-1"
+
+
+def claim(store, job: str, scheduled_for: float, attempt: int = 1, **kw) -> int | None:
+    boot_id = kw.pop("boot_id", BOOT)
+    [run_id] = store.insert_runs(
+        [NewRun(job, kw.pop("trigger", Trigger.SCHEDULE), attempt, scheduled_for, **kw)],
+        host=HOST, boot_id=boot_id)
+    return run_id
+
+
+def ran(store, job: str, scheduled_for: float, status: RunStatus = RunStatus.SUCCESS,
+        duration: float = 1.0, attempt: int = 1, **kw) -> int:
+    run_id = claim(store, job, scheduled_for, attempt, **kw)
+    assert run_id is not None
+    assert store.mark_started(run_id, 4242, 1.5, scheduled_for)
+    assert store.finish_run(run_id, status, finished_at=scheduled_for + duration,
+                            exit_code=0 if status is RunStatus.SUCCESS else 1)
+    return run_id
+
+
+# -- claims ---------------------------------------------------------------------------------
+
+
+def test_contract_a_fire_is_claimed_once_per_job_scheduled_time_and_attempt(store):
+    first = store.insert_runs([NewRun("backup", Trigger.SCHEDULE, 1, T)], host=HOST, boot_id=BOOT)
+    again = store.insert_runs([
+        NewRun("backup", Trigger.SCHEDULE, 1, T),  # taken
+        NewRun("backup", Trigger.RETRY, 2, T),  # another attempt
+        NewRun("backup", Trigger.SCHEDULE, 1, T + 60),  # another time
+        NewRun("report", Trigger.SCHEDULE, 1, T),  # another job
+    ], host="web2", boot_id="boot-2")
+    assert first[0] is not None
+    assert again[0] is None and None not in again[1:]
+    assert len({first[0], *again[1:]}) == 4
+    assert [r.host for r in store.runs("backup", limit=None) if r.id == first[0]] == [HOST]
+
+
+def test_contract_a_claim_taken_twice_in_one_batch_is_given_once(store):
+    ids = store.insert_runs([NewRun("backup", Trigger.SCHEDULE, 1, T)] * 2, host=HOST, boot_id=BOOT)
+    assert ids[0] is not None and ids[1] is None
+    assert len(store.runs("backup")) == 1
+
+
+def test_contract_a_claim_is_unique_whatever_the_trigger(store):
+    assert claim(store, "backup", T, trigger=Trigger.SCHEDULE) is not None
+    assert claim(store, "backup", T, trigger=Trigger.CATCHUP) is None
+
+
+# -- one run's life -------------------------------------------------------------------------
+
+
+def test_contract_a_run_is_claimed_started_and_finished_with_its_output(store, reader):
+    run_id = claim(store, "backup", T)
+    run = reader.run(run_id)
+    assert (run.status, run.started_at, run.pid, run.host, run.boot_id) == (
+        RunStatus.RUNNING, None, None, HOST, BOOT)
+    assert store.mark_started(run_id, 4242, 17.5, T + 0.25)
+    assert store.finish_run(run_id, RunStatus.FAILED, finished_at=T + 2.25, exit_code=3,
+                            reason="exit code 3", cpu_s=0.5, max_rss=1 << 20,
+                            output=(b"caf\xc3\xa9\n\xff", True))
+    run = reader.run(run_id)
+    assert (run.status, run.pid, run.pid_start, run.started_at, run.finished_at) == (
+        RunStatus.FAILED, 4242, 17.5, T + 0.25, T + 2.25)
+    assert (run.exit_code, run.reason, run.cpu_s, run.max_rss) == (3, "exit code 3", 0.5, 1 << 20)
+    assert run.duration_s == 2.0 and run.output_truncated is True
+    assert reader.output(run_id) == (b"caf\xc3\xa9\n\xff", True)
+
+
+def test_contract_output_saved_while_running_is_replaced_by_the_final_output(store, reader):
+    run_id = claim(store, "backup", T)
+    store.save_output(run_id, b"partial", False)
+    assert reader.output(run_id) == (b"partial", False)
+    store.finish_run(run_id, RunStatus.SUCCESS, finished_at=T + 1, exit_code=0, output=(b"all", False))
+    assert reader.output(run_id) == (b"all", False)
+    assert reader.output(claim(store, "backup", T + 60)) is None
+
+
+def test_contract_a_finished_run_cannot_be_finished_twice_and_keeps_its_first_result(store, reader):
+    # The second finish is ignored (False, nothing written), not an error: a lost-run
+    # recovery racing a late exit must not overwrite what was recorded first.
+    run_id = claim(store, "backup", T)
+    assert store.finish_run(run_id, RunStatus.SUCCESS, finished_at=T + 1, exit_code=0,
+                            output=(b"first", False))
+    assert not store.finish_run(run_id, RunStatus.FAILED, finished_at=T + 9, exit_code=1,
+                                reason="second", output=(b"second", True))
+    assert store.finish_runs_lost([run_id], "daemon died", T + 10) == 0
+    assert not store.mark_started(run_id, 1, None, T + 11)
+    run = reader.run(run_id)
+    assert (run.status, run.finished_at, run.exit_code, run.reason, run.pid) == (
+        RunStatus.SUCCESS, T + 1, 0, None, None)
+    assert reader.output(run_id) == (b"first", False)
+
+
+def test_contract_finish_refuses_running_as_a_final_status(store):
+    run_id = claim(store, "backup", T)
+    with pytest.raises(ValueError):
+        store.finish_run(run_id, RunStatus.RUNNING, finished_at=T)
+
+
+def test_contract_lost_marks_only_runs_still_running(store, reader):
+    a, b = claim(store, "a", T), claim(store, "b", T)
+    store.finish_run(b, RunStatus.SUCCESS, finished_at=T + 1)
+    assert store.finish_runs_lost([a, b], "the daemon stopped", T + 5) == 1
+    assert (reader.run(a).status, reader.run(a).reason, reader.run(a).finished_at) == (
+        RunStatus.LOST, "the daemon stopped", T + 5)
+    assert reader.run(b).status is RunStatus.SUCCESS
+
+
+def test_contract_skipped_and_missed_runs_are_recorded_already_finished(store, reader):
+    run_id = claim(store, "backup", T, status=RunStatus.MISSED, finished_at=T, reason="missed")
+    assert reader.running() == []
+    assert reader.run(run_id).status is RunStatus.MISSED
+
+
+def test_contract_mark_started_many_counts_the_runs_it_updated(store):
+    a, b, c = (claim(store, "a", T + i) for i in range(3))
+    store.finish_run(c, RunStatus.ERROR, finished_at=T)
+    assert store.mark_started_many([(a, 10, None, T), (b, 11, None, T), (c, 12, None, T)]) == 2
+
+
+# -- reads ----------------------------------------------------------------------------------
+
+
+def test_contract_runs_are_newest_first_and_filtered(store, reader):
+    for i, status in enumerate([RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.SKIPPED,
+                                RunStatus.TIMEOUT, RunStatus.SUCCESS]):
+        if status is RunStatus.SKIPPED:
+            claim(store, "backup", T + 60 * i, status=status, finished_at=T + 60 * i)
+        else:
+            ran(store, "backup", T + 60 * i, status)
+    ran(store, "report", T + 30)
+    runs = reader.runs("backup")
+    assert [r.scheduled_for for r in runs] == [T + 60 * i for i in (4, 3, 2, 1, 0)]
+    assert [r.status for r in reader.runs("backup", failed=True)] == [RunStatus.TIMEOUT, RunStatus.FAILED]
+    assert all(s in FAILED_STATUSES for s in (RunStatus.TIMEOUT, RunStatus.FAILED))
+    assert [r.scheduled_for for r in reader.runs("backup", since=T + 120)] == [T + 240, T + 180, T + 120]
+    assert len(reader.runs("backup", limit=2)) == 2
+    assert [r.id for r in reader.runs("backup", before_id=runs[1].id)] == [r.id for r in runs[2:]]
+    assert [r.job for r in reader.runs_of_all_jobs(limit=2)] == ["report", "backup"]
+    assert len(reader.runs_of_all_jobs(limit=None)) == 6
+    assert reader.runs("nothing") == []
+
+
+def test_contract_running_lists_running_runs_oldest_first(store, reader):
+    a = claim(store, "a", T)
+    ran(store, "b", T)
+    c = claim(store, "c", T)
+    assert [r.id for r in reader.running()] == [a, c]
+    assert [r.id for r in reader.running_runs()] == [a, c]
+
+
+def test_contract_the_latest_run_of_every_job_and_their_names(store, reader):
+    ran(store, "a", T)
+    newest_a = claim(store, "a", T + 60)
+    b = ran(store, "b", T)
+    last = reader.last_runs()
+    assert {job: run.id for job, run in last.items()} == {"a": newest_a, "b": b}
+    assert reader.job_names() == ["a", "b"]
+
+
+def test_contract_follow_returns_every_run_exactly_once_whatever_the_order_of_inserts(store, reader):
+    rng = random.Random(7)
+    fires = [(job, T + 60 * i) for job in ("a", "b", "c") for i in range(30)]
+    rng.shuffle(fires)  # scheduled times and jobs out of order
+    seen: list[int] = []
+    seen_a: list[int] = []
+    last = last_a = 0
+    claimed: list[int] = []
+    while fires:
+        batch, fires = fires[:rng.randint(1, 7)], fires[7:]
+        ids = store.insert_runs([NewRun(j, Trigger.SCHEDULE, 1, t) for j, t in batch],
+                                host=HOST, boot_id=BOOT)
+        claimed += [i for i in ids if i is not None]
+        for run_id in ids[::2]:  # finishing runs does not make them new again
+            store.finish_run(run_id, RunStatus.SUCCESS, finished_at=T)
+        got = reader.follow(None, last, limit=5)  # a small limit: several calls per batch
+        while got:
+            seen += [r.id for r in got]
+            last = got[-1].id
+            got = reader.follow(None, last, limit=5)
+        got_a = reader.follow("a", last_a)
+        seen_a += [r.id for r in got_a]
+        last_a = got_a[-1].id if got_a else last_a
+    assert sorted(seen) == sorted(claimed) and len(seen) == len(set(seen))
+    assert seen == sorted(seen)  # oldest first
+    assert seen_a == [r.id for r in reversed(reader.runs("a", limit=None))]
+
+
+def test_contract_success_rate_and_median_of_many_jobs_match_one_job_at_a_time(store, reader):
+    for i, status in enumerate([RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.SUCCESS, RunStatus.SUCCESS]):
+        ran(store, "a", T + 60 * i, status, duration=[1, 2, 3, 10][i])
+    ran(store, "b", T, RunStatus.FAILED)
+    claim(store, "c", T, status=RunStatus.SKIPPED, finished_at=T)
+    many = reader.stats_many(["a", "b", "c", "none"], 20)
+    assert many == {name: reader.stats(name, 20) for name in ("a", "b", "c", "none")}
+    assert many["a"] == (0.75, 2.5) and many["c"] == (None, None)
+
+
+def test_contract_last_finished_skips_running_skipped_and_missed_runs(store, reader):
+    done = ran(store, "a", T)
+    claim(store, "a", T + 60, status=RunStatus.SKIPPED, finished_at=T + 60)
+    claim(store, "a", T + 120)
+    claim(store, "b", T)
+    skip = (RunStatus.RUNNING, RunStatus.SKIPPED, RunStatus.MISSED)
+    found = reader.last_finished(["a", "b", "c"], skip)
+    assert {job: run.id for job, run in found.items()} == {"a": done}
+
+
+def test_contract_history_gives_the_start_up_facts_of_many_jobs(store, reader):
+    ran(store, "a", T, trigger=Trigger.SCHEDULE)
+    ran(store, "a", T + 600, RunStatus.FAILED, trigger=Trigger.MANUAL)
+    ran(store, "b", T + 60, trigger=Trigger.CATCHUP, duration=5)
+    claim(store, "r", T, trigger=Trigger.REBOOT)
+    claim(store, "old-boot", T, trigger=Trigger.REBOOT, boot_id="boot-0")
+    h = reader.history(["a", "b", "r", "old-boot", "none"], BOOT)
+    assert h.last_scheduled == {"a": T, "b": T + 60}
+    assert h.last_started == {"a": T + 600, "b": T + 60}
+    assert h.last_success == {"a": T + 1, "b": T + 65}
+    assert h.reboot_done == {"r"}
+
+
+def test_contract_retried_ok_names_the_attempt_that_succeeded(store, reader):
+    first = ran(store, "a", T, RunStatus.FAILED, attempt=1)
+    ran(store, "a", T, RunStatus.SUCCESS, attempt=2, trigger=Trigger.RETRY)
+    alone = ran(store, "a", T + 60, RunStatus.FAILED)
+    assert reader.retried_ok([reader.run(first), reader.run(alone)]) == {first: 2}
+
+
+# -- the daemon's own state -----------------------------------------------------------------
+
+
+def test_contract_the_daemon_state_round_trips(store, reader):
+    assert reader.daemon() is None
+    state = DaemonState(pid=99, pid_start=12.5, started_at=T, host=HOST, boot_id=BOOT,
+                        jobs_file="/j", config_error=None, last_seen=T)
+    store.set_daemon(state)
+    assert reader.daemon() == state
+    assert store.update_daemon(last_seen=T + 60, config_error="jobs:3: bad")
+    assert store.update_daemon(stopped_at=T + 61)
+    got = reader.daemon()
+    assert (got.last_seen, got.config_error, got.stopped_at, got.pid) == (T + 60, "jobs:3: bad", T + 61, 99)
+    with pytest.raises(TypeError):
+        store.update_daemon(pid=1)
+
+
+def test_contract_the_jobs_table_keeps_order_next_runs_and_retries(store, reader):
+    rows = [JobRow("z", "@hourly", "true", "", T + 3600, True, 1),
+            JobRow("a", "@every 5m", "false", "d", None, False, 4)]
+    store.set_jobs(rows)
+    assert reader.jobs() == rows
+    store.update_next_runs({"a": T + 300})
+    store.update_retries({"z": (T + 30, 2, 3)})
+    z, a = reader.jobs()
+    assert a.next_run == T + 300 and (z.retry_at, z.retry_attempt, z.retry_attempts) == (T + 30, 2, 3)
+    store.update_retries({"z": None})
+    assert reader.jobs()[0].retry_at is None
+    store.set_jobs(rows[1:])
+    assert [r.name for r in reader.jobs()] == ["a"]
+
+
+def test_contract_paused_jobs_keep_their_first_pause_time(store, reader):
+    store.set_paused("a", True, T)
+    store.set_paused("a", True, T + 5)
+    store.set_paused("b", True, T + 1)
+    assert reader.paused() == {"a": T, "b": T + 1}
+    store.set_paused("a", False, T + 9)
+    assert reader.paused() == {"b": T + 1}
+
+
+def test_contract_the_good_jobs_file_and_running_version_round_trip(store, reader):
+    assert reader.good_jobs() is None and reader.running_version() is None
+    good = GoodJobs("/etc/cronsup/jobs", True, T, b"[job.a]\n\xff\xfe")
+    store.set_good_jobs(good)
+    store.set_running_version(RunningVersion("run log", T, 3))
+    assert reader.good_jobs() == good
+    assert reader.running_version() == RunningVersion("run log", T, 3)
+
+
+def test_contract_prune_never_deletes_a_running_run_nor_a_jobs_newest(store, reader):
+    running = claim(store, "a", T - 400 * 86400)
+    for i in range(5):
+        ran(store, "a", T - 200 * 86400 + i)
+    newest = ran(store, "b", T - 300 * 86400)
+    deleted = store.prune(max_runs_per_job=2, max_age_s=90 * 86400, now=T)
+    assert deleted >= 3
+    ids = {r.id for r in reader.runs_of_all_jobs(limit=None)}
+    assert running in ids and newest in ids
+    assert reader.run(running).status is RunStatus.RUNNING
+
+
+def test_contract_prune_output_keeps_running_runs_output(store, reader):
+    old = ran(store, "a", T)
+    store.save_output(old, b"x" * 1000, False)
+    live = claim(store, "a", T + 60)
+    store.save_output(live, b"y" * 1000, False)
+    assert store.prune_output(500) == 1
+    assert reader.output(old) == (b"", False) and reader.run(old).output_pruned
+    assert reader.output(live) == (b"y" * 1000, False)
+
+
+def test_contract_a_reader_refuses_writes(reader):
+    with pytest.raises(RunLogError):
+        reader.set_paused("a", True, T)
+
+
+def test_contract_checkpoint_and_busy_timeout_are_accepted(store):
+    claim(store, "a", T)
+    store.set_busy_timeout(0.05)
+    assert store.checkpoint() in (True, False)

@@ -1,0 +1,110 @@
+"""The store contract (tests/store_contract.py) run on SQLite, and SQLite's query counts."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from store_contract import *  # noqa: F401,F403 (the contract's tests, collected here)
+from store_contract import BOOT, HOST, T, claim, ran
+
+from cronsup import report
+from cronsup.daemon import Daemon
+from cronsup.model import RunStatus, Trigger
+from cronsup.store import DaemonState, JobRow, RunLogError, SqliteStore, open_store
+
+
+@pytest.fixture
+def location(tmp_path):
+    return str(tmp_path / "state" / "runs.db")
+
+
+@pytest.fixture
+def store(location):
+    s = open_store(location)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def reader(store, location):
+    r = open_store(location, readonly=True)
+    yield r
+    r.close()
+
+
+def test_open_store_gives_sqlite_for_a_path_and_refuses_an_unknown_url(location):
+    with open_store(location) as s:
+        assert isinstance(s, SqliteStore)
+    with pytest.raises(RunLogError, match="no store for postgresql:// URLs"):
+        open_store("postgresql://db.example/cronsup")
+
+
+def _fill(store, n_jobs: int) -> list[str]:
+    names = [f"job{i:03d}" for i in range(n_jobs)]
+    store.set_daemon(DaemonState(pid=1, pid_start=1.0, started_at=T, host=HOST, boot_id=BOOT,
+                                 jobs_file="/j", last_seen=T))
+    store.set_jobs([JobRow(n, "@hourly", "true", "", T + 3600, True, i + 1) for i, n in enumerate(names)])
+    for n in names:
+        ran(store, n, T, RunStatus.FAILED)
+        ran(store, n, T + 60, RunStatus.SUCCESS, trigger=Trigger.CATCHUP)
+        claim(store, n, T + 120, status=RunStatus.SKIPPED, finished_at=T + 120)
+        claim(store, n, T + 180)  # running: `status` looks further back for LAST
+    assert claim(store, names[0], T + 300, trigger=Trigger.REBOOT)
+    return names
+
+
+def _statements(store: SqliteStore, action) -> int:
+    seen: list[str] = []
+    store._conn.set_trace_callback(seen.append)
+    try:
+        action()
+    finally:
+        store._conn.set_trace_callback(None)
+    return len(seen)
+
+
+@pytest.mark.parametrize("n_jobs", [10, 200])
+def test_the_daemons_start_up_history_takes_the_same_queries_for_10_and_200_jobs(tmp_path, n_jobs):
+    with open_store(tmp_path / "runs.db") as store:
+        names = _fill(store, n_jobs)
+        daemon = Daemon(str(tmp_path / "jobs"), str(tmp_path / "runs.db"))
+        daemon.log = store
+        daemon.boot_id = BOOT
+        daemon.jobs = SimpleNamespace(jobs=[SimpleNamespace(name=n) for n in names])
+        history = {}
+        count = _statements(store, lambda: history.setdefault("h", daemon._history()))
+        h = history["h"]
+        assert len(h.last_scheduled) == len(h.last_success) == n_jobs
+        assert h.last_scheduled[names[-1]] == T + 180 and h.reboot_done == {names[0]}
+        assert count == 3  # daemon row, paused jobs, one query for all the jobs' history
+
+
+@pytest.mark.parametrize("n_jobs", [10, 200])
+def test_status_takes_the_same_queries_for_10_and_200_jobs(tmp_path, monkeypatch, n_jobs):
+    db = tmp_path / "state" / "runs.db"
+    with open_store(db) as store:
+        names = _fill(store, n_jobs)
+    # `status` with a daemon running reads the daemon's own view: its jobs table.
+    monkeypatch.setattr(report, "daemon_pid", lambda db_path, state_dir=None: 4242)
+    counted: list[str] = []
+
+    def traced(location, **kw):
+        s = open_store(location, **kw)
+        s._conn.set_trace_callback(counted.append)
+        return s
+
+    monkeypatch.setattr(report, "open_store", traced)
+    st = report.status(str(tmp_path / "jobs"), str(db), T + 200)
+    assert [j.name for j in st.jobs] == names
+    assert all(j.last_finished.scheduled_for == T + 60 and j.running for j in st.jobs)
+    assert st.jobs[0].success_rate == 0.5
+    assert len(counted) == 8  # the same for 10 jobs and for 200
+
+
+def test_the_sqlite_store_has_every_method_of_the_protocol():
+    from cronsup.store import RunStore
+
+    wanted = {n for n in dir(RunStore) if not n.startswith("_") and callable(getattr(RunStore, n))}
+    assert wanted >= {"insert_runs", "finish_run", "history", "follow", "stats_many"}
+    assert not [n for n in wanted if not callable(getattr(SqliteStore, n, None))]
