@@ -576,11 +576,11 @@ def test_status_ok_column_counts_error_runs_as_not_ok_like_failed_ones(tmp_path)
 
 def test_logs_since_shows_the_whole_window_and_a_cut_list_says_there_is_more(tmp_path):
     from cronsup.model import RunStatus, Trigger
-    from cronsup.runlog import NewRun
+    from cronsup.store import NewRun
 
     db = str(tmp_path / "runs.db")
     now = time.time()
-    with RunLog.open(db) as log:
+    with SqliteStore.open(db) as log:
         ids = log.insert_runs([NewRun("noisy", Trigger.SCHEDULE, 1, now - 600 + i) for i in range(30)],
                               host="h", boot_id="b")
         for run_id in ids:
