@@ -16,18 +16,18 @@ import signal
 import socket
 import stat
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import psutil
 
-from cronsup import clock, control, jobsfile, mail, notify, paths, runner, suggest, trust
-from cronsup.model import JobsFile, JobSpec, Overlap, RunStatus, Trigger
+from cronsup import answers, clock, control, events, jobsfile, notify, paths, recovery, runner, trust
+from cronsup.events import Event, Receivers
+from cronsup.model import JobsFile, JobSpec, Outcome, RunStatus
 from cronsup.runlog import (DaemonState, GoodJobs, JobRow, NewRun, Run, RunLog, RunLogError,
                             RunningVersion, iso)
-from cronsup.supervisor import Action, History, Kill, Now, Record, Start, Supervisor
+from cronsup.supervisor import Action, Fire, History, Kill, Now, Record, Start, Supervisor
 from cronsup.writequeue import WriteQueue, output_size
 
 log = logging.getLogger("cronsup")
@@ -39,7 +39,6 @@ OUTPUT_FLUSH = 1.0  # a running job's output reaches the run log at most this la
 # has been quiet that long: 100 ms keeps a reload well under a second and idle wake-ups at 10/s.
 WATCH_STEP_MS = 100
 WATCH_CHECK_MS = 30000  # and compare the file's stat after this long without events
-LOST_GRACE = 2.0  # a survivor of a crashed daemon gets this long after SIGTERM
 LOCK_TRIES, LOCK_TRY_EVERY = 50, 0.01  # a reader's shared lock lasts microseconds
 PRECISE_WAKE = 0.1  # a longer sleep ends early and is finished by a short one (see loop)
 # A start that found no free file descriptor (or process slot) is tried again this soon,
@@ -47,7 +46,7 @@ PRECISE_WAKE = 0.1  # a longer sleep ends early and is finished by a short one (
 SPAWN_RETRY = 0.2
 SPAWN_RETRY_FOR = 60.0
 LINGER_CHECK = 0.2  # stopping: how often to look whether what TERM'd runs left has gone
-NOT_STARTED = "not started: the daemon stopped before starting it"
+NOT_STARTED = recovery.NOT_STARTED
 # A write waits this long for another process's lock on the run log; then it is kept and
 # retried by the loop (writequeue), so control requests and the watchdog never wait in
 # SQLite's busy handler.
@@ -56,6 +55,9 @@ STOP_FLUSH = 10.0  # at a clean stop, kept writes are tried this long before the
 # Empty the -wal file this often: SQLite's own checkpoints, every 1,000 pages, let it grow
 # to 4 MiB and never shrink it.
 CHECKPOINT_EVERY = 60.0
+INTERNAL_ERRORS = "internal_errors"  # the run log's kv key `status` reads the count from
+RECEIVER_GRACE = 1.0  # at a stop, receivers get this long to finish what is queued
+ERROR_PAUSE = 0.05  # after an internal error the loop waits this long: no busy loop on a bug
 
 
 class DaemonError(Exception):
@@ -75,6 +77,7 @@ class _Running:
     job: JobSpec
     fd: int  # the output pipe as registered with the selector
     last_flush: float = 0.0
+    fire: Fire | None = None  # what it runs for (for its events)
 
 
 @dataclass
@@ -98,13 +101,22 @@ class Daemon:
     def __init__(self, jobs_path: str, db_path: str, *, system: bool = False,
                  keep_runs: int = 1000, keep_days: float = 90.0, keep_size: int = 256 << 20,
                  sendmail: str | None = None,
-                 now: Callable[[], Now] = clock.now):
+                 now: Callable[[], Now] = clock.now, receivers: Receivers | None = None):
         self.jobs_path = os.path.abspath(jobs_path)
         self.db_path = os.path.abspath(db_path)
         self.system = system
         self.keep_runs, self.keep_days, self.keep_size = keep_runs, keep_days, keep_size
         self.sendmail = sendmail  # None: look in the usual places (mail.find_sendmail)
         self.now = now
+        # Told of every start and outcome; mail first. Tests pass their own.
+        if receivers is None:
+            receivers = Receivers([events.MailReceiver(user=_user_name(), sendmail=sendmail)])
+        self.receivers = receivers
+        self.spawn = runner.spawn  # tests may swap the spawner
+        self._old_handlers: dict[int, object] = {}
+        self.failing = events.Failing(self._earlier_status)
+        self.internal_errors = 0  # exceptions caught at the loop's iteration boundary
+        self.doing: str | None = None  # the job being handled, for an internal error's log line
         self.flags = _Flags()
         self.host = socket.gethostname()
         self.boot_id = boot_id()
@@ -118,11 +130,7 @@ class Daemon:
         self._linger_check = 0.0
         self.store = ""  # this run log's mark in every job's environment (start())
         self._nofile: tuple[int, int] | None = None  # the fd limit jobs get
-        # The start journal (paths.start_journal): each spawn is noted there before and
-        # after, with its pid, so a daemon killed before the run log has the pid can tell
-        # a run that started from one that never did.
-        self._journal_fd: int | None = None
-        self._journal_dirty = False
+        self.journal = recovery.StartJournal(paths.start_journal(self.db_path))
         self._unconfirmed: set[int] = set()  # started runs whose pid the run log lacks
         self.config_error: str | None = None
         self.version = RunningVersion("none", None, 0)  # which jobs file version runs
@@ -156,7 +164,7 @@ class Daemon:
         except RunLogError as e:
             raise DaemonError(str(e)) from None
         now = self.now()
-        self._recover_lost(now)
+        lost = recovery.recover_lost(self.log, self.store, self.boot_id, self.journal, now)
         self.jobs = self._first_version(now)
         history = self._history()
         self.supervisor = Supervisor(self.jobs, now, history)
@@ -164,6 +172,12 @@ class Daemon:
             pid=self.pid, pid_start=runner.start_ticks(self.pid) or 0.0, started_at=now.wall,
             stopped_at=None, host=self.host, boot_id=self.boot_id, jobs_file=self.jobs_path,
             config_error=self.config_error, last_seen=now.wall))
+        self._write(self.log.set_kv, INTERNAL_ERRORS, None)
+        self.failing.seed({job: run.status for job, run in (self._try(self.log.last_runs) or {}).items()})
+        specs = {job.name: job for job in self.jobs.jobs}
+        for run, outcome in lost:
+            self._emit_outcome(specs.get(run.job), run.job, run.id, outcome, Fire(run.trigger, run.attempt,
+                               run.scheduled_for), now)
         self._signals()
         self._watch()
         self.control = control.Server(paths.control_socket(self.db_path), self.selector, self._handle)
@@ -247,155 +261,11 @@ class Daemon:
             return
         self._nofile = (soft, hard)
 
-    def _recover_lost(self, now: Now) -> None:
-        """Runs left `running` by a daemon that crashed: kill survivors, mark them lost.
-
-        Survivors are found by the pid in the run log or the start journal, and by the
-        marks in their environment (runner.find_marked), which also finds processes that
-        left the job's group or session. A run that, by the journal, never got a process
-        is an `error`: not started.
-        """
-        journal = self._open_journal()
-        lost = self.log.running_runs()
-        self._recover(lost, journal, now)
-        if lost:
-            log.warning("marked %d runs left running by the previous daemon as lost or not "
-                        "started", len(lost))
-        self._truncate_journal()
-
-    def _recover(self, lost: list[Run], journal: dict[int, tuple[int, int] | str] | None,
-                 now: Now) -> None:
-        marked = runner.find_marked(self.store)
-        table = runner.process_table()
-        survivors: dict[int, runner.Child] = {}
-        for run in lost:
-            if run.boot_id != self.boot_id:
-                continue  # a process of another boot is gone
-            pid, ticks = None, 0
-            noted = journal.get(run.id) if journal else None
-            if run.pid and run.pid_start is not None:
-                pid, ticks = run.pid, int(run.pid_start)
-            elif isinstance(noted, tuple):
-                pid, ticks = noted
-            procs = marked.get(run.id, {})
-            root_alive = pid is not None and pid in table and table[pid].ticks == ticks
-            if root_alive or procs:
-                survivors[run.id] = runner.adopt(run.id, pid, ticks, procs)
-        owed = self._owed_a_kill(marked, {run.id for run in lost})
-        if not lost and not owed:
-            return
-        for child in [*survivors.values(), *owed]:
-            runner.signal_tree(child, signal.SIGTERM, table=table)
-        deadline = time.monotonic() + LOST_GRACE
-        while survivors and time.monotonic() < deadline:
-            table = runner.process_table()
-            if not any(runner.tree_alive(c, table=table) for c in survivors.values()):
-                break
-            time.sleep(0.05)
-        table = runner.process_table()
-        for child in [*survivors.values(), *owed]:
-            if runner.tree_alive(child, table=table):
-                runner.signal_tree(child, signal.SIGKILL, table=table)
-        by_reason: dict[str, list[int]] = {}
-        not_started = []
-        for run in lost:
-            noted = journal.get(run.id) if journal is not None else None
-            reason = "the daemon stopped while it ran; its end is unknown"
-            if run.id in survivors:
-                group = survivors[run.id].pid
-                reason += f" (its processes, group {group}, were killed when the daemon restarted)"
-            elif run.pid is None and journal is not None and not isinstance(noted, tuple):
-                if noted == "S":  # between the two notes: it may have run
-                    reason = "the daemon stopped while starting it; whether it ran is unknown"
-                else:
-                    not_started.append(run.id)
-                    continue
-            by_reason.setdefault(reason, []).append(run.id)
-        for reason, ids in by_reason.items():
-            self.log.finish_runs_lost(ids, reason, now.wall)
-        for run_id in not_started:
-            self.log.finish_run(run_id, RunStatus.ERROR, finished_at=now.wall, reason=NOT_STARTED)
-
-    def _owed_a_kill(self, marked: dict[int, dict[int, int]], running: set[int]) -> list[runner.Child]:
-        """What finished runs left that the crashed daemon still owed a SIGKILL: processes
-        of runs it had timed out or stopped (their shell ended of the SIGTERM, they ignored
-        it, and the grace had not ended)."""
-        owed = []
-        for run_id, procs in marked.items():
-            if run_id in running:
-                continue
-            run = self.log.run(run_id)
-            if run is None or run.boot_id != self.boot_id:
-                continue
-            ours = run.status is RunStatus.TIMEOUT or (
-                run.status is RunStatus.KILLED and (run.reason or "").startswith(
-                    ("stopped with the daemon", "replaced by a newer run")))
-            if ours:
-                owed.append(runner.adopt(run_id, None, 0, procs))
-        return owed
-
-    def _open_journal(self) -> dict[int, tuple[int, int] | str] | None:
-        """Open the start journal; what it says of each run id: (pid, start ticks) once
-        started, "S" while being started, "N" not started. None: there was no journal (a
-        first start, or one by an older version), so it cannot say."""
-        path = paths.start_journal(self.db_path)
-        flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
-        existed = True
-        try:
-            try:
-                fd = os.open(path, flags)
-            except FileNotFoundError:
-                existed = False
-                fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
-        except OSError as e:
-            log.warning("cannot open %s (%s): a crash may leave runs marked lost that never "
-                        "started", path, e.strerror)
-            return None
-        self._journal_fd = fd
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-        self._journal_dirty = bool(chunks)
-        if not existed:
-            return None
-        noted: dict[int, tuple[int, int] | str] = {}
-        for line in b"".join(chunks).splitlines():
-            parts = line.split()
-            try:
-                if parts[0] == b"P" and len(parts) == 4:
-                    noted[int(parts[1])] = (int(parts[2]), int(parts[3]))
-                elif parts[0] in (b"S", b"N") and len(parts) == 2:
-                    noted[int(parts[1])] = parts[0].decode()
-            except (ValueError, IndexError):
-                continue  # a line cut short by a full disk
-        return noted
-
     def _journal(self, line: bytes) -> None:
-        if self._journal_fd is None:
-            return
-        try:
-            os.write(self._journal_fd, line)
-            self._journal_dirty = True
-        except OSError as e:
-            # Gone rather than incomplete: with no journal, the next start says "end
-            # unknown" instead of wrongly "not started".
-            log.warning("cannot write the start journal (%s); not using it any more", e.strerror)
-            try:
-                os.unlink(paths.start_journal(self.db_path))
-            except OSError:
-                pass
-            os.close(self._journal_fd)
-            self._journal_fd = None
+        self.journal.note(line)
 
     def _truncate_journal(self) -> None:
-        """Empty the journal once the run log has the pid of every started run."""
-        if self._journal_fd is None or not self._journal_dirty or self._unconfirmed:
-            return
-        try:
-            os.ftruncate(self._journal_fd, 0)
-            self._journal_dirty = False
-        except OSError:
-            pass
+        self.journal.truncate(self._unconfirmed)
 
     def _history(self) -> History:
         previous = self.log.daemon()
@@ -492,10 +362,9 @@ class Daemon:
             if sig not in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGKILL, signal.SIGSTOP) \
                     and signal.getsignal(sig) == signal.SIG_IGN:
                 signal.signal(sig, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, self._on_stop)
-        signal.signal(signal.SIGINT, self._on_stop)
-        signal.signal(signal.SIGHUP, self._on_reload)
-        signal.signal(signal.SIGCHLD, self._on_child)
+        for sig, handler in ((signal.SIGTERM, self._on_stop), (signal.SIGINT, self._on_stop),
+                             (signal.SIGHUP, self._on_reload), (signal.SIGCHLD, self._on_child)):
+            self._old_handlers[sig] = signal.signal(sig, handler)
 
     def _on_stop(self, signum, frame) -> None:
         self.flags.stop = signum
@@ -548,65 +417,110 @@ class Daemon:
         return 0
 
     def loop(self) -> None:
-        while True:
-            now = self.now()
-            actions: list[Action] = []
-            if self.flags.stop and not self.supervisor.stopping:
-                log.info("stopping on %s: %d running jobs get SIGTERM", signal.Signals(self.flags.stop).name,
-                         len(self.running))
-                self.notifier.send("STOPPING=1", f"STATUS=stopping: {len(self.running)} running jobs get "
-                                   "SIGTERM, then SIGKILL after their kill_grace")
-                actions += self.supervisor.stop(now)
-                self._drop_pending(now)
-            reaped = False
-            if self.flags.child:
-                self.flags.child = False
-                actions += self._reap(now)
-                self._need_tick = reaped = True
-            if self.pending and (reaped or now.mono >= (self._retry_at or 0.0)):
-                self._spawn_pending(now)  # runs that ended have freed file descriptors
-            if self.flags.reload:
-                self.flags.reload = False
-                self.reload(now)
-                self._need_tick = True
-            # Output arrives in 64 KiB reads; only a deadline or a change of state (an exit,
-            # a reload, a request, a signal) can make the supervisor decide anything new.
-            if self._need_tick or actions or now.mono >= self._wake_at or self.supervisor.stopping:
-                self._need_tick = False
-                more, self._wake_at = self.supervisor.tick(now)
-                actions += more
-            self.execute(actions, now)
-            if actions:  # starts bring timeouts, finished runs queued starts: decide the wake-up again
-                self._wake_at = self.supervisor.wake(now)
-            wake = self._wake_at
-            if self.control is not None:
-                expiry = self.control.expire(now.mono)
-                if expiry is not None:
-                    wake = min(wake, expiry)
-            if self.supervisor.stopping and not self.running and self._leftovers_gone(now):
-                return
-            self._housekeeping(now)
-            timeout = max(0.0, wake - self.now().mono)
-            if self._need_tick:
-                timeout = 0.0
-            if timeout > PRECISE_WAKE:
-                # epoll_wait returns up to 0.1% of its timeout late (the kernel's slack for
-                # poll timers, 0.5% when niced): 5 ms after a 5 s sleep, 60 ms after a minute.
-                # Wake a little early instead; the last stretch, under PRECISE_WAKE, is slept
-                # with a slack of microseconds (and epoll's 1 ms rounding).
-                timeout -= timeout / 100 + 0.002
-            if self.running:
-                timeout = min(timeout, OUTPUT_FLUSH)
-            if self.pending and self._retry_at is not None:
-                timeout = min(timeout, max(0.0, self._retry_at - self.now().mono))
-            if self.supervisor.stopping and self.ended:
-                timeout = min(timeout, LINGER_CHECK)
-            if self.notifier.watchdog_interval:
-                timeout = min(timeout, self.notifier.watchdog_interval)
-            if self.writes:
-                timeout = min(timeout, max(0.0, self.writes.retry_at - self.now().mono))
+        while self.step():
+            pass
+
+    def step(self, max_wait: float | None = None) -> bool:
+        """One pass of the loop, then a wait for what comes next; False once stopped.
+
+        This is the iteration boundary: an exception in a pass is logged, with the job when
+        known, and counted (`status` shows the count), and the loop goes on.
+        """
+        try:
+            timeout = self._pass()
+        except Exception:  # noqa: BLE001 - one bug must not stop every job on the host
+            self._internal_error()
+            timeout = ERROR_PAUSE
+        if timeout is None:
+            return False
+        if max_wait is not None:
+            timeout = min(timeout, max_wait)
+        try:
             for key, _ in self.selector.select(timeout):
                 self._event(key.data)
+        except Exception:  # noqa: BLE001 - as above
+            self._internal_error()
+        return True
+
+    def _internal_error(self) -> None:
+        self.internal_errors += 1
+        where = f" while handling job {self.doing}" if self.doing else ""
+        log.exception("internal error%s (%d since start); the daemon goes on", where,
+                      self.internal_errors)
+        self.doing = None
+        try:
+            self._write(self.log.set_kv, INTERNAL_ERRORS, str(self.internal_errors))
+        except Exception:  # noqa: BLE001 - the count is a courtesy; the loop goes on
+            log.exception("cannot store the internal error count")
+
+    def _pass(self) -> float | None:
+        """Decide and act on what happened; the time to wait for more, None once stopped."""
+        now = self.now()
+        actions = self._happened(now)
+        self.execute(actions, now)
+        if actions:  # starts bring timeouts, finished runs queued starts: decide the wake-up again
+            self._wake_at = self.supervisor.wake(now)
+        if self.supervisor.stopping and not self.running and self._leftovers_gone(now):
+            return None
+        self._housekeeping(now)
+        return self._timeout(now)
+
+    def _happened(self, now: Now) -> list[Action]:
+        """The actions for what happened since the last pass: a stop, exits, a reload, time."""
+        actions: list[Action] = []
+        if self.flags.stop and not self.supervisor.stopping:
+            log.info("stopping on %s: %d running jobs get SIGTERM", signal.Signals(self.flags.stop).name,
+                     len(self.running))
+            self.notifier.send("STOPPING=1", f"STATUS=stopping: {len(self.running)} running jobs get "
+                               "SIGTERM, then SIGKILL after their kill_grace")
+            actions += self.supervisor.stop(now)
+            self._drop_pending(now)
+        reaped = False
+        if self.flags.child:
+            self.flags.child = False
+            actions += self._reap(now)
+            self._need_tick = reaped = True
+        if self.pending and (reaped or now.mono >= (self._retry_at or 0.0)):
+            self._spawn_pending(now)  # runs that ended have freed file descriptors
+        if self.flags.reload:
+            self.flags.reload = False
+            self.reload(now)
+            self._need_tick = True
+        # Output arrives in 64 KiB reads; only a deadline or a change of state (an exit,
+        # a reload, a request, a signal) can make the supervisor decide anything new.
+        if self._need_tick or actions or now.mono >= self._wake_at or self.supervisor.stopping:
+            self._need_tick = False
+            more, self._wake_at = self.supervisor.tick(now)
+            actions += more
+        return actions
+
+    def _timeout(self, now: Now) -> float:
+        """How long the loop may wait for a file descriptor before the next pass."""
+        wake = self._wake_at
+        if self.control is not None:
+            expiry = self.control.expire(now.mono)
+            if expiry is not None:
+                wake = min(wake, expiry)
+        timeout = max(0.0, wake - self.now().mono)
+        if self._need_tick:
+            timeout = 0.0
+        if timeout > PRECISE_WAKE:
+            # epoll_wait returns up to 0.1% of its timeout late (the kernel's slack for
+            # poll timers, 0.5% when niced): 5 ms after a 5 s sleep, 60 ms after a minute.
+            # Wake a little early instead; the last stretch, under PRECISE_WAKE, is slept
+            # with a slack of microseconds (and epoll's 1 ms rounding).
+            timeout -= timeout / 100 + 0.002
+        if self.running:
+            timeout = min(timeout, OUTPUT_FLUSH)
+        if self.pending and self._retry_at is not None:
+            timeout = min(timeout, max(0.0, self._retry_at - self.now().mono))
+        if self.supervisor.stopping and self.ended:
+            timeout = min(timeout, LINGER_CHECK)
+        if self.notifier.watchdog_interval:
+            timeout = min(timeout, self.notifier.watchdog_interval)
+        if self.writes:
+            timeout = min(timeout, max(0.0, self.writes.retry_at - self.now().mono))
+        return timeout
 
     def _leftovers_gone(self, now: Now) -> bool:
         """Stopping with no run left: whether what TERM'd runs left behind has gone too.
@@ -707,13 +621,15 @@ class Daemon:
                 pass
         return False
 
-    def _keep_missed(self, rows: list[NewRun], e: RunLogError, now: Now) -> None:
+    def _keep_missed(self, starts: list[Start], rows: list[NewRun], e: RunLogError, now: Now) -> None:
         """Fires not started because their row could not be recorded get a `missed` row later."""
         self.writes.refused(e)
         reason = f"not started: the run log refused its row at its time ({e})"
         self.writes.keep(self.log.insert_runs, [replace(r, status=RunStatus.MISSED, reason=reason,
                                                         started_at=None, finished_at=now.wall) for r in rows],
                          host=self.host, boot_id=self.boot_id)
+        for s in starts:
+            self._emit_outcome(s.job, s.job.name, None, Outcome(RunStatus.MISSED, reason), s.fire, now)
 
     def _checkpoint(self, now: Now) -> None:
         self._last_checkpoint = now.mono
@@ -752,6 +668,8 @@ class Daemon:
                 if run_id is not None:
                     ids[id(r)] = run_id
                     log.info("%s[%d]: %s (%s)", r.job.name, run_id, r.status, r.reason)
+            for r in records:  # kept for later, a refused row is still a skip or a miss now
+                self._emit_outcome(r.job, r.job.name, ids.get(id(r)), r.outcome, r.fire, now)
         starts = [a for a in actions if isinstance(a, Start)]
         if starts:
             ids.update(self._start(starts, now))
@@ -789,7 +707,7 @@ class Daemon:
                       ", ".join(s.job.name for s in starts), e)
             for s in starts:
                 self.supervisor.not_started(s)
-            self._keep_missed(rows, e, now)
+            self._keep_missed(starts, rows, e, now)
             return {}
         given: dict[int, int] = {}
         for start, run_id in zip(starts, ids):
@@ -814,9 +732,10 @@ class Daemon:
         while self.pending:
             pending = self.pending[0]
             start, run_id = pending.start, pending.run_id
+            self.doing = start.job.name
             self._journal(b"S %d\n" % run_id)
             try:
-                child = runner.spawn(start.job, run_id, store=self.store, nofile=self._nofile)
+                child = self.spawn(start.job, run_id, store=self.store, nofile=self._nofile)
             except runner.SpawnError as e:
                 self._journal(b"N %d\n" % run_id)
                 if e.transient and now.mono - pending.since < SPAWN_RETRY_FOR:
@@ -831,12 +750,13 @@ class Daemon:
             self.pending.popleft()
             self._journal(b"P %d %d %d\n" % (run_id, child.pid, child.start_ticks))
             self._unconfirmed.add(run_id)
-            entry = _Running(child=child, job=start.job, fd=child.fd, last_flush=now.mono)
+            entry = _Running(child=child, job=start.job, fd=child.fd, last_flush=now.mono, fire=start.fire)
             self.running[run_id] = entry
             self.by_pid[child.pid] = run_id
             self.selector.register(child.fd, selectors.EVENT_READ, entry)
             self.supervisor.started(start, run_id, now)
             started.append((run_id, child.pid, float(child.start_ticks), child.started_at))
+        self.doing = None
         if short is not None:
             if self._retry_at is None:
                 log.warning("%d starts wait: %s; trying again as runs end", len(self.pending), short)
@@ -850,8 +770,10 @@ class Daemon:
             self.supervisor.error(start)
             self._write(self.log.finish_run, run_id, RunStatus.ERROR, finished_at=now.wall, reason=reason)
             log.error("%s[%d]: cannot start: %s", start.job.name, run_id, reason)
+            self._emit_outcome(start.job, start.job.name, run_id, Outcome(RunStatus.ERROR, reason), start.fire, now)
         for run_id, pid, _, _ in started:
             log.info("%s[%d]: started, pid %d", self.running[run_id].job.name, run_id, pid)
+            self._emit_start(self.running[run_id], now)
         self._truncate_journal()
 
     def _drop_pending(self, now: Now) -> None:
@@ -861,6 +783,8 @@ class Daemon:
             self.supervisor.not_started(pending.start)
             self._write(self.log.finish_run, pending.run_id, RunStatus.ERROR, finished_at=now.wall,
                         reason=NOT_STARTED)
+            self._emit_outcome(pending.start.job, pending.start.job.name, pending.run_id,
+                               Outcome(RunStatus.ERROR, NOT_STARTED), pending.start.fire, now)
         self._retry_at = None
 
     def _reap(self, now: Now) -> list[Action]:
@@ -879,7 +803,9 @@ class Daemon:
                 self.selector.unregister(entry.fd)
                 runner.close_output(entry.child)
             data, truncated = entry.child.output.snapshot()
-            status, reason, follow = self.supervisor.finished(run_id, ex.exit_code, ex.signal, now)
+            self.doing = entry.job.name
+            outcome = self.supervisor.finished(run_id, ex.exit_code, ex.signal, now)
+            status, reason = outcome.status, outcome.reason
             if run_id in self.supervisor.lingering:
                 self.ended[run_id] = entry.child  # for the SIGKILL still owed to its leftovers
             self._write(self.log.finish_run, run_id, status, finished_at=now.wall,
@@ -889,12 +815,31 @@ class Daemon:
             took = now.wall - entry.child.started_at
             log.info("%s[%d]: %s after %.1fs%s", entry.job.name, run_id, status, took,
                      f" ({reason})" if reason else "")
-            if entry.job.mailto and data:
-                mail.send(entry.job, f"{status}" + (f": {reason}" if reason else ""), data,
-                          host=self.host, user=entry.job.user or _user_name(),
-                          sendmail=self.sendmail)
-            actions += follow
+            self._emit_outcome(entry.job, entry.job.name, run_id, outcome, entry.fire, now, data, truncated)
+            actions += outcome.follow
+        self.doing = None
         return actions
+
+    # -- events ----------------------------------------------------------------------------
+
+    def _emit_start(self, entry: _Running, now: Now) -> None:
+        fire = entry.fire
+        self.receivers.emit(Event(events.START, entry.job.name, entry.job, entry.child.run_id, None,
+                                  self.host, now.wall, fire.trigger, fire.attempt, fire.scheduled_for))
+
+    def _emit_outcome(self, spec: JobSpec | None, job: str, run_id: int | None, outcome: Outcome,
+                      fire: Fire, now: Now, output: bytes = b"", truncated: bool = False) -> None:
+        """The one event an outcome makes (success, failure, recovery, retry, skipped, missed)."""
+        name = self.failing.name(job, run_id, outcome)
+        self.receivers.emit(Event(name, job, spec, run_id, outcome, self.host, now.wall, fire.trigger,
+                                  fire.attempt, fire.scheduled_for, output, truncated))
+
+    def _earlier_status(self, job: str, run_id: int) -> RunStatus | None:
+        """The status of the job's last run that ended before run `run_id` (for `recovery`)."""
+        for run in self._try(self.log.runs, job, limit=20, before_id=run_id) or []:
+            if run.status not in (RunStatus.RUNNING, RunStatus.SKIPPED, RunStatus.MISSED):
+                return run.status
+        return None
 
     def _flush(self, entry: _Running, now: Now) -> None:
         data, truncated = entry.child.output.snapshot()
@@ -905,67 +850,7 @@ class Daemon:
     # -- control requests ----------------------------------------------------------------
 
     def _handle(self, request: dict) -> dict:
-        """One request from `cronsup run|reload|pause|resume`: names a job, never a command.
-
-        An error answer carries "kind" ("unknown_job", "stopping", "not_started") so the
-        command can pick its exit status.
-        """
-        self._need_tick = True  # a request may start, pause or reload: decide again
-        now = self.now()
-        op = request["op"]
-        if op == "ping":
-            return {"ok": True, "pid": self.pid}
-        if op == "reload":
-            reloaded = self.reload(now)
-            return {"ok": True, "reloaded": reloaded, "config_error": self.config_error,
-                    "jobs": len(self.jobs.jobs), "jobs_file": self.jobs_path,
-                    "running_from": self.version.origin}
-        name = request["job"]
-        if name not in self.supervisor.jobs:
-            hint = suggest.did_you_mean(name, self.supervisor.jobs)
-            return {"ok": False, "kind": "unknown_job",
-                    "error": f"no job named {name!r} in {self.jobs_path}{hint}"}
-        if op in ("pause", "resume"):
-            was_paused = name in self.supervisor.paused
-            if op == "pause":
-                self.supervisor.pause(name)
-            else:
-                self.supervisor.resume(name)
-            if was_paused != (op == "pause"):
-                self._write(self.log.set_paused, name, op == "pause", now.wall)
-                self._need_tick = True
-                log.info("%s: %sd", name, op)
-            since = (self._try(self.log.paused) or {}).get(name) if op == "pause" else None
-            return {"ok": True, "changed": was_paused != (op == "pause"), "paused_since": since,
-                    "next_run": self.supervisor.next_run(name)}
-        if self.supervisor.stopping:
-            return {"ok": False, "kind": "stopping", "error": "the daemon is stopping"}
-        newest = self._try(self.log.runs, name, limit=1) or []
-        after_id = newest[0].id if newest else 0
-        actions = self.supervisor.run_now(name, now)
-        ids = self.execute(actions, now)
-        for action in actions:
-            if not isinstance(action, (Start, Record)):
-                continue  # a Kill of the run being replaced (overlap = "replace")
-            if action.job.name == name and action.fire.trigger is Trigger.MANUAL and id(action) in ids:
-                status = RunStatus.RUNNING if isinstance(action, Start) else action.status
-                run_id = ids[id(action)]
-                run = self.running.get(run_id)
-                reason = action.reason if isinstance(action, Record) else None
-                waiting = any(p.run_id == run_id for p in self.pending)  # for a free fd
-                if isinstance(action, Start) and run is None and not waiting:
-                    status = RunStatus.ERROR
-                    found = self._try(self.log.run, run_id)
-                    reason = found.reason if found else None
-                return {"ok": True, "run_id": run_id, "status": str(status), "reason": reason,
-                        "pid": run.child.pid if run else None, "after_id": after_id}
-        if self.supervisor.jobs[name].queued is not None:
-            policy = self.supervisor.jobs[name].spec.overlap
-            why = "the running run is stopped" if policy is Overlap.REPLACE else "the running run ends"
-            return {"ok": True, "run_id": None, "status": "queued", "after_id": after_id,
-                    "reason": f"to start when {why} (overlap = \"{policy}\")"}
-        return {"ok": False, "kind": "not_started",
-                "error": f"{name} was not started (the run log refused the record; see the daemon's log)"}
+        return answers.answer(self, request)
 
     # -- reload --------------------------------------------------------------------------
 
@@ -1020,6 +905,9 @@ class Daemon:
                 self._try(self.log.checkpoint)
             self.log.close()
         signal.set_wakeup_fd(-1)
+        for sig, handler in self._old_handlers.items():  # for a daemon built in-process (tests)
+            signal.signal(sig, handler)
+        self.receivers.close(RECEIVER_GRACE)
         for fd in (self._wake_r, self._wake_w, self._watch_r, self._watch_w):
             if fd >= 0:
                 os.close(fd)
@@ -1028,8 +916,7 @@ class Daemon:
         self.notifier.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
-        if self._journal_fd is not None:
-            os.close(self._journal_fd)
+        self.journal.close()
         log.info("stopped")
 
 

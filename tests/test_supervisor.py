@@ -70,9 +70,9 @@ class World:
 
     def finish(self, run_id: int, code: int | None = 0, sig: int | None = None):
         self.running.pop(run_id)
-        status, reason, actions = self.sup.finished(run_id, code, sig, self.now)
-        self.do(actions)
-        return status, reason
+        outcome = self.sup.finished(run_id, code, sig, self.now)
+        self.do(list(outcome.follow))
+        return outcome.status, outcome.reason
 
     def started_jobs(self) -> list[str]:
         return [s.job.name for _, s in self.starts]
