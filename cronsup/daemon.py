@@ -1,7 +1,9 @@
-"""The daemon: the only impure loop. Signals, file watching, the run log, processes.
+"""The daemon: start-up, signals, file watching and the one impure loop, wiring the rest.
 
 One thread decides (this loop); a watcher thread only pokes a pipe when the jobs file's
-directory changes. Signal handlers only set flags (and Python's wakeup fd wakes the loop).
+directory changes, and receivers (events.py) run in their own threads. Signal handlers only
+set flags (and Python's wakeup fd wakes the loop). What the loop does to processes, the run
+log and the jobs file lives in processes.py, upkeep.py and versions.py.
 """
 
 from __future__ import annotations
@@ -18,43 +20,33 @@ import stat
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import psutil
 
-from cronsup import answers, clock, control, events, jobsfile, notify, paths, recovery, runner, trust
-from cronsup.events import Event, Receivers
-from cronsup.model import JobsFile, JobSpec, Outcome, RunStatus
-from cronsup.runlog import (DaemonState, GoodJobs, JobRow, NewRun, Run, RunLog, RunLogError,
-                            RunningVersion, iso)
-from cronsup.supervisor import Action, Fire, History, Kill, Now, Record, Start, Supervisor
-from cronsup.writequeue import WriteQueue, output_size
+from cronsup import answers, clock, control, events, notify, paths, recovery, runner, trust
+from cronsup.events import Receivers
+from cronsup.model import JobsFile
+from cronsup.processes import Processes, _Pending, _Running
+from cronsup.runlog import DaemonState, RunLog, RunLogError, RunningVersion
+from cronsup.supervisor import Action, Fire, History, Now, Supervisor
+from cronsup.upkeep import OUTPUT_FLUSH, Upkeep
+from cronsup.versions import Versions
+from cronsup.writequeue import WriteQueue
 
 log = logging.getLogger("cronsup")
 
-HEARTBEAT = 60.0  # how often last_seen is written, for catch-up after a crash
-PRUNE_EVERY = 3600.0
-OUTPUT_FLUSH = 1.0  # a running job's output reaches the run log at most this late
 # watchfiles polls its event queue every WATCH_STEP_MS and yields changes once the directory
 # has been quiet that long: 100 ms keeps a reload well under a second and idle wake-ups at 10/s.
 WATCH_STEP_MS = 100
 WATCH_CHECK_MS = 30000  # and compare the file's stat after this long without events
 LOCK_TRIES, LOCK_TRY_EVERY = 50, 0.01  # a reader's shared lock lasts microseconds
 PRECISE_WAKE = 0.1  # a longer sleep ends early and is finished by a short one (see loop)
-# A start that found no free file descriptor (or process slot) is tried again this soon,
-# and as soon as a run ends; after SPAWN_RETRY_FOR of trying it is an `error`.
-SPAWN_RETRY = 0.2
-SPAWN_RETRY_FOR = 60.0
 LINGER_CHECK = 0.2  # stopping: how often to look whether what TERM'd runs left has gone
-NOT_STARTED = recovery.NOT_STARTED
 # A write waits this long for another process's lock on the run log; then it is kept and
 # retried by the loop (writequeue), so control requests and the watchdog never wait in
 # SQLite's busy handler.
 BUSY_TIMEOUT = 0.1
-STOP_FLUSH = 10.0  # at a clean stop, kept writes are tried this long before they are given up
-# Empty the -wal file this often: SQLite's own checkpoints, every 1,000 pages, let it grow
-# to 4 MiB and never shrink it.
-CHECKPOINT_EVERY = 60.0
 INTERNAL_ERRORS = "internal_errors"  # the run log's kv key `status` reads the count from
 RECEIVER_GRACE = 1.0  # at a stop, receivers get this long to finish what is queued
 ERROR_PAUSE = 0.05  # after an internal error the loop waits this long: no busy loop on a bug
@@ -71,24 +63,6 @@ class _Flags:
     child: bool = False
 
 
-@dataclass
-class _Running:
-    child: runner.Child
-    job: JobSpec
-    fd: int  # the output pipe as registered with the selector
-    last_flush: float = 0.0
-    fire: Fire | None = None  # what it runs for (for its events)
-
-
-@dataclass
-class _Pending:
-    """A recorded run waiting for its process: the system was out of file descriptors."""
-
-    start: Start
-    run_id: int
-    since: float  # monotonic
-
-
 def boot_id() -> str:
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
@@ -97,7 +71,10 @@ def boot_id() -> str:
         return "unknown"
 
 
-class Daemon:
+class Daemon(Processes, Upkeep, Versions):
+    """The loop and its wiring; what it does to runs, the run log and the jobs file is in
+    the mixins (processes, upkeep, versions)."""
+
     def __init__(self, jobs_path: str, db_path: str, *, system: bool = False,
                  keep_runs: int = 1000, keep_days: float = 90.0, keep_size: int = 256 << 20,
                  sendmail: str | None = None,
@@ -285,71 +262,6 @@ class Daemon:
             if self.log.has_run(name, "reboot", self.boot_id):
                 h.reboot_done.add(name)
         return h
-
-    def _signature(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.jobs_path)
-        except OSError:
-            return None
-        return st.st_ino, st.st_size, st.st_mtime_ns
-
-    def _load(self) -> JobsFile | None:
-        """The jobs file if valid; otherwise None with config_error set (old version kept)."""
-        self._loaded_signature = self._signature()
-        try:
-            # Opened once; as root, the file read is the file checked (owner, mode, directory).
-            jobs = jobsfile.load(self.jobs_path, system=self.system, as_root=os.geteuid() == 0)
-        except jobsfile.JobsfileErrors as e:
-            self.config_error = e.summary
-            for error in e.errors:
-                log.error("%s", error)
-            return None
-        except jobsfile.JobsfileRefused as e:
-            self.config_error = str(e)
-        except OSError as e:
-            self.config_error = f"{self.jobs_path}: cannot read: {e.strerror}"
-        else:
-            self.config_error = None
-            for warning in jobs.warnings:
-                log.warning("%s", warning)
-            return jobs
-        log.error("%s", self.config_error)
-        return None
-
-    def _first_version(self, now: Now) -> JobsFile:
-        """The jobs to run at start-up: the file's, else the last good version stored in the
-        run log (a typo at a restart must not stop every job), else none."""
-        jobs = self._load()
-        if jobs is not None:
-            self._keep_version(jobs, now)
-            return jobs
-        good = self._write(self.log.good_jobs)
-        stored = None
-        if good is not None and good.path == self.jobs_path and good.system == self.system:
-            try:
-                stored = jobsfile.parse_bytes(good.source, self.jobs_path, system=self.system)
-            except jobsfile.JobsfileErrors as e:  # written by another version of cronsup
-                log.error("the last good version of %s stored in the run log no longer loads: %s",
-                          self.jobs_path, e.summary)
-        if stored is None:
-            log.error("running no jobs: %s has errors and the run log holds no good version of it",
-                      self.jobs_path)
-            self._set_version(RunningVersion("none", None, 0))
-            return JobsFile(self.jobs_path, ())
-        log.warning("running the last good version of %s, loaded %s and stored in the run log "
-                    "(%d jobs); the file's errors are above", self.jobs_path,
-                    iso(good.loaded_at), len(stored.jobs))
-        self._set_version(RunningVersion("run log", good.loaded_at, len(stored.jobs)))
-        return stored
-
-    def _keep_version(self, jobs: JobsFile, now: Now) -> None:
-        """Store a good version in the run log, for a restart that finds the file broken."""
-        self._write(self.log.set_good_jobs, GoodJobs(self.jobs_path, self.system, now.wall, jobs.source))
-        self._set_version(RunningVersion("file", now.wall, len(jobs.jobs)))
-
-    def _set_version(self, version: RunningVersion) -> None:
-        self.version = version
-        self._write(self.log.set_running_version, version)
 
     def _signals(self) -> None:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -553,343 +465,10 @@ class Daemon:
         elif callable(data):
             data()
 
-    def _housekeeping(self, now: Now) -> None:
-        if self.notifier.watchdog_interval and now.mono - self._last_watchdog >= self.notifier.watchdog_interval:
-            self._last_watchdog = now.mono
-            self.notifier.send("WATCHDOG=1")
-        if self.writes.due(now.mono):
-            self._retry_writes(now)
-        for entry in self.running.values():
-            if entry.child.output.changed and now.mono - entry.last_flush >= OUTPUT_FLUSH:
-                self._flush(entry, now)
-        if self._jobs_dirty:
-            self._jobs_dirty = False
-            self.supervisor.changed.clear()
-            self._write_jobs()
-        elif self.supervisor.changed and self.writes:
-            self.supervisor.changed.clear()
-            self._write_jobs()  # kept as one write that a newer one replaces
-        elif self.supervisor.changed:
-            names, self.supervisor.changed = self.supervisor.changed, set()
-            names = [n for n in names if n in self.supervisor.jobs]
-            self._write(self.log.update_next_runs, {n: self.supervisor.next_run(n) for n in names})
-            self._write(self.log.update_retries, {n: self.supervisor.retry_at(n) for n in names})
-        if now.mono - self._last_heartbeat >= HEARTBEAT:
-            self._last_heartbeat = now.mono
-            self._write(self.log.update_daemon, last_seen=now.wall)
-            self.notifier.send(self._status_line())
-        if self.writes:
-            return  # pruning and checkpoints wait until the kept writes are written
-        if now.mono - self._last_prune >= PRUNE_EVERY:
-            self._last_prune = now.mono
-            self._output_since_prune = 0
-            self._try(self.log.prune, max_runs_per_job=self.keep_runs, max_age_s=self.keep_days * 86400,
-                      now=now.wall, max_output_bytes=self.keep_size)
-            self._checkpoint(now)
-        elif self._output_since_prune >= self.keep_size // 8:
-            # A chatty job can write far more than --keep-size in the hour between prunes.
-            self._output_since_prune = 0
-            if self._try(self.log.prune_output, self.keep_size):
-                self._checkpoint(now)
-        if now.mono - self._last_checkpoint >= CHECKPOINT_EVERY:
-            self._checkpoint(now)
-
-    def _write(self, method, *args, **kwargs):
-        """A run-log write; one the run log refuses (locked, disk full) is kept and retried
-        in order until it succeeds (see writequeue). The method's result, or None if kept."""
-        if method.__name__ == "finish_run":
-            self._output_since_prune += output_size(method, args, kwargs)
-        return self.writes.write(method, *args, **kwargs)
-
-    def _try(self, method, *args, **kwargs):
-        """A read, or a write the loop does again anyway (prune, checkpoint): None if refused."""
-        try:
-            return method(*args, **kwargs)
-        except RunLogError as e:
-            log.error("%s", e)
-            return None
-
-    def _retry_writes(self, now: Now) -> bool:
-        """Try the kept writes; True when none is left."""
-        if self.writes.retry() is not None:
-            self._checkpoint(now)  # the -wal file may have filled the disk: give the space back
-            return True
-        if self.writes.refusal is not None and self.writes.refusal.full:
-            try:  # a checkpoint can give back the -wal file's space
-                self.log.checkpoint()
-            except RunLogError:
-                pass
-        return False
-
-    def _keep_missed(self, starts: list[Start], rows: list[NewRun], e: RunLogError, now: Now) -> None:
-        """Fires not started because their row could not be recorded get a `missed` row later."""
-        self.writes.refused(e)
-        reason = f"not started: the run log refused its row at its time ({e})"
-        self.writes.keep(self.log.insert_runs, [replace(r, status=RunStatus.MISSED, reason=reason,
-                                                        started_at=None, finished_at=now.wall) for r in rows],
-                         host=self.host, boot_id=self.boot_id)
-        for s in starts:
-            self._emit_outcome(s.job, s.job.name, None, Outcome(RunStatus.MISSED, reason), s.fire, now)
-
-    def _checkpoint(self, now: Now) -> None:
-        self._last_checkpoint = now.mono
-        self._try(self.log.checkpoint)
-
-    def _flush_at_stop(self) -> None:
-        """At a clean stop: try the kept writes for up to STOP_FLUSH, then say what is lost."""
-        if not self.writes:
-            return
-        deadline = self.now().mono + STOP_FLUSH
-        log.warning("stopping with %d run-log writes kept; trying them for up to %gs",
-                    len(self.writes), STOP_FLUSH)
-        while not self._retry_writes(self.now()) and self.now().mono < deadline:
-            clock.sleep(self.writes.retry_every)
-        self.writes.lost()
-
-    # -- actions -------------------------------------------------------------------------
-
-    def execute(self, actions: list[Action], now: Now) -> dict[int, int]:
-        """Kills first, then records, then every start in one transaction and one burst.
-
-        Returns the run id given to each Record and Start, by id() of the action.
-        """
-        ids: dict[int, int] = {}
-        kills = [a for a in actions if isinstance(a, Kill)
-                 and (a.run_id in self.running or a.run_id in self.ended)]
-        if kills:
-            self._kill(kills)
-        records = [a for a in actions if isinstance(a, Record)]
-        if records:
-            got = self._write(self.log.insert_runs, [
-                NewRun(r.job.name, r.fire.trigger, r.fire.attempt, r.fire.scheduled_for,
-                       status=r.status, reason=r.reason, finished_at=now.wall) for r in records
-            ], host=self.host, boot_id=self.boot_id) or []
-            for r, run_id in zip(records, got):
-                if run_id is not None:
-                    ids[id(r)] = run_id
-                    log.info("%s[%d]: %s (%s)", r.job.name, run_id, r.status, r.reason)
-            for r in records:  # kept for later, a refused row is still a skip or a miss now
-                self._emit_outcome(r.job, r.job.name, ids.get(id(r)), r.outcome, r.fire, now)
-        starts = [a for a in actions if isinstance(a, Start)]
-        if starts:
-            ids.update(self._start(starts, now))
-        return ids
-
-    def _kill(self, kills: list[Kill]) -> None:
-        # One scan for all: what left the tree (setsid, a double fork) still has the mark.
-        marked = runner.find_marked(self.store)
-        try:
-            table = runner.process_table()
-        except OSError:
-            table = None
-        for kill in kills:
-            entry = self.running.get(kill.run_id)
-            child = entry.child if entry is not None else self.ended.pop(kill.run_id)
-            try:
-                runner.signal_tree(child, kill.sig, marked.get(kill.run_id), table=table)
-            except OSError as e:  # no fd left to read /proc: at least the group, while ours
-                log.error("run %d: cannot look for its processes (%s); signalling its group",
-                          kill.run_id, e.strerror)
-                if entry is not None:
-                    try:
-                        os.killpg(child.pid, kill.sig)
-                    except OSError:
-                        pass
-
-    def _start(self, starts: list[Start], now: Now) -> dict[int, int]:
-        rows = [NewRun(s.job.name, s.fire.trigger, s.fire.attempt, s.fire.scheduled_for,
-                       started_at=now.wall) for s in starts]
-        try:
-            ids = self.log.insert_runs(rows, host=self.host, boot_id=self.boot_id)
-        except RunLogError as e:
-            # Nothing runs without a record: these starts are given up, loudly.
-            log.error("not starting %s: cannot record the runs: %s",
-                      ", ".join(s.job.name for s in starts), e)
-            for s in starts:
-                self.supervisor.not_started(s)
-            self._keep_missed(starts, rows, e, now)
-            return {}
-        given: dict[int, int] = {}
-        for start, run_id in zip(starts, ids):
-            if run_id is None:
-                log.info("%s: a run for %s exists already; not running it again", start.job.name,
-                         start.fire.scheduled_for)
-                self.supervisor.not_started(start)
-                continue
-            given[id(start)] = run_id
-            self.pending.append(_Pending(start, run_id, now.mono))
-        self._spawn_pending(now)
-        return given
-
-    def _spawn_pending(self, now: Now) -> None:
-        """Start the recorded runs that wait for a process, oldest first, in one burst.
-
-        Out of file descriptors (or processes), the rest wait: tried again after
-        SPAWN_RETRY or when a run ends, and only after SPAWN_RETRY_FOR is a run an error.
-        """
-        started, failed = [], []
-        short = None
-        while self.pending:
-            pending = self.pending[0]
-            start, run_id = pending.start, pending.run_id
-            self.doing = start.job.name
-            self._journal(b"S %d\n" % run_id)
-            try:
-                child = self.spawn(start.job, run_id, store=self.store, nofile=self._nofile)
-            except runner.SpawnError as e:
-                self._journal(b"N %d\n" % run_id)
-                if e.transient and now.mono - pending.since < SPAWN_RETRY_FOR:
-                    short = e.reason
-                    break
-                self.pending.popleft()
-                reason = e.reason
-                if e.transient:
-                    reason += f" (still after trying for {SPAWN_RETRY_FOR:.0f}s)"
-                failed.append((start, run_id, reason))
-                continue
-            self.pending.popleft()
-            self._journal(b"P %d %d %d\n" % (run_id, child.pid, child.start_ticks))
-            self._unconfirmed.add(run_id)
-            entry = _Running(child=child, job=start.job, fd=child.fd, last_flush=now.mono, fire=start.fire)
-            self.running[run_id] = entry
-            self.by_pid[child.pid] = run_id
-            self.selector.register(child.fd, selectors.EVENT_READ, entry)
-            self.supervisor.started(start, run_id, now)
-            started.append((run_id, child.pid, float(child.start_ticks), child.started_at))
-        self.doing = None
-        if short is not None:
-            if self._retry_at is None:
-                log.warning("%d starts wait: %s; trying again as runs end", len(self.pending), short)
-            self._retry_at = now.mono + SPAWN_RETRY
-        elif self._retry_at is not None:
-            self._retry_at = None
-            log.info("the starts that waited have started")
-        if started and self._write(self.log.mark_started_many, started) is not None:
-            self._unconfirmed.difference_update(run_id for run_id, *_ in started)
-        for start, run_id, reason in failed:
-            self.supervisor.error(start)
-            self._write(self.log.finish_run, run_id, RunStatus.ERROR, finished_at=now.wall, reason=reason)
-            log.error("%s[%d]: cannot start: %s", start.job.name, run_id, reason)
-            self._emit_outcome(start.job, start.job.name, run_id, Outcome(RunStatus.ERROR, reason), start.fire, now)
-        for run_id, pid, _, _ in started:
-            log.info("%s[%d]: started, pid %d", self.running[run_id].job.name, run_id, pid)
-            self._emit_start(self.running[run_id], now)
-        self._truncate_journal()
-
-    def _drop_pending(self, now: Now) -> None:
-        """Stopping: the runs still waiting for a process will not get one."""
-        while self.pending:
-            pending = self.pending.popleft()
-            self.supervisor.not_started(pending.start)
-            self._write(self.log.finish_run, pending.run_id, RunStatus.ERROR, finished_at=now.wall,
-                        reason=NOT_STARTED)
-            self._emit_outcome(pending.start.job, pending.start.job.name, pending.run_id,
-                               Outcome(RunStatus.ERROR, NOT_STARTED), pending.start.fire, now)
-        self._retry_at = None
-
-    def _reap(self, now: Now) -> list[Action]:
-        exits = runner.reap_any() if self.pid == 1 else runner.reap_exited(self.by_pid)
-        actions: list[Action] = []
-        # Linux charges a child, at exec, with the peak size of the process that started it:
-        # a job's peak at or below the daemon's own is the daemon's, so it is not recorded.
-        own_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 if exits else 0
-        for ex in exits:
-            run_id = self.by_pid.pop(ex.pid, None)
-            if run_id is None:
-                continue  # an orphan reaped as PID 1
-            entry = self.running.pop(run_id)
-            self._unconfirmed.discard(run_id)
-            if entry.child.fd is not None:
-                self.selector.unregister(entry.fd)
-                runner.close_output(entry.child)
-            data, truncated = entry.child.output.snapshot()
-            self.doing = entry.job.name
-            outcome = self.supervisor.finished(run_id, ex.exit_code, ex.signal, now)
-            status, reason = outcome.status, outcome.reason
-            if run_id in self.supervisor.lingering:
-                self.ended[run_id] = entry.child  # for the SIGKILL still owed to its leftovers
-            self._write(self.log.finish_run, run_id, status, finished_at=now.wall,
-                        exit_code=ex.exit_code, signal=ex.signal, reason=reason,
-                        cpu_s=ex.cpu_s, max_rss=ex.max_rss if ex.max_rss > own_peak else None,
-                        output=(data, truncated))
-            took = now.wall - entry.child.started_at
-            log.info("%s[%d]: %s after %.1fs%s", entry.job.name, run_id, status, took,
-                     f" ({reason})" if reason else "")
-            self._emit_outcome(entry.job, entry.job.name, run_id, outcome, entry.fire, now, data, truncated)
-            actions += outcome.follow
-        self.doing = None
-        return actions
-
-    # -- events ----------------------------------------------------------------------------
-
-    def _emit_start(self, entry: _Running, now: Now) -> None:
-        fire = entry.fire
-        self.receivers.emit(Event(events.START, entry.job.name, entry.job, entry.child.run_id, None,
-                                  self.host, now.wall, fire.trigger, fire.attempt, fire.scheduled_for))
-
-    def _emit_outcome(self, spec: JobSpec | None, job: str, run_id: int | None, outcome: Outcome,
-                      fire: Fire, now: Now, output: bytes = b"", truncated: bool = False) -> None:
-        """The one event an outcome makes (success, failure, recovery, retry, skipped, missed)."""
-        name = self.failing.name(job, run_id, outcome)
-        self.receivers.emit(Event(name, job, spec, run_id, outcome, self.host, now.wall, fire.trigger,
-                                  fire.attempt, fire.scheduled_for, output, truncated))
-
-    def _earlier_status(self, job: str, run_id: int) -> RunStatus | None:
-        """The status of the job's last run that ended before run `run_id` (for `recovery`)."""
-        for run in self._try(self.log.runs, job, limit=20, before_id=run_id) or []:
-            if run.status not in (RunStatus.RUNNING, RunStatus.SKIPPED, RunStatus.MISSED):
-                return run.status
-        return None
-
-    def _flush(self, entry: _Running, now: Now) -> None:
-        data, truncated = entry.child.output.snapshot()
-        entry.child.output.changed = False
-        entry.last_flush = now.mono
-        self._write(self.log.save_output, entry.child.run_id, data, truncated)
-
     # -- control requests ----------------------------------------------------------------
 
     def _handle(self, request: dict) -> dict:
         return answers.answer(self, request)
-
-    # -- reload --------------------------------------------------------------------------
-
-    def reload(self, now: Now) -> bool:
-        """Reread the jobs file; a bad one keeps the last good version running."""
-        before = self.config_error
-        jobs = self._load()
-        self._write(self.log.update_daemon, config_error=self.config_error)
-        if jobs is None:
-            if self.config_error != before:
-                log.error("keeping the last good version of %s (the errors are above)", self.jobs_path)
-            self.notifier.send(self._status_line())
-            return False
-        self.jobs = jobs
-        self._keep_version(jobs, now)
-        self.supervisor.reload(jobs, now)
-        self._jobs_dirty = True
-        log.info("reloaded %s: %d jobs", self.jobs_path, len(jobs.jobs))
-        self.notifier.send(self._status_line())
-        return True
-
-    def _write_jobs(self) -> None:
-        nxt = self.supervisor.next_runs()
-        retry = {j.name: r for j in self.jobs.jobs if (r := self.supervisor.retry_at(j.name))}
-        self._write(self.log.set_jobs, [
-            JobRow(name=j.name, schedule=j.schedule.text, command=j.command,
-                   description=j.description, next_run=nxt.get(j.name), enabled=j.enabled,
-                   line=j.line, retry_at=(r := retry.get(j.name)) and r.at,
-                   retry_attempt=r and r.attempt, retry_attempts=r and r.attempts)
-            for j in self.jobs.jobs])
-
-    def _status_line(self) -> str:
-        """What `systemctl status` shows on its Status: line, e.g. "STATUS=12 jobs, 1 running"."""
-        count = len(self.jobs.jobs)
-        line = f"STATUS={count} job{'' if count == 1 else 's'}, {len(self.running)} running"
-        if self.config_error:  # the admin's first question, answered where they look first
-            error = " ".join(self.config_error.split())
-            line += f"; jobs file error: {error[:300]}"
-        return line
 
     # -- the end -------------------------------------------------------------------------
 
