@@ -136,6 +136,8 @@ class _Lane:
         self.thread: threading.Thread | None = None
 
     def put(self, event: Event) -> None:
+        # Started here, not in __init__: the Daemon is built before `--detach` forks, and a
+        # thread does not survive a fork.
         if self.thread is None:
             self.thread = threading.Thread(target=self._work, name=f"cronsup-{self.name}", daemon=True)
             self.thread.start()
