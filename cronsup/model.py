@@ -48,6 +48,21 @@ class RunStatus(StrEnum):
         return self is not RunStatus.RUNNING
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a run ended, decided once (by the supervisor) and told to every receiver.
+
+    `final`: no retry follows (it succeeded, or its last attempt failed, or it never ran);
+    otherwise `retry_at` is the wall time the next attempt is due.
+    """
+
+    status: RunStatus
+    reason: str | None = None
+    final: bool = True
+    retry_at: float | None = None
+    follow: tuple = field(default=(), compare=False)  # the supervisor's next actions
+
+
 class Trigger(StrEnum):
     SCHEDULE = "schedule"
     RETRY = "retry"

@@ -85,6 +85,7 @@ class Status:
     last_seen: float | None = None  # a stopped daemon's last heartbeat (it may have crashed)
     ever_ran: bool = False  # a daemon has written its state into this run log
     version: RunningVersion | None = None  # what the running daemon runs (None: not known)
+    internal_errors: int = 0  # exceptions the running daemon's loop caught and went on after
 
     def to_json(self) -> dict:
         version = None if self.version is None else {
@@ -96,7 +97,7 @@ class Status:
                        "db": self.db_path, "run_log_exists": self.has_log,
                        "stopped_at": None if self.running else iso(self.stopped_at),
                        "last_seen": None if self.running else iso(self.last_seen),
-                       "running_version": version},
+                       "running_version": version, "internal_errors": self.internal_errors},
             "jobs": [j.to_json() for j in self.jobs],
         }
 
@@ -145,7 +146,8 @@ def status(jobs_path: str, db_path: str, now: float, *, state_dir: str | None = 
                         stopped_at=state.stopped_at if state and not running else None,
                         last_seen=state.last_seen if state and not running else None,
                         ever_ran=state is not None,
-                        version=runlog.running_version() if running and state else None)
+                        version=runlog.running_version() if running and state else None,
+                        internal_errors=_internal_errors(runlog) if running and state else 0)
         if runlog is None:
             result.jobs = [_job(row, None, [], False, (None, None)) for row in rows]
             return result
@@ -170,6 +172,13 @@ def status(jobs_path: str, db_path: str, now: float, *, state_dir: str | None = 
     finally:
         if runlog is not None:
             runlog.close()
+
+
+def _internal_errors(runlog: RunReader) -> int:
+    try:
+        return int(runlog.get_kv("internal_errors") or 0)
+    except ValueError:
+        return 0
 
 
 def _job(row: JobRow, last: Run | None, running: list[Run], paused: bool,

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from cronsup import schedule
-from cronsup.model import (AfterJobs, Catchup, Cron, Every, JobsFile, JobSpec, Now, Overlap,
-                           Reboot, RunStatus, Trigger)
+from cronsup.model import (AfterJobs, Catchup, Cron, Every, JobsFile, JobSpec, Now, Outcome,
+                           Overlap, Reboot, RunStatus, Trigger)
 
 log = logging.getLogger("cronsup")
 
@@ -63,6 +63,10 @@ class Record:
     fire: Fire
     status: RunStatus
     reason: str
+
+    @property
+    def outcome(self) -> Outcome:
+        return Outcome(self.status, self.reason)
 
 
 @dataclass(frozen=True)
@@ -592,10 +596,9 @@ class Supervisor:
             return self._signal(run, signal.SIGTERM, now, (RunStatus.TIMEOUT, reason))
         return []
 
-    def finished(self, run_id: int, exit_code: int | None, sig: int | None,
-                 now: Now) -> tuple[RunStatus, str | None, list[Action]]:
-        """Run `run_id` ended: its status and reason, and what follows (retries, queued
-        runs, @after jobs)."""
+    def finished(self, run_id: int, exit_code: int | None, sig: int | None, now: Now) -> Outcome:
+        """Run `run_id` ended: its outcome (status, reason, whether a retry follows), and in
+        `follow` what comes next (queued runs, @after jobs)."""
         run = self.by_id[run_id]
         self._forget(run)
         if run.kill_at is not None:
@@ -612,17 +615,19 @@ class Supervisor:
         else:
             status, reason = RunStatus.FAILED, f"exit code {exit_code}"
         actions: list[Action] = []
+        retry_at = None
         job = self.jobs.get(spec.name)
         if job is not None:
             if status is RunStatus.SUCCESS:
                 self.last_success[spec.name] = now.wall
                 actions += self._after_success(spec.name, now)
             elif self._retryable(status, run) and fire.attempt <= spec.retries:
-                reason += self._retry(job, fire, now)
+                said, retry_at = self._retry(job, fire, now)
+                reason += said
             if job.queued is not None and not self._active(spec.name) and not self.stopping:
                 queued, job.queued = job.queued, None
                 actions += self._start(job, queued)
-        return status, reason, actions
+        return Outcome(status, reason, final=retry_at is None, retry_at=retry_at, follow=tuple(actions))
 
     def forget_lingering(self, run_id: int) -> None:
         """Nothing of run `run_id` is left to SIGKILL."""
@@ -638,7 +643,9 @@ class Supervisor:
             return True
         return status is RunStatus.KILLED and run.ending is None  # killed from outside
 
-    def _retry(self, job: _Job, fire: Fire, now: Now) -> str:
+    def _retry(self, job: _Job, fire: Fire, now: Now) -> tuple[str, float | None]:
+        """Schedule the next attempt if it comes before the next run: what the reason adds,
+        and the attempt's wall time (None: no retry follows)."""
         spec = job.spec
         delay = min(spec.retry_delay * spec.retry_backoff ** (fire.attempt - 1), spec.retry_max_delay)
         if spec.retry_jitter:
@@ -648,12 +655,12 @@ class Supervisor:
         if nxt is None and job.every_due is not None:
             nxt = now.wall + (job.every_due - now.mono)
         if nxt is not None and now.wall + delay >= nxt:
-            return "; no retry: the next scheduled run comes first"
+            return "; no retry: the next scheduled run comes first", None
         if self.stopping:
-            return ""
+            return "", None
         job.pending.append((now.mono + delay, Fire(Trigger.RETRY, fire.attempt + 1, fire.scheduled_for)))
         self.changed.add(spec.name)
-        return f"; retrying in {_duration(delay)} (attempt {fire.attempt + 1} of {total})"
+        return f"; retrying in {_duration(delay)} (attempt {fire.attempt + 1} of {total})", now.wall + delay
 
     def _after_success(self, name: str, now: Now) -> list[Action]:
         actions: list[Action] = []

@@ -7,7 +7,7 @@ import textwrap
 import zoneinfo
 
 from cronsup import jobsfile
-from cronsup.model import RunStatus, Trigger
+from cronsup.model import Outcome, RunStatus, Trigger
 from cronsup.supervisor import History, Kill, Now, Record, Start, Supervisor
 
 BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
@@ -70,9 +70,9 @@ class World:
 
     def finish(self, run_id: int, code: int | None = 0, sig: int | None = None):
         self.running.pop(run_id)
-        status, reason, actions = self.sup.finished(run_id, code, sig, self.now)
-        self.do(actions)
-        return status, reason
+        outcome = self.sup.finished(run_id, code, sig, self.now)
+        self.do(list(outcome.follow))
+        return outcome.status, outcome.reason
 
     def started_jobs(self) -> list[str]:
         return [s.job.name for _, s in self.starts]
@@ -594,3 +594,26 @@ def test_a_wall_clock_jumping_100_days_ahead_writes_at_most_100_missed_rows_per_
     assert w.started_jobs() == ["a"]  # the current minute; b's 03:00 was long ago
     assert [r.fire.scheduled_for for r in w.records if r.job.name == "b"] == [
         at(2026, 1, 1, 3) + 86400 * d for d in range(100)]
+
+
+def test_an_outcome_says_whether_a_retry_follows_and_when():
+    w = World('[job.a]\nretries = 1\nretry_delay = "1m"\nretry_jitter = false\n0 * * * * /bin/a\n',
+              at(2026, 1, 1, 0, 59, 50))
+    w.advance(15)
+    (run_id, _), = w.starts
+    w.running.pop(run_id)
+    first = w.sup.finished(run_id, 1, None, w.now)
+    assert (first.status, first.final, first.retry_at) == (RunStatus.FAILED, False, at(2026, 1, 1, 1, 1, 5))
+    assert first.reason == "exit code 1; retrying in 1m00s (attempt 2 of 2)" and first.follow == ()
+    w.advance(60)
+    (retry_id, _) = w.starts[-1]
+    w.running.pop(retry_id)
+    last = w.sup.finished(retry_id, 1, None, w.now)
+    assert (last.status, last.final, last.retry_at, last.reason) == (RunStatus.FAILED, True, None, "exit code 1")
+
+
+def test_a_skipped_record_carries_a_final_outcome():
+    w = World('[job.a]\n@every 10s sleep 60\n', at(2026, 1, 1))
+    w.advance(20)
+    (record,) = w.records
+    assert record.outcome == Outcome(RunStatus.SKIPPED, record.reason, final=True)
