@@ -184,6 +184,8 @@ def next_(target: str, start: str | None, count: int, tz: str | None, as_json: b
       cronsup next '30 2 * * *' --tz Europe/Berlin --from 2026-10-24T00:00 -n 3
       cronsup next backup
     """
+    from cronsup import clock
+
     zone_name = tz
     if _looks_like_expression(target):
         try:
@@ -203,7 +205,7 @@ def next_(target: str, start: str | None, count: int, tz: str | None, as_json: b
     except ValueError as e:
         fail(str(e), EXIT_USAGE)
     # From now, whole seconds: `next '@every 20s'` would otherwise print microseconds.
-    after = _parse_instant(start, zone) if start else dt.datetime.now(zone).replace(microsecond=0)
+    after = _parse_instant(start, zone) if start else clock.local_now(zone).replace(microsecond=0)
     if isinstance(sched, (AfterJobs, Reboot)):
         what = "once per boot" if isinstance(sched, Reboot) else "after the jobs it waits for succeed"
         fail(f"{target!r} has no fire times: it runs {what}")
@@ -812,17 +814,16 @@ def logs(ctx: click.Context, job: str, limit: int, failed: bool, since: str | No
 
 def _await_log(db: str):
     """`logs --follow` before the daemon's first start: wait for it to create the run log."""
-    import time
-
-    from cronsup import report
+    from cronsup import clock, report
 
     click.echo(f"no run log at {db} yet; waiting for the daemon to start (Ctrl-C stops)", err=True)
     try:
-        while (runlog := report.open_log(db)) is None:
-            time.sleep(0.5)
+        for _ in clock.poll(0.5):
+            if (runlog := report.open_log(db)) is not None:
+                return runlog
     except KeyboardInterrupt:
         sys.exit(0)
-    return runlog
+    raise AssertionError("unreachable: a poll without a deadline goes on")
 
 
 def _ask(jobs_path: str, db: str, op: str, job: str | None = None) -> dict:

@@ -16,7 +16,6 @@ import signal
 import socket
 import stat
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -286,12 +285,10 @@ class Daemon:
             return
         for child in [*survivors.values(), *owed]:
             runner.signal_tree(child, signal.SIGTERM, table=table)
-        deadline = time.monotonic() + LOST_GRACE
-        while survivors and time.monotonic() < deadline:
+        for _ in clock.poll(0.05, LOST_GRACE) if survivors else ():
             table = runner.process_table()
             if not any(runner.tree_alive(c, table=table) for c in survivors.values()):
                 break
-            time.sleep(0.05)
         table = runner.process_table()
         for child in [*survivors.values(), *owed]:
             if runner.tree_alive(child, table=table):

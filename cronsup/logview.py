@@ -4,12 +4,11 @@ or runs as they happen."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 
 import click
 
-from cronsup import fmt
+from cronsup import clock, fmt
 from cronsup.model import RunStatus
 from cronsup.runlog import FAILED_STATUSES, Run, RunLog, iso
 
@@ -25,7 +24,7 @@ class LogView:
     """`job` None: the runs of every job, with a JOB column."""
 
     def __init__(self, runlog: RunLog, job: str | None, *, escape: bool, colour: bool,
-                 now: Callable[[], float] = time.time, width: int | None = None):
+                 now: Callable[[], float] = clock.wall, width: int | None = None):
         self.runlog, self.job, self.escape, self.colour = runlog, job, escape, colour
         self.now, self.width = now, width
         self._midline = False  # streamed output that did not end its line
@@ -174,7 +173,7 @@ class LogView:
     # -- following ---------------------------------------------------------------------------
 
     def follow(self, limit: int, failed: bool, since: float | None, with_output: bool, as_json: bool,
-               poll: float = FOLLOW_POLL) -> None:
+               poll: float = FOLLOW_POLL, sleep: Callable[[float], None] = clock.sleep) -> None:
         """Print the latest runs, then each new run and each end as it happens (Ctrl-C stops).
 
         Every look at the run log is a few short queries, each its own read transaction, so
@@ -195,8 +194,7 @@ class LogView:
             elif with_output and not as_json:
                 self._print_output(run)
         try:
-            while True:
-                time.sleep(poll)
+            for _ in clock.poll(poll, first=False, sleep=sleep):
                 for run in self._runs(after_id=last_id, limit=1000):
                     last_id = max(last_id, run.id)
                     if run.status is RunStatus.RUNNING:

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import sqlite3
-import time
 import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from cronsup import clock
 from cronsup.model import RunStatus, Trigger
 
 log = logging.getLogger(__name__)
@@ -1253,7 +1253,7 @@ def _move_aside(path: str, now: float | None) -> str:
     The old bytes are kept for a person to inspect or recover: history is never deleted.
     """
     if now is None:
-        now = time.time()  # the module's one clock read, and only to name the file
+        now = clock.wall()  # the module's one clock read, and only to name the file
     stamp = datetime.fromtimestamp(now, tz=timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     target = f"{path}.corrupt-{stamp}"
     n = 1

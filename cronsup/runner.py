@@ -12,7 +12,6 @@ import pwd
 import resource
 import signal
 import subprocess
-import time
 from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 
@@ -112,7 +111,7 @@ class Child:
     run_id: int
     pid: int  # == its process group id and session id
     create_time: float  # psutil's create_time (seconds since the epoch)
-    started_at: float  # time.time() at spawn
+    started_at: float  # clock.wall() at spawn
     fd: int | None  # non-blocking read end of stdout+stderr; None after EOF or close
     output: OutputBuffer
     # The kernel's start time in clock ticks since boot: the process's identity. Unlike
@@ -253,7 +252,7 @@ def _spawn(job: JobSpec, run_id: int, store: str, nofile: tuple[int, int] | None
     return Child(
         run_id=run_id,
         pid=proc.pid,
-        create_time=ticks / _CLOCK_TICKS + _boot_time() if ticks is not None else 0.0,
+        create_time=ticks / _CLOCK_TICKS + clock.boot_time() if ticks is not None else 0.0,
         started_at=clock.wall(),
         fd=read_fd,
         output=OutputBuffer(job.output_limit),
@@ -606,12 +605,6 @@ def _popen_reason(exc: OSError, job: JobSpec, cwd: str | None, switched: bool) -
     if exc.filename is not None:
         return f"shell {job.shell}: {what}"
     return f"cannot start {job.shell}: {what}"
-
-
-def _boot_time() -> float:
-    # What psutil.boot_time() reads from /proc/stat (whole seconds of wall time minus time
-    # since boot), from two clock reads instead of a file: spawn must stay cheap.
-    return float(int(time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)))
 
 
 def _detach(proc: subprocess.Popen) -> None:

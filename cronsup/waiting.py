@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
-from cronsup import fmt, report
+from cronsup import clock, fmt, report
 from cronsup.model import RunStatus, Trigger
 from cronsup.runlog import Run, RunLog
 
@@ -63,7 +62,7 @@ def _daemon_alive(db: str) -> bool:
 
 
 def _ended(runlog: RunLog, run_id: int, db: str) -> Run | None:
-    while True:
+    for _ in clock.poll(POLL):
         run = runlog.run(run_id)
         if run is not None and run.status is not RunStatus.RUNNING:
             return run
@@ -71,28 +70,28 @@ def _ended(runlog: RunLog, run_id: int, db: str) -> Run | None:
             # It may have ended just before the daemon stopped: look once more.
             run = runlog.run(run_id)
             return run if run is not None and run.status is not RunStatus.RUNNING else None
-        time.sleep(POLL)
+    raise AssertionError("unreachable: a poll without a deadline goes on")
 
 
 def _retry_of(runlog: RunLog, run: Run, db: str) -> Run | None:
     """The retry the daemon announced in the run's reason ("attempt 2 of 3 in 30s"), once it starts."""
     if not run.reason or f"(attempt {run.attempt + 1} of" not in run.reason:
         return None
-    while True:
+    for _ in clock.poll(POLL):
         for later in runlog.runs(run.job, after_id=run.id, limit=1000):
             if later.trigger is Trigger.RETRY and later.attempt == run.attempt + 1 \
                     and later.scheduled_for == run.scheduled_for:
                 return later
         if not _daemon_alive(db):
             return None
-        time.sleep(POLL)
+    raise AssertionError("unreachable: a poll without a deadline goes on")
 
 
 def _next_manual(runlog: RunLog, job: str, db: str, after_id: int) -> int | None:
-    while True:
+    for _ in clock.poll(POLL):
         for run in runlog.runs(job, after_id=after_id, limit=1000):
             if run.trigger is Trigger.MANUAL:
                 return run.id
         if not _daemon_alive(db):
             return None
-        time.sleep(POLL)
+    raise AssertionError("unreachable: a poll without a deadline goes on")
