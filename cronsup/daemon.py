@@ -6,8 +6,6 @@ directory changes. Signal handlers only set flags (and Python's wakeup fd wakes 
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import logging
 import os
 import resource
@@ -22,7 +20,7 @@ from dataclasses import dataclass, replace
 
 import psutil
 
-from cronsup import clock, control, jobsfile, mail, notify, paths, runner, suggest, trust
+from cronsup import clock, control, jobsfile, lockfile, mail, notify, paths, runner, suggest, trust
 from cronsup.model import JobsFile, JobSpec, Overlap, RunStatus, Trigger
 from cronsup.runlog import (DaemonState, GoodJobs, JobRow, NewRun, Run, RunLog, RunLogError,
                             RunningVersion, iso)
@@ -39,7 +37,6 @@ OUTPUT_FLUSH = 1.0  # a running job's output reaches the run log at most this la
 WATCH_STEP_MS = 100
 WATCH_CHECK_MS = 30000  # and compare the file's stat after this long without events
 LOST_GRACE = 2.0  # a survivor of a crashed daemon gets this long after SIGTERM
-LOCK_TRIES, LOCK_TRY_EVERY = 50, 0.01  # a reader's shared lock lasts microseconds
 PRECISE_WAKE = 0.1  # a longer sleep ends early and is finished by a short one (see loop)
 # A start that found no free file descriptor (or process slot) is tried again this soon,
 # and as soon as a run ends; after SPAWN_RETRY_FOR of trying it is an `error`.
@@ -209,21 +206,12 @@ class Daemon:
                                   "writes only its own files in its state directory (remove it)")
         lock = paths.daemon_lock(self.db_path)
         try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
-        except OSError as e:
-            raise DaemonError(f"cannot open {lock}: {e.strerror}") from None
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
-            os.close(fd)
-            raise DaemonError(f"refusing {lock}: not a regular file of the daemon's own user")
-        if not _flock_exclusive(fd):
-            other = os.read(fd, 32).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise DaemonError(f"another cronsup daemon (pid {other}) is running on {self.db_path}; "
+            self._lock_fd = lockfile.take(lock, self.pid)
+        except lockfile.LockError as e:
+            raise DaemonError(str(e)) from None
+        except lockfile.Held as e:
+            raise DaemonError(f"another cronsup daemon (pid {e.pid or '?'}) is running on {self.db_path}; "
                               "stop it first, or give this one another --db") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{self.pid}\n".encode())
-        self._lock_fd = fd
 
     def _raise_fd_limit(self) -> None:
         """Soft RLIMIT_NOFILE up to the hard limit: each running job holds a pipe here.
@@ -1028,23 +1016,6 @@ class Daemon:
         if self._journal_fd is not None:
             os.close(self._journal_fd)
         log.info("stopped")
-
-
-def _flock_exclusive(fd: int) -> bool:
-    """Take the daemon's lock; False if another daemon holds it.
-
-    `status` tests the lock by taking it shared for an instant (report.daemon_pid), so a
-    refusal is tried again for a moment before it counts as another daemon.
-    """
-    for _ in range(LOCK_TRIES):
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except OSError as e:
-            if e.errno not in (errno.EWOULDBLOCK, errno.EACCES):
-                raise
-        clock.sleep(LOCK_TRY_EVERY)
-    return False
 
 
 def _drain(fd: int) -> bytes:
