@@ -759,7 +759,7 @@ class Daemon:
                           kill.run_id, e.strerror)
                 if entry is not None:
                     try:
-                        os.killpg(child.pid, kill.sig)
+                        runner.killpg(child.pid, kill.sig)
                     except OSError:
                         pass
 
@@ -876,7 +876,7 @@ class Daemon:
                      f" ({reason})" if reason else "")
             if entry.job.mailto and data:
                 mail.send(entry.job, f"{status}" + (f": {reason}" if reason else ""), data,
-                          host=self.host, user=entry.job.user or _user_name(),
+                          host=self.host, user=entry.job.user or runner.user_name(os.geteuid()),
                           sendmail=self.sendmail)
             actions += follow
         return actions
@@ -1026,12 +1026,3 @@ def _drain(fd: int) -> bytes:
     except BlockingIOError:
         pass
     return data
-
-
-def _user_name() -> str:
-    import pwd
-
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return str(os.geteuid())

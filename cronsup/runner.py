@@ -319,14 +319,14 @@ def signal_tree(child: Child, sig: int, marked: dict[int, int] | None = None,
         known.update(new)
         child.seen_descendants = known
         if _group_is_ours(child, table):
-            _killpg(child.pid, sig)
+            killpg(child.pid, sig)
         for pid, ticks in known.items():
             _kill_exact(pid, ticks, sig)
         if not found_new:
             break
     if sig not in _NO_CONT_AFTER:
         if _group_is_ours(child, table):
-            _killpg(child.pid, signal.SIGCONT)
+            killpg(child.pid, signal.SIGCONT)
         for pid, ticks in child.seen_descendants.items():
             _kill_exact(pid, ticks, signal.SIGCONT)
 
@@ -499,7 +499,7 @@ def _resolve_user(name: str | None) -> tuple[pwd.struct_passwd, dict]:
     groups = os.getgrouplist(pw.pw_name, pw.pw_gid)
     if euid != 0:
         if pw.pw_uid != euid:
-            me = _user_name(euid)
+            me = user_name(euid)
             raise SpawnError(f"user {name!r}: the daemon runs as {me!r} "
                              "and can switch users only as root")
         return pw, {}
@@ -520,7 +520,8 @@ def _short_of_fds() -> SpawnError | None:
     return None
 
 
-def _user_name(uid: int) -> str:
+def user_name(uid: int) -> str:
+    """The login name of `uid`, or the number when it has none."""
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
@@ -699,7 +700,8 @@ def _group_is_ours(child: Child, table: dict[int, _Proc]) -> bool:
                for pid, ticks in child.seen_descendants.items())
 
 
-def _killpg(pgid: int, sig: int) -> None:
+def killpg(pgid: int, sig: int) -> None:
+    """Signal a process group; one that is already gone is not an error."""
     try:
         os.killpg(pgid, sig)
     except ProcessLookupError:
