@@ -655,7 +655,8 @@ def _status_lines(st, now: float, colour: bool, jobs_path: str, db: str) -> list
         if job.description:
             rows.append(style(fmt.cut(f"  {job.description}", fmt.width() or 100), dim=True))
         for run in job.running:
-            since = f"for {fmt.format_duration(now - run.started_at, coarse=True)}" if run.started_at else "not started yet"
+            since = f"for {fmt.format_duration(now - run.started_at, coarse=True)}" if run.started_at \
+                else "not started yet"
             if st.running:
                 # No pid yet: being started, or waiting for a free file descriptor.
                 pid = f"pid {run.pid}" if run.pid else "no process yet"

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from cronsup import schedule
-from cronsup.units import format_duration as _duration, signal_name as _signame
 from cronsup.model import (AfterJobs, Catchup, Cron, Every, JobsFile, JobSpec, Now, Overlap,
                            Reboot, RunStatus, Trigger)
+from cronsup.units import format_duration as _duration, signal_name as _signame
 
 log = logging.getLogger("cronsup")
 
