@@ -42,13 +42,18 @@ def take(path: str, pid: int) -> int:
     if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
         os.close(fd)
         raise LockError(f"refusing {path}: not a regular file of the daemon's own user")
-    for _ in clock.poll(TRY_EVERY, PATIENCE):
-        if _try(fd, fcntl.LOCK_EX):
-            break
-    else:
-        other = _read_pid(fd)
+    try:
+        for _ in clock.poll(TRY_EVERY, PATIENCE):
+            if _try(fd, fcntl.LOCK_EX):
+                break
+        else:
+            raise Held(_read_pid(fd))
+    except OSError as e:
         os.close(fd)
-        raise Held(other)
+        raise LockError(f"cannot lock {path}: {e.strerror}") from None
+    except Held:
+        os.close(fd)
+        raise
     os.ftruncate(fd, 0)
     os.write(fd, f"{pid}\n".encode())
     return fd
