@@ -26,7 +26,7 @@ class LogView:
     def __init__(self, runlog: RunLog, job: str | None, *, escape: bool, colour: bool,
                  now: Callable[[], float] = clock.wall, width: int | None = None):
         self.runlog, self.job, self.escape, self.colour = runlog, job, escape, colour
-        self.now, self.width = now, width
+        self.wall, self.width = now, width
         self._midline = False  # streamed output that did not end its line
         self._retried: dict[int, int] = {}  # run id -> attempt that succeeded (RunLog.retried_ok)
 
@@ -64,7 +64,7 @@ class LogView:
         if not runs:
             self.echo(self.none_yet(failed, since))
             return
-        now = self.now()
+        now = self.wall()
         if not with_output:
             for line in self.table(runs, now, retried):
                 self.echo(line)
@@ -147,7 +147,7 @@ class LogView:
             return
         took = run.duration_s
         if run.status is RunStatus.RUNNING and run.started_at:
-            took = self.now() - run.started_at
+            took = self.wall() - run.started_at
         fields = [
             ("run", str(run.id)), ("job", run.job), ("status", fmt.status(run.status, self.colour)),
             ("reason", _reason(run, retried)), ("trigger", str(run.trigger)), ("attempt", str(run.attempt)),
@@ -229,7 +229,7 @@ class LogView:
         if as_json:
             self.echo(json.dumps(self._json(run, self._retried)))
             return
-        self._summary(run, self.now(), self._retried)
+        self._summary(run, self.wall(), self._retried)
 
     def _stream(self, run: Run, printed: int) -> int:
         """Print what a run printed since we last looked; how many bytes are printed now.
