@@ -201,6 +201,8 @@ def next_(target: str, start: str | None, count: int, tz: str | None, as_json: b
       cronsup next '30 2 * * *' --tz Europe/Berlin --from 2026-10-24T00:00 -n 3
       cronsup next backup
     """
+    from cronsup import clock
+
     zone_name = tz
     if _looks_like_expression(target):
         try:
@@ -220,7 +222,7 @@ def next_(target: str, start: str | None, count: int, tz: str | None, as_json: b
     except ValueError as e:
         fail(str(e), EXIT_USAGE)
     # From now, whole seconds: `next '@every 20s'` would otherwise print microseconds.
-    after = _parse_instant(start, zone) if start else dt.datetime.now(zone).replace(microsecond=0)
+    after = _parse_instant(start, zone) if start else clock.local_now(zone).replace(microsecond=0)
     if isinstance(sched, (AfterJobs, Reboot)):
         what = "once per boot" if isinstance(sched, Reboot) else "after the jobs it waits for succeed"
         fail(f"{target!r} has no fire times: it runs {what}")
@@ -529,7 +531,7 @@ def _status_lines(st, now: float, colour: bool, jobs_path: str, db: str) -> list
 
     lines = []
     if st.running:
-        up = fmt.coarse(now - st.started_at) if st.started_at else "?"
+        up = fmt.format_duration(now - st.started_at, coarse=True) if st.started_at else "?"
         since = f" (since {fmt.stamp(st.started_at, now)})" if st.started_at else ""
         lines.append(f"daemon     running, pid {st.pid}, up {up}{since}")
     else:
@@ -575,7 +577,8 @@ def _status_lines(st, now: float, colour: bool, jobs_path: str, db: str) -> list
         if job.description:
             rows.append(style(fmt.cut(f"  {job.description}", fmt.width() or 100), dim=True))
         for run in job.running:
-            since = f"for {fmt.coarse(now - run.started_at)}" if run.started_at else "not started yet"
+            since = f"for {fmt.format_duration(now - run.started_at, coarse=True)}" if run.started_at \
+                else "not started yet"
             if st.running:
                 # No pid yet: being started, or waiting for a free file descriptor.
                 pid = f"pid {run.pid}" if run.pid else "no process yet"
@@ -737,17 +740,16 @@ def logs(ctx: click.Context, job: str, limit: int, failed: bool, since: str | No
 
 def _await_log(db: str):
     """`logs --follow` before the daemon's first start: wait for it to create the run log."""
-    import time
-
-    from cronsup import report
+    from cronsup import clock, report
 
     click.echo(f"no run log at {db} yet; waiting for the daemon to start (Ctrl-C stops)", err=True)
     try:
-        while (runlog := report.open_log(db)) is None:
-            time.sleep(0.5)
+        for _ in clock.poll(0.5):
+            if (runlog := report.open_log(db)) is not None:
+                return runlog
     except KeyboardInterrupt:
         sys.exit(0)
-    return runlog
+    raise AssertionError("unreachable: a poll without a deadline goes on")
 
 
 def _ask(jobs_path: str, db: str, op: str, job: str | None = None) -> dict:

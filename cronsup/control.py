@@ -19,10 +19,10 @@ import os
 import selectors
 import socket
 import struct
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from cronsup import clock
 from cronsup.jobsfile import NAME_RE
 
 log = logging.getLogger("cronsup")
@@ -114,7 +114,7 @@ class Server:
     """The daemon's side. `handle(request) -> response` runs in the daemon's loop."""
 
     def __init__(self, path: str, selector: selectors.BaseSelector,
-                 handle: Callable[[dict], dict], mono: Callable[[], float] = time.monotonic):
+                 handle: Callable[[dict], dict], mono: Callable[[], float] = clock.mono):
         self.path = path
         self.selector = selector
         self.handle = handle

@@ -8,8 +8,6 @@ log and the jobs file lives in processes.py, upkeep.py and versions.py.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import logging
 import os
 import resource
@@ -24,7 +22,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from cronsup import answers, clock, control, events, notify, paths, recovery, runner, trust
+from cronsup import answers, clock, control, events, lockfile, notify, paths, recovery, runner, trust
 from cronsup.events import Receivers
 from cronsup.model import JobsFile
 from cronsup.processes import Processes, _Pending, _Running
@@ -40,7 +38,6 @@ log = logging.getLogger("cronsup")
 # has been quiet that long: 100 ms keeps a reload well under a second and idle wake-ups at 10/s.
 WATCH_STEP_MS = 100
 WATCH_CHECK_MS = 30000  # and compare the file's stat after this long without events
-LOCK_TRIES, LOCK_TRY_EVERY = 50, 0.01  # a reader's shared lock lasts microseconds
 PRECISE_WAKE = 0.1  # a longer sleep ends early and is finished by a short one (see loop)
 LINGER_CHECK = 0.2  # stopping: how often to look whether what TERM'd runs left has gone
 # A write waits this long for another process's lock on the run log; then it is kept and
@@ -88,7 +85,7 @@ class Daemon(Processes, Upkeep, Versions):
         self.now = now
         # Told of every start and outcome; mail first. Tests pass their own.
         if receivers is None:
-            receivers = Receivers([events.MailReceiver(user=_user_name(), sendmail=sendmail)])
+            receivers = Receivers([events.MailReceiver(user=runner.user_name(os.geteuid()), sendmail=sendmail)])
         self.receivers = receivers
         self.spawn = runner.spawn  # tests may swap the spawner
         self._old_handlers: dict[int, object] = {}
@@ -203,21 +200,12 @@ class Daemon(Processes, Upkeep, Versions):
                                   "writes only its own files in its state directory (remove it)")
         lock = paths.daemon_lock(self.db_path, self.state_dir)
         try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
-        except OSError as e:
-            raise DaemonError(f"cannot open {lock}: {e.strerror}") from None
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
-            os.close(fd)
-            raise DaemonError(f"refusing {lock}: not a regular file of the daemon's own user")
-        if not _flock_exclusive(fd):
-            other = os.read(fd, 32).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise DaemonError(f"another cronsup daemon (pid {other}) is running on {self.db_path}; "
+            self._lock_fd = lockfile.take(lock, self.pid)
+        except lockfile.LockError as e:
+            raise DaemonError(str(e)) from None
+        except lockfile.Held as e:
+            raise DaemonError(f"another cronsup daemon (pid {e.pid or '?'}) is running on {self.db_path}; "
                               "stop it first, or give this one another --db") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{self.pid}\n".encode())
-        self._lock_fd = fd
 
     def _raise_fd_limit(self) -> None:
         """Soft RLIMIT_NOFILE up to the hard limit: each running job holds a pipe here.
@@ -495,23 +483,6 @@ class Daemon(Processes, Upkeep, Versions):
         log.info("stopped")
 
 
-def _flock_exclusive(fd: int) -> bool:
-    """Take the daemon's lock; False if another daemon holds it.
-
-    `status` tests the lock by taking it shared for an instant (report.daemon_pid), so a
-    refusal is tried again for a moment before it counts as another daemon.
-    """
-    for _ in range(LOCK_TRIES):
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except OSError as e:
-            if e.errno not in (errno.EWOULDBLOCK, errno.EACCES):
-                raise
-        clock.sleep(LOCK_TRY_EVERY)
-    return False
-
-
 def _drain(fd: int) -> bytes:
     data = b""
     try:
@@ -520,12 +491,3 @@ def _drain(fd: int) -> bytes:
     except BlockingIOError:
         pass
     return data
-
-
-def _user_name() -> str:
-    import pwd
-
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return str(os.geteuid())

@@ -6,14 +6,13 @@ import datetime as dt
 import os
 import re
 import shutil
-import signal as _signal
 import sys
 from dataclasses import dataclass
 
 import click
 
 from cronsup.model import RunStatus
-from cronsup.units import format_duration, format_size  # noqa: F401 (re-exported)
+from cronsup.units import format_duration, format_size, signal_name  # noqa: F401 (re-exported)
 
 _STATUS_COLOURS = {
     RunStatus.SUCCESS: "green",
@@ -62,31 +61,12 @@ def relative(t: float, now: float) -> str:
     delta = t - now
     if 0 <= delta < 1:
         return "now"
-    text = coarse(abs(delta))
+    text = format_duration(abs(delta), coarse=True)
     return f"in {text}" if delta > 0 else f"{text} ago"
-
-
-def coarse(seconds: float) -> str:
-    """A duration to two units at most and no fractions: 4s, 3m, 1h05m, 2d3h."""
-    s = max(int(round(seconds)), 1)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600}h"
 
 
 def took(seconds: float | None) -> str:
     return "-" if seconds is None else format_duration(seconds)
-
-
-def signal_name(sig: int) -> str:
-    try:
-        return _signal.Signals(sig).name
-    except ValueError:
-        return f"signal {sig}"
 
 
 def exit_text(exit_code: int | None, sig: int | None) -> str:

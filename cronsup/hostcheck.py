@@ -9,26 +9,15 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-from dataclasses import dataclass
 
-from cronsup.model import JobsFile, JobSpec
-
-
-@dataclass(frozen=True, slots=True)
-class HostWarning:
-    path: str
-    line: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}:{self.line}: warning: {self.message}"
+from cronsup.model import JobsFile, JobsfileWarning, JobSpec
 
 
-def warnings(jf: JobsFile, system: bool = False) -> list[HostWarning]:
+def warnings(jf: JobsFile, system: bool = False) -> list[JobsfileWarning]:
     """Every warning for the jobs of `jf`, in line order."""
     found = []
     for job in jf.jobs:
-        found += [HostWarning(jf.path, job.line, m) for m in _job_warnings(job, system)]
+        found += [JobsfileWarning(jf.path, job.line, m) for m in _job_warnings(job, system)]
     return sorted(found, key=lambda w: w.line)
 
 

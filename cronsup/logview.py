@@ -4,12 +4,11 @@ or runs as they happen."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 
 import click
 
-from cronsup import fmt
+from cronsup import clock, fmt
 from cronsup.model import RunStatus
 from cronsup.runjson import iso, run_json
 from cronsup.store import FAILED_STATUSES, Run, RunReader
@@ -26,9 +25,9 @@ class LogView:
     """`job` None: the runs of every job, with a JOB column."""
 
     def __init__(self, runlog: RunReader, job: str | None, *, escape: bool, colour: bool,
-                 now: Callable[[], float] = time.time, width: int | None = None):
+                 now: Callable[[], float] = clock.wall, width: int | None = None):
         self.runlog, self.job, self.escape, self.colour = runlog, job, escape, colour
-        self.now, self.width = now, width
+        self.wall, self.width = now, width
         self._midline = False  # streamed output that did not end its line
         self._retried: dict[int, int] = {}  # run id -> attempt that succeeded (RunReader.retried_ok)
 
@@ -71,7 +70,7 @@ class LogView:
         if not runs:
             self.echo(self.none_yet(failed, since))
             return
-        now = self.now()
+        now = self.wall()
         if not with_output:
             for line in self.table(runs, now, retried):
                 self.echo(line)
@@ -154,7 +153,7 @@ class LogView:
             return
         took = run.duration_s
         if run.status is RunStatus.RUNNING and run.started_at:
-            took = self.now() - run.started_at
+            took = self.wall() - run.started_at
         fields = [
             ("run", str(run.id)), ("job", run.job), ("status", fmt.status(run.status, self.colour)),
             ("reason", _reason(run, retried)), ("trigger", str(run.trigger)), ("attempt", str(run.attempt)),
@@ -180,7 +179,7 @@ class LogView:
     # -- following ---------------------------------------------------------------------------
 
     def follow(self, limit: int, failed: bool, since: float | None, with_output: bool, as_json: bool,
-               poll: float = FOLLOW_POLL) -> None:
+               poll: float = FOLLOW_POLL, sleep: Callable[[float], None] = clock.sleep) -> None:
         """Print the latest runs, then each new run and each end as it happens (Ctrl-C stops).
 
         Every look at the run log is a few short queries, each its own read transaction, so
@@ -201,8 +200,7 @@ class LogView:
             elif with_output and not as_json:
                 self._print_output(run)
         try:
-            while True:
-                time.sleep(poll)
+            for _ in clock.poll(poll, first=False, sleep=sleep):
                 for run in self._runs(after_id=last_id, limit=1000):
                     last_id = max(last_id, run.id)
                     if run.status is RunStatus.RUNNING:
@@ -237,7 +235,7 @@ class LogView:
         if as_json:
             self.echo(json.dumps(self._json(run, self._retried)))
             return
-        self._summary(run, self.now(), self._retried)
+        self._summary(run, self.wall(), self._retried)
 
     def _stream(self, run: Run, printed: int) -> int:
         """Print what a run printed since we last looked; how many bytes are printed now.

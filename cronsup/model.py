@@ -11,8 +11,8 @@ class Now(NamedTuple):
     """An instant as both clocks read it: the wall clock decides what is due, the
     monotonic clock measures timeouts and delays, and the two together reveal jumps."""
 
-    wall: float  # time.time()
-    mono: float  # time.monotonic()
+    wall: float  # seconds since the epoch (clock.wall)
+    mono: float  # seconds on the monotonic clock (clock.mono)
 
 
 class Overlap(StrEnum):

@@ -14,8 +14,9 @@ import logging
 import os
 import selectors
 import socket
-import time
 from dataclasses import dataclass
+
+from cronsup import clock
 
 log = logging.getLogger("cronsup")
 
@@ -136,14 +137,14 @@ def await_ready(ready_fd: int, stderr_fd: int, timeout: float) -> Launch:
     """The launcher's side: read the daemon's stderr until it is ready, exits, or `timeout`."""
     said = bytearray()
     startup = Startup.SLOW
-    deadline = time.monotonic() + timeout
+    deadline = clock.Deadline(timeout)
     with selectors.DefaultSelector() as selector:
         selector.register(ready_fd, selectors.EVENT_READ)
         selector.register(stderr_fd, selectors.EVENT_READ)
         # After the ready pipe closes, stderr is read to its end too: a daemon that exits
         # closes both, and its last words may still be in flight.
         while startup is not Startup.READY and selector.get_map() and \
-                (left := deadline - time.monotonic()) > 0:
+                (left := deadline.left()) > 0:
             for key, _ in selector.select(left):
                 data = os.read(key.fd, 65536)
                 if key.fd == stderr_fd:

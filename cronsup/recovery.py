@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import time
 
-from cronsup import runner
+from cronsup import clock, runner
 from cronsup.model import Now, Outcome, RunStatus
 from cronsup.store import Run, RunStore
 
@@ -140,12 +139,10 @@ def _recover(runlog: RunStore, store: str, boot_id: str, lost: list[Run], journa
         return []
     for child in [*survivors.values(), *owed]:
         runner.signal_tree(child, signal.SIGTERM, table=table)
-    deadline = time.monotonic() + LOST_GRACE
-    while survivors and time.monotonic() < deadline:
+    for _ in clock.poll(0.05, LOST_GRACE) if survivors else ():
         table = runner.process_table()
         if not any(runner.tree_alive(c, table=table) for c in survivors.values()):
             break
-        time.sleep(0.05)
     table = runner.process_table()
     for child in [*survivors.values(), *owed]:
         if runner.tree_alive(child, table=table):

@@ -6,12 +6,10 @@ before any run log exists. Only reads: nothing here writes the run log or talks 
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 from dataclasses import dataclass
 
-from cronsup import paths
+from cronsup import lockfile, paths
 from cronsup.model import RunStatus
 from cronsup.runjson import iso, run_json
 from cronsup.store import JobRow, Run, RunLogError, RunLogMissing, RunningVersion, RunReader, open_store
@@ -21,22 +19,7 @@ STATS_RUNS = 20  # success rate and median duration are over a job's last this m
 
 def daemon_pid(db_path: str, state_dir: str | None = None) -> int | None:
     """The pid of the daemon holding this run log's lock, or None when none runs."""
-    lock = paths.daemon_lock(db_path, state_dir)
-    try:
-        fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError as e:
-        if e.errno not in (errno.EWOULDBLOCK, errno.EACCES):
-            return None
-        text = os.read(fd, 32).decode(errors="replace").strip()
-        return int(text) if text.isdigit() else -1
-    else:
-        return None  # we got the lock: nobody holds it
-    finally:
-        os.close(fd)
+    return lockfile.holder(paths.daemon_lock(db_path, state_dir))
 
 
 @dataclass

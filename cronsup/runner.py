@@ -12,7 +12,6 @@ import pwd
 import resource
 import signal
 import subprocess
-import time
 from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 
@@ -112,7 +111,7 @@ class Child:
     run_id: int
     pid: int  # == its process group id and session id
     create_time: float  # psutil's create_time (seconds since the epoch)
-    started_at: float  # time.time() at spawn
+    started_at: float  # clock.wall() at spawn
     fd: int | None  # non-blocking read end of stdout+stderr; None after EOF or close
     output: OutputBuffer
     # The kernel's start time in clock ticks since boot: the process's identity. Unlike
@@ -253,7 +252,7 @@ def _spawn(job: JobSpec, run_id: int, store: str, nofile: tuple[int, int] | None
     return Child(
         run_id=run_id,
         pid=proc.pid,
-        create_time=ticks / _CLOCK_TICKS + _boot_time() if ticks is not None else 0.0,
+        create_time=ticks / _CLOCK_TICKS + clock.boot_time() if ticks is not None else 0.0,
         started_at=clock.wall(),
         fd=read_fd,
         output=OutputBuffer(job.output_limit),
@@ -320,14 +319,14 @@ def signal_tree(child: Child, sig: int, marked: dict[int, int] | None = None,
         known.update(new)
         child.seen_descendants = known
         if _group_is_ours(child, table):
-            _killpg(child.pid, sig)
+            killpg(child.pid, sig)
         for pid, ticks in known.items():
             _kill_exact(pid, ticks, sig)
         if not found_new:
             break
     if sig not in _NO_CONT_AFTER:
         if _group_is_ours(child, table):
-            _killpg(child.pid, signal.SIGCONT)
+            killpg(child.pid, signal.SIGCONT)
         for pid, ticks in child.seen_descendants.items():
             _kill_exact(pid, ticks, signal.SIGCONT)
 
@@ -500,7 +499,7 @@ def _resolve_user(name: str | None) -> tuple[pwd.struct_passwd, dict]:
     groups = os.getgrouplist(pw.pw_name, pw.pw_gid)
     if euid != 0:
         if pw.pw_uid != euid:
-            me = _user_name(euid)
+            me = user_name(euid)
             raise SpawnError(f"user {name!r}: the daemon runs as {me!r} "
                              "and can switch users only as root")
         return pw, {}
@@ -521,7 +520,8 @@ def _short_of_fds() -> SpawnError | None:
     return None
 
 
-def _user_name(uid: int) -> str:
+def user_name(uid: int) -> str:
+    """The login name of `uid`, or the number when it has none."""
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
@@ -606,12 +606,6 @@ def _popen_reason(exc: OSError, job: JobSpec, cwd: str | None, switched: bool) -
     if exc.filename is not None:
         return f"shell {job.shell}: {what}"
     return f"cannot start {job.shell}: {what}"
-
-
-def _boot_time() -> float:
-    # What psutil.boot_time() reads from /proc/stat (whole seconds of wall time minus time
-    # since boot), from two clock reads instead of a file: spawn must stay cheap.
-    return float(int(time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)))
 
 
 def _detach(proc: subprocess.Popen) -> None:
@@ -706,7 +700,8 @@ def _group_is_ours(child: Child, table: dict[int, _Proc]) -> bool:
                for pid, ticks in child.seen_descendants.items())
 
 
-def _killpg(pgid: int, sig: int) -> None:
+def killpg(pgid: int, sig: int) -> None:
+    """Signal a process group; one that is already gone is not an error."""
     try:
         os.killpg(pgid, sig)
     except ProcessLookupError:

@@ -21,6 +21,7 @@ from typing import NamedTuple
 from cronsup import schedule
 from cronsup.model import (AfterJobs, Catchup, Cron, Every, JobsFile, JobSpec, Now, Outcome,
                            Overlap, Reboot, RunStatus, Trigger)
+from cronsup.units import format_duration as _duration, signal_name as _signame
 
 log = logging.getLogger("cronsup")
 
@@ -721,18 +722,6 @@ def _next_fire_at(cron: Cron, zone: dt.tzinfo, after: float) -> float | None:
     """
     t = schedule.next_fire(cron, dt.datetime.fromtimestamp(after, zone), zone)
     return t.timestamp() if t is not None else None
-
-
-def _signame(sig: int) -> str:
-    try:
-        return signal.Signals(sig).name
-    except ValueError:
-        return f"signal {sig}"
-
-
-def _duration(seconds: float) -> str:
-    from cronsup.units import format_duration
-    return format_duration(seconds)
 
 
 def _clock(t: float, zone: dt.tzinfo | None, timespec: str | None = None) -> str:

@@ -1,9 +1,11 @@
-"""Durations ("1h30m") and sizes ("64KiB") as people write them, to seconds and bytes."""
+"""Durations ("1h30m") and sizes ("64KiB") as people write them, to seconds and bytes and
+back, and signal numbers as names."""
 
 from __future__ import annotations
 
 import math
 import re
+import signal
 
 _DURATION_UNITS = {"w": 604800.0, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|w|d|h|m|s)")
@@ -90,22 +92,35 @@ def _parse_size(value: str | int | float) -> int:
     return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()])
 
 
-def format_duration(seconds: float) -> str:
+def format_duration(seconds: float, coarse: bool = False) -> str:
     """A short human duration: 0.4s, 12s, 3m05s, 2h10m, 3d4h.
+
+    `coarse`, for a glance: no fractions, never under 1s, minutes without seconds (4s, 3m,
+    1h05m, 2d3h).
 
     >>> format_duration(185)
     '3m05s'
+    >>> format_duration(185, coarse=True)
+    '3m'
     """
-    if seconds < 10:
+    if seconds < 10 and not coarse:
         return f"{seconds:.1f}s"
-    s = int(round(seconds))
+    s = max(int(round(seconds)), 1) if coarse else int(round(seconds))
     if s < 60:
         return f"{s}s"
     if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
+        return f"{s // 60}m" if coarse else f"{s // 60}m{s % 60:02d}s"
     if s < 86400:
         return f"{s // 3600}h{s % 3600 // 60:02d}m"
     return f"{s // 86400}d{s % 86400 // 3600}h"
+
+
+def signal_name(sig: int) -> str:
+    """'SIGTERM', or 'signal 99' for a number that names none."""
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
 
 
 def format_size(n: int) -> str:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
-from cronsup import fmt, report
+from cronsup import clock, fmt, report
 from cronsup.model import RunStatus, Trigger
 from cronsup.store import Run, RunReader, open_store
 
@@ -64,7 +63,7 @@ def _daemon_alive(db: tuple[str, str | None]) -> bool:
 
 
 def _ended(runlog: RunReader, run_id: int, db: tuple[str, str | None]) -> Run | None:
-    while True:
+    for _ in clock.poll(POLL):
         run = runlog.run(run_id)
         if run is not None and run.status is not RunStatus.RUNNING:
             return run
@@ -72,28 +71,28 @@ def _ended(runlog: RunReader, run_id: int, db: tuple[str, str | None]) -> Run | 
             # It may have ended just before the daemon stopped: look once more.
             run = runlog.run(run_id)
             return run if run is not None and run.status is not RunStatus.RUNNING else None
-        time.sleep(POLL)
+    raise AssertionError("unreachable: a poll without a deadline goes on")
 
 
 def _retry_of(runlog: RunReader, run: Run, db: tuple[str, str | None]) -> Run | None:
     """The retry the daemon announced in the run's reason ("attempt 2 of 3 in 30s"), once it starts."""
     if not run.reason or f"(attempt {run.attempt + 1} of" not in run.reason:
         return None
-    while True:
+    for _ in clock.poll(POLL):
         for later in runlog.runs(run.job, after_id=run.id, limit=1000):
             if later.trigger is Trigger.RETRY and later.attempt == run.attempt + 1 \
                     and later.scheduled_for == run.scheduled_for:
                 return later
         if not _daemon_alive(db):
             return None
-        time.sleep(POLL)
+    raise AssertionError("unreachable: a poll without a deadline goes on")
 
 
 def _next_manual(runlog: RunReader, job: str, db: tuple[str, str | None], after_id: int) -> int | None:
-    while True:
+    for _ in clock.poll(POLL):
         for run in runlog.runs(job, after_id=after_id, limit=1000):
             if run.trigger is Trigger.MANUAL:
                 return run.id
         if not _daemon_alive(db):
             return None
-        time.sleep(POLL)
+    raise AssertionError("unreachable: a poll without a deadline goes on")

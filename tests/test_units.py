@@ -34,3 +34,14 @@ def test_bad_sizes_are_rejected(text):
 def test_durations_are_shown_short():
     assert [format_duration(s) for s in (0.42, 12, 185, 7800, 270000)] == [
         "0.4s", "12s", "3m05s", "2h10m", "3d3h"]
+
+
+def test_coarse_durations_drop_seconds_after_the_first_minute_and_never_show_zero():
+    assert [format_duration(s, coarse=True) for s in (0.2, 4.4, 185, 3900, 270000)] == [
+        "1s", "4s", "3m", "1h05m", "3d3h"]
+
+
+def test_signal_numbers_are_shown_by_name_and_unknown_ones_by_number():
+    from cronsup.units import signal_name
+
+    assert (signal_name(15), signal_name(9), signal_name(99)) == ("SIGTERM", "SIGKILL", "signal 99")

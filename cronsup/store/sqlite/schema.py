@@ -11,12 +11,12 @@ import json
 import logging
 import os
 import sqlite3
-import time
 import urllib.parse
 from datetime import datetime, timezone
 from typing import Any
 
 from cronsup.store.records import RunLogError
+from cronsup import clock
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +281,7 @@ def _move_aside(path: str, now: float | None) -> str:
     The old bytes are kept for a person to inspect or recover: history is never deleted.
     """
     if now is None:
-        now = time.time()  # the module's one clock read, and only to name the file
+        now = clock.wall()  # only to name the file
     stamp = datetime.fromtimestamp(now, tz=timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     target = f"{path}.corrupt-{stamp}"
     n = 1
