@@ -6,7 +6,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from cronsup import suggest
-from cronsup.model import Overlap, RunStatus, Trigger
+from cronsup.model import Now, Overlap, RunStatus, Trigger
 from cronsup.supervisor import Record, Start
 
 if TYPE_CHECKING:
@@ -15,14 +15,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("cronsup")
 
 
-def answer(d: Daemon, request: dict) -> dict:
+def answer(d: Daemon, request: dict, now: Now) -> dict:
     """One request from `cronsup run|reload|pause|resume`: names a job, never a command.
 
     An error answer carries "kind" ("unknown_job", "stopping", "not_started") so the
     command can pick its exit status.
     """
     d._need_tick = True  # a request may start, pause or reload: decide again
-    now = d.now()
     op = request["op"]
     if op == "ping":
         return {"ok": True, "pid": d.pid}

@@ -452,7 +452,7 @@ class Daemon(Processes, Upkeep, Versions):
     # -- control requests ----------------------------------------------------------------
 
     def _handle(self, request: dict) -> dict:
-        return answers.answer(self, request)
+        return answers.answer(self, request, self.now())
 
     # -- the end -------------------------------------------------------------------------
 

@@ -15,8 +15,8 @@ import urllib.parse
 from datetime import datetime, timezone
 from typing import Any
 
-from cronsup.store.records import RunLogError
 from cronsup import clock
+from cronsup.store.records import RunLogError
 
 log = logging.getLogger(__name__)
 
