@@ -4,13 +4,13 @@ import json
 
 from cronsup.logview import LogView
 from cronsup.model import RunStatus, Trigger
-from cronsup.runlog import NewRun, RunLog
+from cronsup.store import NewRun, open_store
 
 
 def test_follow_shows_a_run_start_and_end_at_the_looks_after_they_happen(tmp_path, capsys):
     db = tmp_path / "runs.db"
-    writer = RunLog.open(db)
-    reader = RunLog.open(db, readonly=True)
+    writer = open_store(db)
+    reader = open_store(db, readonly=True)
     view = LogView(reader, "tick", escape=False, colour=False, now=lambda: 1000.0)
     slept, seen = [], []
     started: list[int] = []
