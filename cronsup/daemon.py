@@ -18,7 +18,7 @@ import stat
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psutil
 
@@ -58,6 +58,7 @@ class _Flags:
     stop: int = 0  # the signal that asked to stop
     reload: bool = False
     child: bool = False
+    ignored: set[int] = field(default_factory=set)  # signals that mean nothing here
 
 
 def boot_id() -> str:
@@ -259,7 +260,10 @@ class Daemon(Processes, Upkeep, Versions):
                     and signal.getsignal(sig) == signal.SIG_IGN:
                 signal.signal(sig, signal.SIG_DFL)
         for sig, handler in ((signal.SIGTERM, self._on_stop), (signal.SIGINT, self._on_stop),
-                             (signal.SIGHUP, self._on_reload), (signal.SIGCHLD, self._on_child)):
+                             (signal.SIGHUP, self._on_reload), (signal.SIGCHLD, self._on_child),
+                             # Admins send USR1/USR2 to make daemons reopen their logs; by
+                             # default they would kill this one and orphan its jobs.
+                             (signal.SIGUSR1, self._on_ignored), (signal.SIGUSR2, self._on_ignored)):
             self._old_handlers[sig] = signal.signal(sig, handler)
 
     def _on_stop(self, signum, frame) -> None:
@@ -270,6 +274,9 @@ class Daemon(Processes, Upkeep, Versions):
 
     def _on_child(self, signum, frame) -> None:
         self.flags.child = True
+
+    def _on_ignored(self, signum, frame) -> None:
+        self.flags.ignored.add(signum)
 
     def _watch(self) -> None:
         self._watch_r, self._watch_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -364,6 +371,9 @@ class Daemon(Processes, Upkeep, Versions):
     def _happened(self, now: Now) -> list[Action]:
         """The actions for what happened since the last pass: a stop, exits, a reload, time."""
         actions: list[Action] = []
+        while self.flags.ignored:
+            log.info("ignoring %s (the log file is reopened by itself after rotation; SIGHUP "
+                     "rereads the jobs file)", signal.Signals(self.flags.ignored.pop()).name)
         if self.flags.stop and not self.supervisor.stopping:
             log.info("stopping on %s: %d running jobs get SIGTERM", signal.Signals(self.flags.stop).name,
                      len(self.running))

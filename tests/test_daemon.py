@@ -382,3 +382,15 @@ def test_keep_size_drops_the_oldest_output_and_logs_says_so(daemon):
     assert "output pruned" in daemon.cli("logs", "chatty", "--output", "-n", "50", check=True).stdout
     assert daemon.stop() == 0
 
+
+
+def test_sigusr1_and_sigusr2_are_logged_and_ignored_not_fatal(daemon):
+    daemon.write("@every 1s echo tick\n")
+    daemon.start()
+    daemon.send(signal.SIGUSR1)
+    daemon.send(signal.SIGUSR2)
+    wait_until(lambda: "ignoring SIGUSR2" in daemon.output(), what="the daemon to log the signal")
+    before = len(daemon.runs("echo"))
+    daemon.finished("echo", before + 2)  # still scheduling
+    assert daemon.proc.poll() is None and "ignoring SIGUSR1" in daemon.output()
+    assert daemon.stop() == 0
