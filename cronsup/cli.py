@@ -36,6 +36,8 @@ importer, jobsfile, schedule = (_lazy(f"cronsup.{m}") for m in ("importer", "job
 EXIT_INVALID = 1
 EXIT_USAGE = 2
 EXIT_NO_DAEMON = 3
+EXIT_NOT_ANSWERING = 4  # `status`: the daemon holds its lock but does not answer
+PING_TIMEOUT = 2.0
 
 
 def fail(message: str, code: int = EXIT_INVALID) -> None:
@@ -492,7 +494,8 @@ def status(as_json: bool, jobs_path: str, db: str) -> None:
 
     Exit status, for scripts (`cronsup status >/dev/null || alert`): 0 the daemon runs and
     the jobs file is good; 1 the jobs file has errors (also when no daemon runs: the file
-    needs fixing either way); 3 no daemon runs (as `systemctl status` uses 3).
+    needs fixing either way); 3 no daemon runs (as `systemctl status` uses 3); 4 the daemon
+    runs but does not answer within 2 s (stopped with SIGSTOP, or hung).
 
     \b
     Example:
@@ -507,6 +510,8 @@ def status(as_json: bool, jobs_path: str, db: str) -> None:
         st = report.status(jobs_path, db, now, state_dir=state_dir())
     except RunLogError as e:
         fail(str(e))
+    if st.running:  # alive is not enough: a stopped (SIGSTOP) or hung daemon runs nothing
+        st.answering = _answers_ping(db)
     if as_json:
         click.echo(fmt.dump_json(st.to_json()))
     else:
@@ -516,11 +521,24 @@ def status(as_json: bool, jobs_path: str, db: str) -> None:
     sys.exit(_status_code(st))
 
 
+def _answers_ping(db: str) -> bool:
+    from cronsup import control, paths
+
+    try:
+        control.request(paths.control_socket(db, state_dir()), "ping", timeout=PING_TIMEOUT)
+        return True
+    except control.ControlError:
+        return False
+
+
 def _status_code(st) -> int:
-    """0 running with a good file, 1 the file has errors (checked first), 3 no daemon."""
+    """0 running with a good file, 1 the file has errors (checked first), 3 no daemon,
+    4 a daemon that does not answer."""
     if st.config_error:
         return EXIT_INVALID
-    return 0 if st.running else EXIT_NO_DAEMON
+    if not st.running:
+        return EXIT_NO_DAEMON
+    return EXIT_NOT_ANSWERING if st.answering is False else 0
 
 
 def _status_lines(st, now: float, colour: bool, jobs_path: str, db: str) -> list[str]:
@@ -534,6 +552,9 @@ def _status_lines(st, now: float, colour: bool, jobs_path: str, db: str) -> list
         up = fmt.format_duration(now - st.started_at, coarse=True) if st.started_at else "?"
         since = f" (since {fmt.stamp(st.started_at, now)})" if st.started_at else ""
         lines.append(f"daemon     running, pid {st.pid}, up {up}{since}")
+        if st.answering is False:
+            lines.append(style(f"           but not answering its control socket within {PING_TIMEOUT:g}s: "
+                               "stopped (SIGSTOP) or hung; nothing starts while it is", fg="red", bold=True))
     else:
         if st.stopped_at:
             how = f"stopped {fmt.stamp(st.stopped_at, now)} ({fmt.relative(st.stopped_at, now)})"

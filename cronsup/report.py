@@ -69,6 +69,7 @@ class Status:
     ever_ran: bool = False  # a daemon has written its state into this run log
     version: RunningVersion | None = None  # what the running daemon runs (None: not known)
     internal_errors: int = 0  # exceptions the running daemon's loop caught and went on after
+    answering: bool | None = None  # a running daemon answered a ping (None: not asked)
 
     def to_json(self) -> dict:
         version = None if self.version is None else {
@@ -80,7 +81,8 @@ class Status:
                        "db": self.db_path, "run_log_exists": self.has_log,
                        "stopped_at": None if self.running else iso(self.stopped_at),
                        "last_seen": None if self.running else iso(self.last_seen),
-                       "running_version": version, "internal_errors": self.internal_errors},
+                       "running_version": version, "internal_errors": self.internal_errors,
+                       "answering": self.answering if self.running else None},
             "jobs": [j.to_json() for j in self.jobs],
         }
 

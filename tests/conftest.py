@@ -114,8 +114,8 @@ class DaemonProcess:
 
     def status(self) -> dict:
         result = self.cli("status", "--json")
-        # 1: the jobs file has errors, 3: no daemon; the JSON says which either way.
-        if result.returncode not in (0, 1, 3):
+        # 1: the jobs file has errors, 3: no daemon, 4: one not answering; the JSON says which.
+        if result.returncode not in (0, 1, 3, 4):
             raise AssertionError(f"cronsup status exited {result.returncode}: {result.stderr}")
         return json.loads(result.stdout)
 

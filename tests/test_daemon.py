@@ -394,3 +394,18 @@ def test_sigusr1_and_sigusr2_are_logged_and_ignored_not_fatal(daemon):
     daemon.finished("echo", before + 2)  # still scheduling
     assert daemon.proc.poll() is None and "ignoring SIGUSR1" in daemon.output()
     assert daemon.stop() == 0
+
+
+def test_status_of_a_stopped_daemon_says_it_does_not_answer_and_exits_4(daemon):
+    daemon.write("@every 1h echo tick\n")
+    daemon.start()
+    assert daemon.cli("status").returncode == 0
+    daemon.send(signal.SIGSTOP)
+    try:
+        result = daemon.cli("status")
+        assert result.returncode == 4 and "not answering its control socket" in result.stdout
+        assert daemon.status()["daemon"]["answering"] is False
+    finally:
+        daemon.send(signal.SIGCONT)
+    assert daemon.status()["daemon"]["answering"] is True
+    assert daemon.cli("status").returncode == 0
