@@ -153,6 +153,12 @@ def status(jobs_path: str, db_path: str, now: float, *, state_dir: str | None = 
             if row.name in unfinished:
                 job.last_finished = finished.get(row.name)
             result.jobs.append(job)
+        # A run still going for a job a reload removed: its processes live on until it
+        # ends, so it is listed, not hidden.
+        for name in sorted(set(active) - set(names)):
+            gone = JobRow(name=name, schedule="-", command="", enabled=False, line=0, next_run=None,
+                          description="removed from the jobs file; this run goes on until it ends")
+            result.jobs.append(_job(gone, last.get(name), active[name], False, (None, None)))
         return result
     finally:
         if runlog is not None:

@@ -85,10 +85,15 @@ def test_a_removed_job_stops_being_scheduled_while_its_running_run_finishes_and_
     daemon.start()
     wait_until(lambda: daemon.runs("slow"), what="the slow job to start")
     daemon.write(BASE)
-    wait_until(lambda: names(daemon) == ["steady"], what="the reload")
+    wait_until(lambda: names(daemon)[0] == "steady", what="the reload")  # file jobs come first
+    # status still lists the run going on, under its removed job, until it ends.
+    slow = wait_until(lambda: [j for j in daemon.status()["jobs"] if j["name"] == "slow"], what="slow")[0]
+    assert slow["running"] and "removed from the jobs file" in slow["description"]
+    assert "removed from the jobs file" in daemon.cli("status").stdout
     marker.touch()
     (run,) = daemon.finished("slow")
     assert run.status == "success"
+    wait_until(lambda: names(daemon) == ["steady"], what="the removed job to leave status")
     daemon.finished("steady", len(daemon.finished("steady")) + 2)
     assert len(daemon.runs("slow")) == 1
 
