@@ -105,12 +105,13 @@ def ms(seconds: float) -> str:
 STATUS_SCRIPT = """
 import sys
 sys.path.insert(0, {root!r})
+from cronsup.runjson import run_json
 from cronsup.store import SqliteStore
 log = SqliteStore.open({db!r}, readonly=True)
 daemon = log.daemon(); jobs = log.jobs(); paused = log.paused()
 last = log.last_runs(); running = log.running()
 stats = {{j.name: log.stats(j.name) for j in jobs}}
-out = [last[j.name].to_json() for j in jobs if j.name in last]
+out = [run_json(last[j.name]) for j in jobs if j.name in last]
 """
 
 
@@ -146,6 +147,8 @@ def main() -> None:
                                       reader.last_runs(), reader.running(),
                                       [reader.stats(n) for n in names]))
         print(f"status reads (all)      best {ms(best)}  median {ms(med)}")
+        best, med, _ = timed(lambda: reader.history(names, BOOT))
+        print(f"history() (start-up)    best {ms(best)}  median {ms(med)}")
         best, med, _ = timed(reader.running)
         print(f"running()               best {ms(best)}  median {ms(med)}")
         best, med, _ = timed(reader.job_names)

@@ -329,10 +329,17 @@ class Reads:
 
     @_guarded
     def last_started(self, job: str) -> float | None:
-        """When the job's latest-started run started."""
-        return self._conn.execute(
-            "SELECT MAX(started_at) FROM runs WHERE job = ?", (job,)
-        ).fetchone()[0]
+        """When the job's latest-started run started.
+
+        The newest run that started, by id: ids follow the order starts are recorded in, so
+        this reads a few rows of the (job, id) index instead of every run of the job (an
+        index on started_at would cost every burst of starts its upkeep).
+        """
+        row = self._conn.execute(
+            "SELECT started_at FROM runs WHERE job = ? AND started_at IS NOT NULL "
+            "ORDER BY id DESC LIMIT 1", (job,)
+        ).fetchone()
+        return row[0] if row else None
 
     @_guarded
     def last_success(self, job: str) -> float | None:
@@ -390,7 +397,8 @@ class Reads:
             "SELECT j.value, "
             "(SELECT scheduled_for FROM runs WHERE job = j.value AND trigger IN ('schedule', 'catchup') "
             " ORDER BY scheduled_for DESC LIMIT 1), "
-            "(SELECT MAX(started_at) FROM runs WHERE job = j.value), "
+            "(SELECT started_at FROM runs WHERE job = j.value AND started_at IS NOT NULL "
+            " ORDER BY id DESC LIMIT 1), "
             "(SELECT finished_at FROM runs WHERE job = j.value AND status = 'success' "
             " ORDER BY id DESC LIMIT 1), "
             "EXISTS (SELECT 1 FROM runs WHERE job = j.value AND trigger = 'reboot' AND boot_id = ?) "

@@ -147,6 +147,11 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "ALTER TABLE jobs ADD COLUMN retry_attempt INTEGER",
         "ALTER TABLE jobs ADD COLUMN retry_attempts INTEGER",
     ),
+    (
+        # Start-up's history (store.history): whether a job ran @reboot in this boot, without
+        # reading every run of every job. Partial: it costs nothing to the other inserts.
+        "CREATE INDEX runs_reboot ON runs (job, boot_id) WHERE trigger = 'reboot'",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
