@@ -12,6 +12,7 @@ import string
 import time
 
 from conftest import DaemonProcess
+from test_control import read_line
 from cronsup import control, paths
 
 FUZZ_SECONDS = 8.0
@@ -94,16 +95,6 @@ def payload(rng: random.Random) -> tuple[bytes, str]:
     return (b"[" * size if rng.random() < 0.5 else b'{"op": "' + b"x" * size + b'"}\n'), "big"
 
 
-def read_answer(s: socket.socket) -> bytes:
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
 def test_the_daemon_survives_a_fuzzed_control_socket_and_keeps_its_schedule(daemon: DaemonProcess):
     daemon.write("[job.tick]\n@every 1s true\n")
     daemon.start()
@@ -132,7 +123,7 @@ def test_the_daemon_survives_a_fuzzed_control_socket_and_keeps_its_schedule(daem
         if how == "half":
             s.shutdown(socket.SHUT_WR)
         try:
-            line = read_answer(s)
+            line = read_line(s)
         except ConnectionResetError:
             assert how == "big", data[:100]
             line = b""

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -186,12 +187,18 @@ def _finished_runs(db) -> int:
         return 0
 
 
-@root_only
-def test_a_full_disk_does_not_stop_the_daemon_and_nothing_runs_unrecorded(daemon):
+def tiny_disk(daemon) -> Path:
+    """The daemon's state directory on a 2 MiB tmpfs of its own (the test unmounts it)."""
     state = daemon.db.parent
     state.mkdir(mode=0o700)
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(state)]).returncode != 0:
         pytest.skip("cannot mount a tmpfs here")
+    return state
+
+
+@root_only
+def test_a_full_disk_does_not_stop_the_daemon_and_nothing_runs_unrecorded(daemon):
+    state = tiny_disk(daemon)
     try:
         marker = daemon.tmp / "count"
         daemon.write(f"[job.tick]\n@every 1s echo x >> {marker}\n")
@@ -217,10 +224,7 @@ def test_a_full_disk_does_not_stop_the_daemon_and_nothing_runs_unrecorded(daemon
 
 @root_only
 def test_after_a_full_disk_no_run_stays_running_and_the_wal_is_emptied(daemon):
-    state = daemon.db.parent
-    state.mkdir(mode=0o700)
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(state)]).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
+    state = tiny_disk(daemon)
     wal = state / "runs.db-wal"
     try:
         daemon.write("[job.slow]\n@every 1s sleep 1; echo slow output; exit 5\n")
