@@ -17,10 +17,12 @@ import argparse
 import fcntl
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -71,6 +73,35 @@ def hold_daemon_lock(db: str) -> int:
     return fd
 
 
+def answer_pings(db: str) -> socket.socket:
+    """Pose as a running daemon's control socket (<db>.sock): `status` pings it (since fa0289f,
+    a lock holder that does not answer within 2 s is shown as not answering, exit 4)."""
+    path = os.path.abspath(db) + ".sock"
+    if os.path.exists(path):
+        os.unlink(path)
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(16)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while not data.endswith(b"\n"):
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                conn.sendall(b'{"ok": true, "pid": %d}\n' % os.getpid())
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1000)
@@ -99,6 +130,7 @@ def main() -> None:
         worst = 0.0
         for label, running in (("daemon stopped", False), ("daemon running", True)):
             fd = hold_daemon_lock(db) if running else None
+            srv = answer_pings(db) if running else None
             try:
                 print(f"-- {label}")
                 for cmd in commands:
@@ -110,6 +142,9 @@ def main() -> None:
             finally:
                 if fd is not None:
                     os.close(fd)
+                if srv is not None:
+                    srv.close()
+                    os.unlink(os.path.abspath(db) + ".sock")
         print(f"worst median {worst * 1000:.0f} ms; target {TARGET_MS:.0f} ms")
     finally:
         if not args.dir:
