@@ -19,6 +19,11 @@ except ValueError:
     _OFFSET = 0.0
 
 
+def test_offset() -> float:
+    """The CRONSUP_TEST_CLOCK_OFFSET in force (0.0 in any real use)."""
+    return _OFFSET
+
+
 def now() -> Now:
     return Now(wall=time.time() + _OFFSET, mono=time.monotonic())
 

@@ -162,6 +162,9 @@ class Daemon(Processes, Upkeep, Versions):
         self._checkpoint(now)
         self._last_prune = now.mono
         self.log.set_busy_timeout(BUSY_TIMEOUT)  # from here on the loop retries, never SQLite
+        if clock.test_offset():
+            log.warning("CRONSUP_TEST_CLOCK_OFFSET=%g moves this daemon's wall clock: for tests only",
+                        clock.test_offset())
         log.info("cronsup %s: %d jobs from %s, run log %s", self.pid, len(self.jobs.jobs),
                  self.jobs_path, self.db_path)
         self.notifier.send("READY=1", self._status_line())
