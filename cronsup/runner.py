@@ -6,6 +6,7 @@ Every function here returns at once: nothing sleeps, waits or reads the run log.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import pwd
@@ -205,14 +206,19 @@ def _spawn(job: JobSpec, run_id: int, store: str, nofile: tuple[int, int] | None
         if places is not None:
             report_r, report_w = os.pipe2(os.O_CLOEXEC)
             parent_ends.append(report_w)
-            extra["preexec_fn"] = _enter(places, report_w)
-        proc = subprocess.Popen(
-            [job.shell, "-c", job.command],
-            stdin=stdin, stdout=write_fd, stderr=write_fd,
-            cwd=cwd, env=env, umask=0o022,
-            close_fds=True, start_new_session=True, restore_signals=True,
-            **switch, **extra,
-        )
+            extra["preexec_fn"] = _enter(places, report_w, nofile)
+            limit_set = True  # in the child, before its exec
+        else:
+            limit_set = nofile is None
+        with _limit_for_child(None if limit_set else nofile, write_fd) as lowered:
+            proc = subprocess.Popen(
+                [job.shell, "-c", job.command],
+                stdin=stdin, stdout=write_fd, stderr=write_fd,
+                cwd=cwd, env=env, umask=0o022,
+                close_fds=True, start_new_session=True, restore_signals=True,
+                **switch, **extra,
+            )
+        limit_set = limit_set or lowered
     except BaseException as exc:
         if read_fd is not None:
             os.close(read_fd)
@@ -237,10 +243,9 @@ def _spawn(job: JobSpec, run_id: int, store: str, nofile: tuple[int, int] | None
                 pass
     _detach(proc)
     os.set_blocking(read_fd, False)
-    if nofile is not None:
-        # The daemon raised its own soft limit; jobs get the one it was started with, as
-        # systemd gives services (1024: select() and close-every-fd loops expect it). Set
-        # from outside, so a job could open more fds for the microseconds after its exec.
+    if not limit_set:
+        # Fallback when the daemon's low fds are all taken: set from outside, so the job
+        # runs with the raised limit until this call lands.
         try:
             resource.prlimit(proc.pid, resource.RLIMIT_NOFILE, nofile)
         except (ProcessLookupError, PermissionError, ValueError):
@@ -528,14 +533,50 @@ def user_name(uid: int) -> str:
         return str(uid)
 
 
-def _enter(places: tuple[str, ...], report_fd: int):
-    """Popen's preexec_fn: in the child, after setgroups/setgid/setuid, chdir to the first
-    of `places` that works; else write errno to `report_fd` and fail the start.
+@contextlib.contextmanager
+def _limit_for_child(nofile: tuple[int, int] | None, newest_fd: int):
+    """Lower the daemon's soft RLIMIT_NOFILE to `nofile` while Popen forks, so the child
+    inherits it; yield whether it did.
+
+    The daemon raised its soft limit; jobs get the one it was started with, as systemd
+    gives services (1024: select() and close-every-fd loops expect it). vfork leaves no
+    place to set it in the child (a preexec_fn forks instead: ~10x slower per start), and
+    setting it from outside after the exec races the job's first commands. While lowered,
+    new fds of this process must fit under the old limit, so it is lowered only while the
+    fds this start takes are well under it (`newest_fd`: the last one it opened).
+    """
+    if nofile is None or newest_fd >= nofile[0] - _LOW_FDS_SPARE:
+        yield False
+        return
+    raised = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile[0], raised[1]))
+    except (OSError, ValueError):
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, raised)
+
+
+_LOW_FDS_SPARE = 16  # Popen's own pipe and other threads' fds while the limit is lowered
+
+
+def _enter(places: tuple[str, ...], report_fd: int, nofile: tuple[int, int] | None = None):
+    """Popen's preexec_fn: in the child, after setgroups/setgid/setuid, set the job's fd
+    limit (`nofile`) and chdir to the first of `places` that works; else write errno to
+    `report_fd` and fail the start.
 
     It runs between fork and exec, so it does nothing but system calls (no imports, no
     logging, no locks another thread could have held).
     """
     def enter() -> None:
+        if nofile is not None:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
+            except (OSError, ValueError):
+                pass
         code = 0
         for place in places:
             try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import resource
 import select
 import subprocess
 import signal
@@ -742,3 +743,46 @@ def test_a_spawn_out_of_file_descriptors_is_transient():
     with pytest.raises(SpawnError) as raised:
         runner.spawn(make_job("true", shell="/nonexistent/sh"), run_id=1)
     assert not raised.value.transient
+
+
+@pytest.fixture
+def raised_fd_limit():
+    """The soft open files limit at 512, as a daemon that raised it from 100 has it."""
+    before = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if before[1] != resource.RLIM_INFINITY and before[1] < 512:
+        pytest.skip(f"the hard open files limit here is {before[1]}; these tests need 512")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (512, before[1]))
+    yield (100, before[1])
+    resource.setrlimit(resource.RLIMIT_NOFILE, before)
+
+
+def test_a_job_has_the_old_fd_limit_from_its_first_command_and_the_daemon_keeps_its_own(
+        raised_fd_limit):
+    outputs = set()
+    for run_id in range(30):  # a limit set from outside after the exec would lose some
+        child = runner.spawn(make_job("ulimit -Sn"), run_id, nofile=raised_fd_limit)
+        run_to_end(child)
+        outputs.add(child.output.snapshot()[0])
+    assert outputs == {b"100\n"}
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == 512
+
+
+def test_a_daemon_whose_low_fds_are_taken_still_gives_jobs_the_old_fd_limit(raised_fd_limit):
+    held = []
+    try:
+        while not held or held[-1] < 100:  # every fd under the old limit is in use
+            held.append(os.open("/dev/null", os.O_RDONLY))
+        child = runner.spawn(make_job("sleep 0.2; ulimit -Sn"), 1, nofile=raised_fd_limit)
+        run_to_end(child)
+    finally:
+        for fd in held:
+            os.close(fd)
+    assert child.output.snapshot()[0] == b"100\n"  # set from outside, after the exec
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == 512
+
+
+@needs_root
+def test_a_job_of_another_user_has_the_old_fd_limit_too(raised_fd_limit):
+    child = runner.spawn(make_job("ulimit -Sn", user="nobody"), 1, nofile=raised_fd_limit)
+    run_to_end(child)
+    assert child.output.snapshot()[0] == b"100\n"
