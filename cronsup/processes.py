@@ -150,7 +150,9 @@ class Processes:
             self.running[run_id] = entry
             self.by_pid[child.pid] = run_id
             self.selector.register(child.fd, selectors.EVENT_READ, entry)
-            self.supervisor.started(start, run_id, now)
+            # Its own instant, not the burst's: the 1,000th start of a burst must not lose
+            # the burst's length from its timeout.
+            self.supervisor.started(start, run_id, self.now())
             started.append((run_id, child.pid, float(child.start_ticks), child.started_at))
         self.doing = None
         if short is not None:

@@ -178,7 +178,8 @@ workdir = "{link}"
     assert daemon.proc.poll() is None, daemon.output()
     runs = [r for r in daemon.runs() if r.status != "running"]
     statuses = {r.status for r in runs}
-    assert statuses <= {"success", "error"}, statuses
+    # skipped: a run still going when the next second came (a loaded machine), never a leak
+    assert statuses <= {"success", "error", "skipped"} and statuses & {"success", "error"}, statuses
     for run in runs:
         output = daemon.output_of(run.id)
         assert b"the secret" not in output

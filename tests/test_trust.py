@@ -41,14 +41,17 @@ def stop(pid: int) -> None:
 
 @pytest.fixture
 def open_tmp(tmp_path):
-    """tmp_path, which nobody may pass through (pytest makes them 0700), for one test."""
-    dirs = [tmp_path, tmp_path.parent, tmp_path.parent.parent]
-    modes = [stat.S_IMODE(d.stat().st_mode) for d in dirs]
-    for each in dirs:
+    """tmp_path, which nobody may pass through (pytest makes them 0700), for one test.
+
+    Its ancestors up to pytest-of-USER are opened for passing through (never listing) and
+    left so: with pytest-xdist, another worker may be using them at the same time."""
+    mode = stat.S_IMODE(tmp_path.stat().st_mode)
+    for each in (tmp_path, *tmp_path.parents):
         each.chmod(0o711)
+        if each.name.startswith("pytest-of-"):
+            break
     yield tmp_path
-    for each, mode in zip(dirs, modes):
-        each.chmod(mode)
+    tmp_path.chmod(mode)
 
 
 def test_a_plain_file_loads_without_root_checks(tmp_path):
