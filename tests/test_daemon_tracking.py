@@ -4,6 +4,7 @@ Real daemons, real processes; job processes are found the way an admin would, by
 marks in their environment (/proc/PID/environ), independently of the code under test.
 """
 
+import collections
 import os
 import signal
 import time
@@ -104,7 +105,9 @@ def test_a_daemon_killed_anywhere_in_a_burst_of_starts_leaves_no_process_untrack
     assert marked(store) == {}
 
     table = rows(daemon.db)
-    ended = [(status, reason) for _, status, reason in table.values() if status not in ("skipped",)]
+    # missed: fires of a second when a loaded machine stalled the loop past it (not a loss)
+    ended = [(status, reason) for _, status, reason in table.values()
+             if status != "skipped" and not (status == "missed" and "the daemon was stalled" in reason)]
     assert all(status != "running" for status, _ in ended)
     killed = [r for s, r in ended if s == "lost" and "were killed when the daemon restarted" in r]
     not_started = [r for s, r in ended if s == "error"]
@@ -113,7 +116,9 @@ def test_a_daemon_killed_anywhere_in_a_burst_of_starts_leaves_no_process_untrack
     assert not_started and killed and len(stopped) == BURST
     assert set(not_started) == {"not started: the daemon stopped before starting it"}
     # A `sleep 300` that started was alive at each restart: every started run was found.
-    assert len(killed) + len(not_started) + len(unsure) + len(stopped) == len(ended)
+    known = set(killed) | set(not_started) | set(unsure) | set(stopped)
+    others = collections.Counter((s, r) for s, r in ended if r not in known)
+    assert len(killed) + len(not_started) + len(unsure) + len(stopped) == len(ended), others
     assert len(unsure) <= len(delays)  # at most the one spawn under way at each kill
 
 
