@@ -87,7 +87,7 @@ def takeover_(dry_run: bool, cron_root: str | None) -> None:
     try:
         takeover.take_over(manager, root, notes.append)
     except ServiceError as e:
-        _said(manager, notes, dry_run)
+        _said(manager, notes, dry_run, failed=True)
         click.echo(f"cronsup: takeover failed: {e}", err=True)
         if not dry_run:
             _roll_back(root)
@@ -116,10 +116,10 @@ def _read_record(root: str):
         sys.exit(1)
 
 
-def _said(manager, notes: list[str], dry_run: bool) -> None:
+def _said(manager, notes: list[str], dry_run: bool, failed: bool = False) -> None:
     for note in notes:
         click.echo(f"  {note}")
-    if not manager.done:
+    if not manager.done and not failed:
         click.echo("  nothing to change" if not dry_run else "  nothing would change")
     for command in manager.done:
         click.echo(f"  {'would run' if dry_run else 'ran'}: {command}")
@@ -136,7 +136,7 @@ def _roll_back(root: str) -> None:
     try:
         takeover.release(manager, root, record, notes.append)
     except ServiceError as e:
-        _said(manager, notes, False)
+        _said(manager, notes, False, failed=True)
         click.echo(f"cronsup: and putting cron back failed too: {e}; the record of how it was "
                    f"is /{takeover.STATE} (run `cronsup release` once the cause is fixed)", err=True)
         return
@@ -170,7 +170,7 @@ def release_(cron_root: str | None) -> None:
     try:
         takeover.release(manager, root, record, notes.append)
     except ServiceError as e:
-        _said(manager, notes, False)
+        _said(manager, notes, False, failed=True)
         click.echo(f"cronsup: release failed: {e}; run it again once that is fixed", err=True)
         sys.exit(1)
     _said(manager, notes, False)

@@ -75,11 +75,18 @@ class Systemd(ServiceManager):
         unit = self.unit(service)
         said = self._run("systemctl", "is-enabled", unit, changes=False)
         word = said.stdout.strip().splitlines()[-1] if said.stdout.strip() else ""
-        # An unknown unit: "Failed to get unit file state ... No such file" on stderr, no word.
-        if not word or "No such file" in said.stderr:
+        if not word:
+            # An unknown unit: "Failed to get unit file state ... No such file". Anything else
+            # (no bus, no systemd) must not pass for "cron is not installed".
+            if "No such file" not in said.stderr and "not found" not in said.stderr:
+                raise ServiceError(f"cannot ask systemd about {unit}: `systemctl is-enabled {unit}` "
+                                   f"said {said.stderr.strip() or 'nothing'}")
             word = "not-found"
-        active = self._run("systemctl", "is-active", "--quiet", unit, changes=False).returncode == 0
-        return UnitState(word, active)
+        active = self._run("systemctl", "is-active", unit, changes=False)
+        if not active.stdout.strip() and active.returncode != 0:
+            raise ServiceError(f"cannot ask systemd about {unit}: `systemctl is-active {unit}` "
+                               f"said {active.stderr.strip() or 'nothing'}")
+        return UnitState(word, active.returncode == 0)
 
     def stop(self, service): self._run("systemctl", "stop", self.unit(service))
     def start(self, service): self._run("systemctl", "start", self.unit(service))

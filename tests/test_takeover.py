@@ -234,6 +234,14 @@ def test_a_failed_cronsup_start_puts_cron_back(host):
     assert not host.record.exists() and not host.drop_in.exists()
 
 
+def test_a_systemd_that_does_not_answer_stops_takeover_before_anything_changes(host):
+    host.fail("is-enabled cron.service")  # as "Failed to connect to bus" would
+    done = host.run("takeover")
+    assert done.returncode == 1
+    assert "cannot ask systemd about cron.service" in done.stderr and "the test said so" in done.stderr
+    assert host.changing_calls() == [] and not host.record.exists()
+
+
 def test_takeover_without_an_installed_unit_says_how_to_get_it(host):
     (host.root / "lib/systemd/system/cronsup.service").unlink()
     done = host.run("takeover")
