@@ -114,8 +114,7 @@ COPYRIGHT = """\
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: cronsup
 Comment: /usr/lib/cronsup/lib also holds cronsup's dependencies, unpacked from their wheels
- (psutil, click, tomli-w, python-daemon, lockfile, watchfiles, tzdata, urllib3,
- prometheus_client); each one's license is in its *.dist-info directory there.
+ (@DEPS@); each one's license is in its *.dist-info directory there.
 
 Files: *
 Copyright: 2026 cronsup maintainers
@@ -215,7 +214,9 @@ def build(out: Path, stage: Path, wheels: Path) -> Path:
     put(stage, "/etc/init.d/cronsup", (HERE / "cronsup.init").read_text(), 0o755)
     put(stage, "/etc/cronsup/jobs", STARTING_JOBS)
     doc = "/usr/share/doc/cronsup"
-    put(stage, f"{doc}/copyright", COPYRIGHT)
+    deps = sorted(d.name.split("-")[0] for d in lib.glob("*.dist-info") if not d.name.startswith("cronsup-"))
+    put(stage, f"{doc}/copyright", COPYRIGHT.replace("@DEPS@", ",\n ".join(
+        ", ".join(deps[i:i + 6]) for i in range(0, len(deps), 6))))
     gz(changelog(version, epoch).encode(), stage / doc.lstrip("/") / "changelog.gz")
     gz((REPO / "README.md").read_bytes(), stage / doc.lstrip("/") / "README.md.gz")
     for example in sorted((REPO / "examples").iterdir()):
