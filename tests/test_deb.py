@@ -235,4 +235,10 @@ def test_a_real_takeover_and_release_of_debians_cron_without_systemd(chroot):
     assert box.run("service cron status").returncode == 0
     assert box.run("service cronsup status", check=False).returncode != 0
     assert "nothing to release" in box.run("cronsup release").stdout
+
+    # Removing the package while it has taken over gives the server back to cron.
+    box.run("cronsup takeover")
+    assert box.run("service cron status", check=False).returncode != 0
+    box.run("dpkg -r cronsup")
+    assert box.run("service cron status").returncode == 0 and "S01cron" in box.run("ls /etc/rc2.d").stdout
     box.run("service cron stop")
