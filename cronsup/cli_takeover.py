@@ -29,6 +29,10 @@ def _sources(root: str) -> int:
     width = max((len(s.path) for s in sources), default=0)
     for s in sources:
         said = s.reason if s.verdict != "ok" else f"{s.jobs} job{'s' if s.jobs != 1 else ''}"
+        if s.guarded:
+            lines = ", ".join(map(str, s.guarded))
+            said += (f"; line{'s' if len(s.guarded) > 1 else ''} {lines} guarded by "
+                     "/run/systemd/system (they do nothing where systemd runs, as under cron)")
         click.echo(f"  {s.verdict:<8} {s.path:<{width}}  {said}")
     return sum(s.verdict == "skipped" for s in sources)
 

@@ -31,14 +31,31 @@ class Source:
     verdict: str  # "ok", "ignored" (cron skips it too, by its name) or "skipped"
     reason: str = ""
     jobs: int = 0
+    guarded: tuple[int, ...] = ()  # lines that do nothing where systemd runs
 
 
 def source_verdicts(root: str = "/") -> list[Source]:
-    """Every file cron would read under `root`, each with its verdict.
+    """Every file cron would read under `root`, each with its verdict: the single place
+    takeover asks "would each source run?", answered by `daemon --cron`'s own reading
+    (cronfiles.check_sources), so the two never disagree."""
+    try:
+        from cronsup import cronfiles
+    except ImportError:  # a tree without `daemon --cron` (its branch not merged yet)
+        return _own_verdicts(root)
+    found = []
+    for s in cronfiles.check_sources(root).sources:
+        reason = s.reason or ""
+        if s.errors:
+            more = f" (and {len(s.errors) - 1} more)" if len(s.errors) > 1 else ""
+            reason = s.errors[0].replace(root.rstrip("/") + "/", "/") + more + "; " + reason
+        found.append(Source("/" + os.path.relpath(s.path, root), str(s.verdict),
+                            reason.replace(root.rstrip("/") + "/", "/") if root != "/" else reason,
+                            len(s.jobs), tuple(s.guarded)))
+    return found
 
-    The single place takeover asks "would each source run?". It checks with what this module
-    knows (cron's name, owner and mode rules, then the parser); once `daemon --cron` exists,
-    wire this to that code's per-source verdicts so the two can never disagree."""
+
+def _own_verdicts(root: str) -> list[Source]:
+    """cron's rules as this module knows them, for a tree without cronfiles."""
     from cronsup import importer
 
     found = []
