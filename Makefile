@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check bench clean
+.PHONY: run test check bench clean deb
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("cronsup needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -27,5 +27,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_cli.py
 	$(BIN)/python bench/bench_daemon.py all
 
+# dist/cronsup_VERSION_ARCH.deb (packaging/deb/build.py); the wheels are cached in build/wheels.
+deb: $(STAMP)
+	$(BIN)/python packaging/deb/build.py
+
 clean:
-	rm -rf $(VENV) .run .pytest_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) .run .pytest_cache .hypothesis build dist *.egg-info

@@ -897,3 +897,8 @@ def resume(job: str, jobs_path: str, db: str) -> None:
         click.echo(f"{job}: resumed{_next_text(answer)}")
     else:
         click.echo(f"{job}: was not paused{_next_text(answer)}")
+
+
+from cronsup.cli_takeover import release_, takeover_  # noqa: E402
+
+main.add_command(takeover_); main.add_command(release_)

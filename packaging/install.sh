@@ -1,6 +1,6 @@
 #!/bin/sh
-# Install cronsup as a root service: a virtualenv under /opt/cronsup, the program linked into
-# /usr/local/bin, the systemd units, and /etc/cronsup/jobs if there is none yet (imported
+# Install cronsup as a root service: its modules under /opt/cronsup/lib (the Debian package's
+# layout, see packaging/deb/build.py), the program linked into /usr/local/bin, the systemd units, and /etc/cronsup/jobs if there is none yet (imported
 # from /etc/crontab and /etc/cron.d/* when they exist). Safe to run again to upgrade: an
 # existing jobs file is never touched.
 #
@@ -8,14 +8,14 @@
 #
 # Settings (environment variables):
 #   DESTDIR      stage everything under this directory (packaging, tests); no systemctl then
-#   PREFIX       the virtualenv                                   (/opt/cronsup)
+#   PREFIX       lib/ (the modules) and bin/cronsup               (/opt/cronsup)
 #   BINDIR       where the `cronsup` command is linked            (/usr/local/bin)
 #   SYSCONFDIR   parent of cronsup/jobs                           (/etc)
 #   UNITDIR      system unit directory                            (/etc/systemd/system)
 #   USERUNITDIR  user unit directory, for `systemctl --user`      (/etc/systemd/user)
-#   PYTHON       Python 3.11 or newer to build the virtualenv     (python3)
+#   PYTHON       Python 3.11 or newer that runs cronsup           (python3)
 #   SOURCE       what pip installs                                (this checkout)
-#   CRONSUP_BIN  use this installed cronsup (pipx, a distro package) instead of a virtualenv
+#   CRONSUP_BIN  use this installed cronsup (pipx, the .deb) instead of installing one
 #   IMPORT_FROM  crontabs to import into a new jobs file          (/etc/crontab /etc/cron.d/*)
 set -eu
 
@@ -35,17 +35,23 @@ IMPORT_FROM=${IMPORT_FROM-/etc/crontab /etc/cron.d/*}
 say() { printf '%s\n' "$*"; }
 die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
 
-# A virtualenv built at STAGE to be moved to FINAL: its scripts' #! lines and activate
-# files name STAGE; make them name FINAL (python finds its prefix from where it runs).
-relocate_venv() {
-    stage=$1 final=$2
-    for f in "$stage"/bin/*; do
-        [ -f "$f" ] && [ ! -L "$f" ] || continue
-        if grep -qF -- "$stage" "$f" 2>/dev/null; then
-            # Rewritten in place, so each file keeps its mode.
-            sed "s|$stage|$final|g" "$f" > "$f.new" && cat "$f.new" > "$f" && rm -f "$f.new"
-        fi
-    done
+# The command: /usr/bin/python3 -IS with PREFIX/lib first on its path, the package's layout.
+# It names only final paths, so a DESTDIR stage works once moved into place (no virtualenv,
+# whose scripts would name the stage and whose site-packages the Python minor version).
+write_launcher() {
+    launcher=$1 python=$2 lib=$3
+    cat > "$launcher.new" <<EOF
+#!$python -IS
+"""cronsup, installed by packaging/install.sh: its modules and theirs are in $lib."""
+import sys
+
+sys.path.insert(0, "$lib")
+from cronsup.cli import main  # noqa: E402
+
+sys.exit(main())
+EOF
+    chmod 0755 "$launcher.new"
+    mv "$launcher.new" "$launcher"
 }
 
 # How many job lines of a jobs file do nothing while systemd runs: Debian's cron.d guards,
@@ -72,20 +78,33 @@ if [ -n "$CRONSUP_BIN" ]; then
 else
     "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null ||
         die "cronsup needs Python 3.11 or newer; set PYTHON=/path/to/python3.11"
-    say "virtualenv: $DESTDIR$PREFIX"
-    "$PYTHON" -m venv "$DESTDIR$PREFIX"
-    "$DESTDIR$PREFIX/bin/pip" install --quiet --upgrade pip
-    "$DESTDIR$PREFIX/bin/pip" install --quiet --upgrade "$SOURCE"
+    python=$(command -v "$PYTHON")
+    lib=$PREFIX/lib
+    say "modules:    $DESTDIR$lib"
+    # pip runs from a throwaway virtualenv (Debian's own python3 refuses `pip install`); what
+    # it installs goes to lib.new, swapped in whole once complete.
+    build=$(mktemp -d "${TMPDIR:-/tmp}/cronsup-install.XXXXXX")
+    trap 'rm -rf "$build"' EXIT
+    "$PYTHON" -m venv "$build/venv"
+    "$build/venv/bin/pip" install --quiet --disable-pip-version-check --no-compile \
+        --prefer-binary --target "$build/lib" "$SOURCE"
+    rm -rf "$build/lib/bin"  # console scripts naming the throwaway virtualenv
+    install -d -m 0755 "$DESTDIR$PREFIX" "$DESTDIR$PREFIX/bin"
+    rm -rf "$DESTDIR$lib.new" "$DESTDIR$lib.old"
+    cp -R "$build/lib" "$DESTDIR$lib.new"
+    # .pyc naming the final path, not the stage, in tracebacks.
+    "$python" -IS -m compileall -q -s "$DESTDIR$lib.new" -p "$lib" "$DESTDIR$lib.new" > /dev/null || true
+    if [ -d "$DESTDIR$lib" ]; then mv "$DESTDIR$lib" "$DESTDIR$lib.old"; fi
+    mv "$DESTDIR$lib.new" "$DESTDIR$lib"
+    rm -rf "$DESTDIR$lib.old"
+    write_launcher "$DESTDIR$PREFIX/bin/cronsup" "$python" "$lib"
     target=$PREFIX/bin/cronsup
     run=$DESTDIR$PREFIX/bin/cronsup
     if [ -n "$DESTDIR" ]; then
-        # Scripts that work once the stage is moved into place (not before: their #! now
-        # names $PREFIX), so the import below runs cronsup through the staged python.
-        relocate_venv "$DESTDIR$PREFIX" "$PREFIX"
-        run=$(mktemp "${TMPDIR:-/tmp}/cronsup-staged.XXXXXX")
-        trap 'rm -f "$run"' EXIT
-        printf '#!/bin/sh\nexec "%s" -m cronsup "$@"\n' "$DESTDIR$PREFIX/bin/python3" > "$run"
-        chmod 0755 "$run"
+        # The staged launcher names $lib, where the modules will be; for the import below,
+        # one that runs them where they are now.
+        run=$build/cronsup
+        write_launcher "$run" "$python" "$DESTDIR$lib"
     fi
 fi
 if [ "$target" != "$BINDIR/cronsup" ]; then
