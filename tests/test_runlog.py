@@ -289,7 +289,7 @@ def test_to_json_has_exactly_the_spec_run_shape(log, berlin):
         "started_at": "2025-11-25T02:00:00+01:00",
         "finished_at": "2025-11-25T02:00:12+01:00",
         "duration_s": 12.5, "status": "success", "exit_code": 0, "signal": None,
-        "pid": 4242, "host": HOST, "reason": None, "cpu_s": None, "max_rss": None,
+        "pid": 4242, "host": HOST, "reason": None, "cpu_s": None, "max_rss": None, "params": {},
     }
     assert type(data["status"]) is str and type(data["trigger"]) is str
 
