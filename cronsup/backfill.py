@@ -21,9 +21,9 @@ if TYPE_CHECKING:
 
 # A range with more slots than this needs --yes: a typo in a year is 500,000 minutes.
 CONFIRM_OVER = 10_000
-# And none with more than this, confirmed or not: the slots are written in one transaction
-# and queued in the daemon's memory (a year of `* * * * *` is 525,600).
-MAX_SLOTS = 1_000_000
+# And none with more than this, confirmed or not: the daemon lists, plans and records the
+# slots in its loop, ~2 s for 100,000 (bench/RESULTS.md), while no job starts.
+MAX_SLOTS = 100_000
 MAX_PARALLEL = 64
 
 
