@@ -817,6 +817,10 @@ def run(job: str, wait: bool, env: tuple[str, ...], jobs_path: str, db: str) -> 
         pairs = params.parse(env)
     except params.ParamError as e:
         fail(f"--env {e}", EXIT_USAGE)
+    size = len(json.dumps({"op": "run", "job": job, "env": dict(pairs)})) + 1
+    if size > params.MAX_REQUEST:
+        fail(f"--env: the parameters make a request of {size:,} bytes; the control socket takes "
+             f"at most {params.MAX_REQUEST:,}", EXIT_USAGE)
     answer = _ask(jobs_path, db, "run", job, {"env": dict(pairs)} if pairs else None)
     run_id, state = answer.get("run_id"), answer.get("status")
     if state == "queued":

@@ -69,7 +69,7 @@ def backfill(job: str, start: str | None, end: str | None, reprocess: str, max_p
     if not wait:
         click.echo(f"follow it with `cronsup logs {job} -f`; stop it with `cronsup backfill --cancel {job}`")
         return
-    sys.exit(_wait(job, bid, db, answer.get("timezone")))
+    sys.exit(_wait(job, bid, db, answer.get("timezone"), to_run))
 
 
 def _ask(jobs_path: str, db: str, op: str, job: str, fields: dict) -> dict:
@@ -125,7 +125,7 @@ def _dry_run(name: str, start_text: str, end_text: str, reprocess: str, jobs_pat
     return 0
 
 
-def _wait(job: str, bid: int, db: str, timezone: str | None) -> int:
+def _wait(job: str, bid: int, db: str, timezone: str | None, answer_slots: int) -> int:
     """Progress until the backfill ends: a bar on a terminal, a line per finished time otherwise."""
     from cronsup import clock, fmt, report, schedule
     from cronsup.model import RunStatus
@@ -140,7 +140,7 @@ def _wait(job: str, bid: int, db: str, timezone: str | None) -> int:
     gone_said = False
     try:
         with open_store(db, readonly=True) as runlog:
-            for _ in clock.poll(POLL):
+            for _ in clock.poll(POLL if answer_slots <= 10_000 else 10 * POLL):  # each look reads every slot
                 found = runlog.backfill(bid)
                 slots = runlog.backfill_slots(bid)
                 over = found is None or found.state != "active"

@@ -27,7 +27,7 @@ from cronsup.jobsfile import NAME_RE
 
 log = logging.getLogger("cronsup")
 
-MAX_REQUEST = 4096
+MAX_REQUEST = params.MAX_REQUEST
 MAX_DEPTH = 4  # a request is one flat object; deeper is refused before json sees it
 REQUEST_TIMEOUT = 2.0
 MAX_CLIENTS = 64  # connections waiting for their request; a new one evicts the oldest

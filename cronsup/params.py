@@ -12,7 +12,8 @@ RESERVED_PREFIX = "CRONSUP_"
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_PARAMS = 32
 MAX_NAME = 128
-MAX_VALUE = 1024  # and the whole request stays under control.MAX_REQUEST
+MAX_VALUE = 1024  # and the whole request stays under MAX_REQUEST
+MAX_REQUEST = 4096  # control.MAX_REQUEST (control imports this module)
 
 
 class ParamError(ValueError):

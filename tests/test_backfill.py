@@ -302,3 +302,32 @@ def test_the_control_socket_checks_the_type_and_content_of_a_runs_parameters(dae
         with pytest.raises(control.ControlError, match=reason):
             control.request(sock, "backfill", "report", fields=fields)
     assert d.runs("report") == []
+
+
+def test_a_scheduled_run_knows_its_job_trigger_attempt_and_scheduled_time(daemon):
+    daemon.write(f"[job.tick]\n@every 1s {SHOW}\n")
+    d = daemon.start()
+    run = d.finished("tick", 1)[0]
+    when, trigger, attempt, job, run_id = d.output_of(run.id).decode().split()
+    assert (trigger, attempt, job, run_id) == ("schedule", "1", "tick", str(run.id))
+    assert dt.datetime.fromisoformat(when).timestamp() == int(run.scheduled_for)
+
+
+def test_a_catch_up_run_carries_the_time_of_the_fire_it_stands_for():
+    from cronsup import jobsfile
+    from cronsup.model import Trigger
+    from cronsup.processes import _run_env
+    from cronsup.supervisor import Fire, Start
+
+    spec = jobsfile.parse('[job.nightly]\ntimezone = "Europe/Berlin"\n0 2 * * * true\n', "jobs").jobs[0]
+    missed = dt.datetime(2026, 11, 29, 2, tzinfo=BERLIN).timestamp()
+    env = _run_env(Start(spec, Fire(Trigger.CATCHUP, 1, missed)), 41)
+    assert env == {"CRONSUP_JOB": "nightly", "CRONSUP_RUN_ID": "41", "CRONSUP_ATTEMPT": "1",
+                   "CRONSUP_TRIGGER": "catchup", "CRONSUP_SCHEDULED_FOR": "2026-11-29T02:00:00+01:00"}
+
+
+def test_run_env_that_cannot_fit_one_request_is_refused_with_the_size(daemon):
+    daemon.write("[job.report]\n@every 1h true\n")
+    args = [a for k in range(8) for a in ("--env", f"K{k}={'x' * 600}")]
+    result = daemon.cli("run", "report", *args)
+    assert result.returncode == 2 and "the control socket takes at most 4,096" in result.stderr
