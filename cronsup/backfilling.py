@@ -80,7 +80,7 @@ def cancel(d: Daemon, request: dict, now: Now) -> dict:
     return {"ok": True, "backfill_id": bf.id, "not_started": left, "running": running}
 
 
-def resume(d: Daemon) -> None:
+def resume(d: Daemon, now: Now) -> None:
     """At start-up: the backfills a previous daemon left going continue with the slots
     that have no run yet (a slot's run is recorded with it, so none runs twice)."""
     try:
@@ -93,7 +93,7 @@ def resume(d: Daemon) -> None:
             why = "the job is no longer in the jobs file" if bf.job not in d.supervisor.jobs \
                 else "another backfill of the job is going"
             log.warning("%s: backfill %d cancelled: %s", bf.job, bf.id, why)
-            d._write(d.log.end_backfill, bf.id, "cancelled", d.now().wall)
+            d._write(d.log.end_backfill, bf.id, "cancelled", now.wall)
             continue
         left = [(s.scheduled_for, s.attempt) for s in d.log.backfill_slots(bf.id) if s.run_id is None]
         d.supervisor.add_backfill(bf.id, bf.job, left, bf.max_parallel)

@@ -114,6 +114,8 @@ def _dry_run(name: str, start_text: str, end_text: str, reprocess: str, jobs_pat
         runs = runlog.runs_scheduled_between(name, start, end) if runlog is not None else []
     except RunLogError as e:
         fail(str(e))
+    if runlog is not None:
+        runlog.close()
     slots = bf.plan(bf.times(cron, zone, start, end), runs, bf.Reprocess(reprocess))
     to_run = sum(1 for s in slots if s.run)
     click.echo(f"{name} ({cron.text}, {zone}): {scheduled_text(start, zone)} to {scheduled_text(end, zone)} "
