@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 # A range with more slots than this needs --yes: a typo in a year is 500,000 minutes.
 CONFIRM_OVER = 10_000
 # And none with more than this, confirmed or not: the daemon lists, plans and records the
-# slots in its loop, ~2 s for 100,000 (bench/RESULTS.md), while no job starts.
+# slots in its loop, ~4 s for 100,000 on a loaded machine (bench/RESULTS.md), while no job starts.
 MAX_SLOTS = 100_000
 MAX_PARALLEL = 64
 
