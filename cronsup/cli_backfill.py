@@ -42,6 +42,7 @@ def backfill(job: str, start: str | None, end: str | None, reprocess: str, max_p
       cronsup backfill report --from 2026-11-23 --to 2026-11-30 --dry-run
       cronsup backfill report --from 2026-11-23 --to 2026-11-30 --max-parallel 4 --wait
       cronsup backfill report --from 2026-11-23 --to 2026-11-30 --reprocess failed
+      cronsup backfill report --wait            (follow the backfill going)
       cronsup backfill --cancel report
     """
     if cancel:
@@ -51,8 +52,11 @@ def backfill(job: str, start: str | None, end: str | None, reprocess: str, max_p
         click.echo(f"{job}: backfill {answer['backfill_id']} cancelled: {answer['not_started']:,} "
                    f"times not started; {answer['running']} running go on")
         return
+    if wait and not start and not end and not dry_run:
+        sys.exit(_attach(job, jobs_path, db))
     if not start or not end:
-        fail("backfill needs --from TIME and --to TIME (or --cancel)", EXIT_USAGE)
+        fail("backfill needs --from TIME and --to TIME (or --cancel, or --wait alone to follow "
+             "the backfill going)", EXIT_USAGE)
     if dry_run:
         sys.exit(_dry_run(job, start, end, reprocess, jobs_path, db))
     fields = {"from": start, "to": end, "reprocess": reprocess, "max_parallel": max_parallel, "yes": yes}
@@ -67,7 +71,8 @@ def backfill(job: str, start: str | None, end: str | None, reprocess: str, max_p
     click.echo(f"{job}: backfill {bid}: {to_run:,} of {total:,} scheduled times to run, oldest first, "
                f"at most {max_parallel} at once{more}")
     if not wait:
-        click.echo(f"follow it with `cronsup logs {job} -f`; stop it with `cronsup backfill --cancel {job}`")
+        click.echo(f"follow it with `cronsup backfill {job} --wait` or `cronsup logs {job} -f`; "
+                   f"stop it with `cronsup backfill --cancel {job}`")
         return
     sys.exit(_wait(job, bid, db, answer.get("timezone"), to_run))
 
@@ -89,6 +94,31 @@ def _ask(jobs_path: str, db: str, op: str, job: str, fields: dict) -> dict:
     except control.ControlError as e:
         fail(str(e), EXIT_USAGE if e.kind in ("unknown_job", "usage", "bad_param") else EXIT_INVALID)
     raise AssertionError("unreachable")
+
+
+def _attach(name: str, jobs_path: str, db: str) -> int:
+    """`cronsup backfill JOB --wait` alone: follow the job's backfill that is going."""
+    from cronsup import report
+    from cronsup.store import RunLogError
+
+    try:
+        runlog = report.open_log(db)
+        going = runlog.backfills(name, active=True) if runlog is not None else []
+        if runlog is not None:
+            runlog.close()
+    except RunLogError as e:
+        fail(str(e))
+    if not going:
+        fail(f"no backfill of {name} is going (start one with --from and --to)", EXIT_USAGE)
+    from cronsup import jobsfile
+
+    try:  # only for the zone the times are shown in
+        spec = jobsfile.load(jobs_path).get(name)
+    except (jobsfile.JobsfileErrors, jobsfile.JobsfileRefused, OSError):
+        spec = None
+    bf = going[0]
+    click.echo(f"{name}: backfill {bf.id}: {bf.slots:,} scheduled times, at most {bf.max_parallel} at once")
+    return _wait(name, bf.id, db, spec.timezone if spec else None, bf.slots)
 
 
 def _dry_run(name: str, start_text: str, end_text: str, reprocess: str, jobs_path: str, db: str) -> int:

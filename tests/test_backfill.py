@@ -139,6 +139,22 @@ def test_max_parallel_3_never_has_more_than_3_running(daemon):
     assert most == 3
 
 
+def test_wait_alone_follows_the_backfill_going_to_its_end(daemon):
+    daemon.write("""\
+        [job.slow]
+        timezone = "UTC"
+        0 * * * * sleep 0.4
+        """)
+    d = daemon.start()
+    started = d.cli("backfill", "slow", "--from", "2026-11-29T00:00", "--to", "2026-11-29T08:00")
+    assert started.returncode == 0 and "cronsup backfill slow --wait" in started.stdout
+    follow = d.cli("backfill", "slow", "--wait")  # 8 x 0.4 s: it is still going
+    assert follow.returncode == 0 and "backfill 1 done: 8 succeeded, 0 failed" in follow.stdout, follow.stderr
+    assert len(backfill_runs(d, "slow")) == 8
+    after = d.cli("backfill", "slow", "--wait")
+    assert after.returncode == 2 and "no backfill of slow is going" in after.stderr
+
+
 def test_a_restart_in_the_middle_goes_on_where_it_stopped_without_running_a_time_twice(daemon):
     daemon.write("""\
         [job.slow]
