@@ -641,9 +641,7 @@ class Supervisor:
         if job is not None:
             if status is RunStatus.SUCCESS:
                 self.last_success[spec.name] = now.wall
-                # A backfill slot's dependents run for the slot's time, as after that fire.
-                actions += self._after_success(spec.name, now,
-                                               fire.scheduled_for if fire.backfill else now.wall)
+                actions += self._after_success(spec.name, now, fire)
             elif self._retryable(status, run) and fire.attempt <= spec.retries:
                 said, retry_at = self._retry(job, fire, now)
                 reason += said
@@ -686,14 +684,18 @@ class Supervisor:
         self.changed.add(spec.name)
         return f"; retrying in {_duration(delay)} (attempt {fire.attempt + 1} of {total})", now.wall + delay
 
-    def _after_success(self, name: str, now: Now, scheduled_for: float) -> list[Action]:
+    def _after_success(self, name: str, now: Now, fire: Fire) -> list[Action]:
+        # A backfilled run's dependents run for its time and take its place in the backfill
+        # until they end: with --max-parallel 1, each time's chain ends before the next starts.
+        scheduled_for = fire.scheduled_for if fire.backfill else now.wall
         actions: list[Action] = []
         for dependent in self.dependents.get(name, ()):
             job = self.jobs[dependent]
             since = self.last_started.get(dependent, float("-inf"))
             if all(self.last_success.get(dep, float("-inf")) > since for dep in job.spec.after):
                 if self._may_schedule(job.spec):
-                    actions += self._due(job, Fire(Trigger.AFTER, 1, scheduled_for), now)
+                    actions += self._due(job, Fire(Trigger.AFTER, 1, scheduled_for,
+                                                   backfill=fire.backfill), now)
         return actions
 
     # -- backfills -------------------------------------------------------------------------
@@ -729,7 +731,8 @@ class Supervisor:
         if self.stopping:
             return []
         active = self._active(bf.job)
-        mine = sum(1 for run in active if run.fire.backfill == bf.id)
+        # The backfill's runs: its slots, their retries and the @after runs they set off.
+        mine = sum(1 for runs in self.runs.values() for run in runs if run.fire.backfill == bf.id)
         if not bf.slots:
             if mine or any(f.backfill == bf.id for _, f in job.pending):
                 return []

@@ -69,9 +69,21 @@ def test_a_day_of_an_hourly_job_runs_24_times_oldest_first_each_with_its_schedul
     assert [p[0] for p in printed] == hours(dt.date(2026, 11, 29))
     for run, (_, trigger, attempt, job, run_id) in zip(runs, printed):
         assert (trigger, attempt, job, run_id) == ("backfill", "1", "hourly", str(run.id))
-    # @after follows each slot, as after a scheduled run, for that slot's time.
-    after = d.finished("after-hourly", 1)
-    assert d.output_of(after[0].id).decode().split()[2] == "after"
+
+
+def test_after_jobs_follow_each_backfilled_time_for_that_time(hourly):
+    d = hourly
+    result = d.cli("backfill", "hourly", "--from", "2026-11-29T00:00", "--to", "2026-11-29T04:00", "--wait")
+    assert result.returncode == 0, result.stdout + result.stderr
+    # With one place, each time's @after run ends before the next time starts: none skipped.
+    after = d.runs("after-hourly")
+    printed = [d.output_of(r.id).decode().split()[1:] for r in after]
+    # In the dependent's own zone (the system's): compared as instants.
+    assert [(dt.datetime.fromisoformat(t).timestamp(), trigger) for t, trigger in printed] == [
+        (dt.datetime.fromisoformat(t).timestamp(), "after") for t in hours(dt.date(2026, 11, 29))[:4]]
+    slots = backfill_runs(d, "hourly")
+    assert all(s.finished_at <= a.started_at for s, a in zip(slots, after))
+    assert all(a.finished_at <= s.started_at for a, s in zip(after, slots[1:]))
 
 
 @pytest.mark.parametrize("day, count", [(dt.date(2026, 3, 29), 23), (dt.date(2026, 10, 25), 25)])

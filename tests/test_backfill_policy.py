@@ -113,7 +113,7 @@ def world(overlap: str = "skip") -> World:
 
 
 def backfill_starts(w: World) -> list[tuple[int, Start]]:
-    return [(i, s) for i, s in w.starts if s.fire.backfill]
+    return [(i, s) for i, s in w.starts if s.fire.backfill and s.job.name == "hourly"]
 
 
 def test_the_queue_starts_oldest_first_at_most_max_parallel_and_ends_done():
@@ -201,3 +201,16 @@ def test_cancel_drops_the_slots_not_started_and_a_removed_job_ends_its_backfill(
     actions, _ = w.sup.tick(w.now)
     assert [a for a in actions if isinstance(a, EndBackfill)] == [
         EndBackfill(2, "hourly", "cancelled", "the job is no longer in the jobs file")]
+
+
+def test_with_one_place_the_next_time_waits_for_the_dependents_of_the_last():
+    w = world()
+    w.sup.add_backfill(1, "hourly", SLOTS[:2], max_parallel=1)
+    w.tick()
+    w.finish(backfill_starts(w)[0][0])
+    w.tick()
+    dep = [(i, s) for i, s in w.starts if s.job.name == "dep"]
+    assert len(dep) == 1 and len([1 for _, s in w.starts if s.job.name == "hourly"]) == 1
+    w.finish(dep[0][0])
+    w.tick()
+    assert [s.fire.scheduled_for for _, s in w.starts if s.job.name == "hourly"] == [t for t, _ in SLOTS[:2]]
