@@ -50,6 +50,9 @@ class Fire:
     # a retry carries them on.
     params: tuple[tuple[str, str], ...] = ()
     backfill: int = 0  # the backfill this run is a slot (or a slot's retry) of; 0: none
+    # The attempt this fire's series began at: a time a backfill runs again begins after the
+    # attempts it had, and still gets its `retries`.
+    first: int = 1
 
 
 @dataclass(frozen=True)
@@ -642,7 +645,7 @@ class Supervisor:
             if status is RunStatus.SUCCESS:
                 self.last_success[spec.name] = now.wall
                 actions += self._after_success(spec.name, now, fire)
-            elif self._retryable(status, run) and fire.attempt <= spec.retries:
+            elif self._retryable(status, run) and fire.attempt - fire.first < spec.retries:
                 said, retry_at = self._retry(job, fire, now)
                 reason += said
             if job.queued is not None and not self._active(spec.name) and not self.stopping:
@@ -668,10 +671,10 @@ class Supervisor:
         """Schedule the next attempt if it comes before the next run: what the reason adds,
         and the attempt's wall time (None: no retry follows)."""
         spec = job.spec
-        delay = min(spec.retry_delay * spec.retry_backoff ** (fire.attempt - 1), spec.retry_max_delay)
+        delay = min(spec.retry_delay * spec.retry_backoff ** (fire.attempt - fire.first), spec.retry_max_delay)
         if spec.retry_jitter:
             delay = self.rng.uniform(delay / 2, delay)
-        total = spec.retries + 1
+        total = fire.first + spec.retries
         nxt = job.next_fire
         if nxt is None and job.every_due is not None:
             nxt = now.wall + (job.every_due - now.mono)
@@ -680,7 +683,7 @@ class Supervisor:
         if self.stopping:
             return "", None
         job.pending.append((now.mono + delay, Fire(Trigger.RETRY, fire.attempt + 1, fire.scheduled_for,
-                                                  fire.params, fire.backfill)))
+                                                  fire.params, fire.backfill, fire.first)))
         self.changed.add(spec.name)
         return f"; retrying in {_duration(delay)} (attempt {fire.attempt + 1} of {total})", now.wall + delay
 
@@ -705,7 +708,7 @@ class Supervisor:
         """Run these (scheduled_for, attempt) slots of job `name`, oldest first, at most
         `max_parallel` at once (the daemon has recorded them; the next tick starts them)."""
         self.backfills[name] = backfill.Queue(
-            backfill_id, name, deque(Fire(Trigger.BACKFILL, attempt, t, backfill=backfill_id)
+            backfill_id, name, deque(Fire(Trigger.BACKFILL, attempt, t, backfill=backfill_id, first=attempt)
                                      for t, attempt in sorted(slots)), max_parallel)
 
     def cancel_backfill(self, name: str) -> backfill.Queue | None:
@@ -780,7 +783,7 @@ class Supervisor:
         if not retries:
             return None
         due, fire = min(retries, key=lambda r: r[0])
-        return PendingRetry(self._last.wall + (due - self._last.mono), fire.attempt, job.spec.retries + 1)
+        return PendingRetry(self._last.wall + (due - self._last.mono), fire.attempt, fire.first + job.spec.retries)
 
     def next_runs(self) -> dict[str, float | None]:
         """Each job's next scheduled start (wall), for `status`."""

@@ -214,3 +214,14 @@ def test_with_one_place_the_next_time_waits_for_the_dependents_of_the_last():
     w.finish(dep[0][0])
     w.tick()
     assert [s.fire.scheduled_for for _, s in w.starts if s.job.name == "hourly"] == [t for t, _ in SLOTS[:2]]
+
+
+def test_a_time_run_again_at_attempt_3_still_gets_all_its_retries():
+    w = World(JOBS.format(overlap="skip").replace('timezone = "UTC"', 'timezone = "UTC"\nretries = 1\n'
+                                                    'retry_delay = "1s"\nretry_jitter = false'), T0)
+    w.sup.add_backfill(1, "hourly", [(SLOTS[0][0], 3)], max_parallel=1)
+    w.tick()
+    status, reason = w.finish(w.starts[0][0], code=3)
+    assert "retrying in 1.0s (attempt 4 of 4)" in reason
+    w.advance(2)
+    assert w.finish(w.starts[-1][0], code=3)[1] == "exit code 3"  # its one retry was the last
