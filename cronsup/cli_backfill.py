@@ -7,7 +7,8 @@ import sys
 import click
 
 from cronsup import paths
-from cronsup.cli import EXIT_INVALID, EXIT_NO_DAEMON, EXIT_USAGE, _start_hint, _suggest, common_options, fail, load_jobs, state_dir
+from cronsup.cli import (EXIT_INVALID, EXIT_NO_DAEMON, EXIT_USAGE, _start_hint, _suggest, common_options, fail,
+                         load_jobs, state_dir)
 
 POLL = 0.2
 
