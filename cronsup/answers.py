@@ -1,11 +1,11 @@
-"""Control answers: what the daemon says to `cronsup run|reload|pause|resume` and to a ping."""
+"""Control answers: what the daemon says to `cronsup run|reload|pause|resume|backfill` and to a ping."""
 
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING
 
-from cronsup import suggest
+from cronsup import backfilling, params, suggest
 from cronsup.model import Now, Overlap, RunStatus, Trigger
 from cronsup.supervisor import Record, Start
 
@@ -50,9 +50,13 @@ def answer(d: Daemon, request: dict, now: Now) -> dict:
                 "next_run": d.supervisor.next_run(name)}
     if d.supervisor.stopping:
         return {"ok": False, "kind": "stopping", "error": "the daemon is stopping"}
+    if op == "backfill":
+        return backfilling.request(d, request, now)
+    if op == "backfill_cancel":
+        return backfilling.cancel(d, request, now)
     newest = d._try(d.log.runs, name, limit=1) or []
     after_id = newest[0].id if newest else 0
-    actions = d.supervisor.run_now(name, now)
+    actions = d.supervisor.run_now(name, now, params.from_request(request.get("env", {})))
     ids = d.execute(actions, now)
     for action in actions:
         if not isinstance(action, (Start, Record)):

@@ -773,13 +773,13 @@ def _await_log(db: str):
     raise AssertionError("unreachable: a poll without a deadline goes on")
 
 
-def _ask(jobs_path: str, db: str, op: str, job: str | None = None) -> dict:
+def _ask(jobs_path: str, db: str, op: str, job: str | None = None, fields: dict | None = None) -> dict:
     """One request to the daemon over its control socket; exit 3 when none runs."""
     from cronsup import control, report
 
     path = paths.control_socket(db, state_dir())
     try:
-        return control.request(path, op, job)
+        return control.request(path, op, job, fields=fields)
     except control.NoDaemon:
         pid = report.daemon_pid(db, state_dir())
         if pid is not None:
@@ -795,21 +795,33 @@ def _ask(jobs_path: str, db: str, op: str, job: str | None = None) -> dict:
 @main.command()
 @click.argument("job")
 @click.option("--wait", is_flag=True, help="Wait for the run (and its retries) to end; exit 0 on success, 1 otherwise.")
+@click.option("--env", "env", multiple=True, metavar="KEY=VALUE",
+              help="A parameter for this run, in its environment and recorded with it (repeatable).")
 @common_options
-def run(job: str, wait: bool, jobs_path: str, db: str) -> None:
+def run(job: str, wait: bool, env: tuple[str, ...], jobs_path: str, db: str) -> None:
     """Have the daemon start JOB now (trigger "manual"), under its overlap policy and retries.
 
     Prints the run id. Without --wait it returns at once; `cronsup logs JOB --run ID` shows
-    the run later. Exits 3 when no daemon is running.
+    the run later. Exits 3 when no daemon is running. --env KEY=VALUE passes parameters to
+    this run only (not PATH, HOME, SHELL, LOGNAME, USER, MAILTO nor CRONSUP_*).
 
     \b
     Example:
       cronsup run backup
       cronsup run backup --wait && echo "backup ok"
+      cronsup run report --env DAY=2026-11-30 --wait
     """
-    from cronsup import waiting
+    from cronsup import params, waiting
 
-    answer = _ask(jobs_path, db, "run", job)
+    try:
+        pairs = params.parse(env)
+    except params.ParamError as e:
+        fail(f"--env {e}", EXIT_USAGE)
+    size = len(json.dumps({"op": "run", "job": job, "env": dict(pairs)})) + 1
+    if size > params.MAX_REQUEST:
+        fail(f"--env: the parameters make a request of {size:,} bytes; the control socket takes "
+             f"at most {params.MAX_REQUEST:,}", EXIT_USAGE)
+    answer = _ask(jobs_path, db, "run", job, {"env": dict(pairs)} if pairs else None)
     run_id, state = answer.get("run_id"), answer.get("status")
     if state == "queued":
         click.echo(f"{job}: queued, {answer.get('reason')}")
@@ -902,3 +914,5 @@ def resume(job: str, jobs_path: str, db: str) -> None:
 from cronsup.cli_takeover import release_, takeover_  # noqa: E402
 
 main.add_command(takeover_); main.add_command(release_)
+from cronsup.cli_backfill import backfill as _backfill  # noqa: E402 - registered last, after main
+main.add_command(_backfill)

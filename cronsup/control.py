@@ -22,12 +22,12 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cronsup import clock
+from cronsup import clock, params
 from cronsup.jobsfile import NAME_RE
 
 log = logging.getLogger("cronsup")
 
-MAX_REQUEST = 4096
+MAX_REQUEST = params.MAX_REQUEST
 MAX_DEPTH = 4  # a request is one flat object; deeper is refused before json sees it
 REQUEST_TIMEOUT = 2.0
 MAX_CLIENTS = 64  # connections waiting for their request; a new one evicts the oldest
@@ -35,8 +35,14 @@ ACCEPT_BATCH = 16  # accepts per wake-up, so requests already in are read betwee
 ACCEPT_BACKOFF = 0.25  # out of fds: stop accepting this long (the backlog waits)
 LOG_EVERY = 5.0  # a kind of refusal is logged at most once in this long, with a count
 MAX_JOB_NAME = 256
-OPS = {"ping", "run", "reload", "pause", "resume"}
-JOB_OPS = {"run", "pause", "resume"}  # the operations that name a job
+OPS = {"ping", "run", "reload", "pause", "resume", "backfill", "backfill_cancel"}
+JOB_OPS = {"run", "pause", "resume", "backfill", "backfill_cancel"}  # the operations that name a job
+# Further fields an operation may carry, and their JSON types (a bool is not an int here).
+FIELDS: dict[str, dict[str, type]] = {
+    "run": {"env": dict},
+    "backfill": {"from": str, "to": str, "reprocess": str, "max_parallel": int, "yes": bool},
+}
+MAX_FIELD = 200  # characters in a string field (a time, a policy name)
 _SUN_PATH_MAX = 100  # sockaddr_un holds 108 bytes; longer paths go through /proc/self/fd
 
 
@@ -255,9 +261,23 @@ class Server:
                 return {"ok": False, "error": "malformed request: that is not a job name"}
         elif "job" in request:
             return {"ok": False, "error": f"malformed request: {op} takes no job"}
-        extra = set(request) - {"op", "job"}
+        allowed = FIELDS.get(op, {})
+        extra = set(request) - {"op", "job"} - set(allowed)
         if extra:
             return {"ok": False, "error": f"malformed request: unknown fields {sorted(extra)[:10]}"}
+        for name, kind in allowed.items():
+            if name not in request:
+                continue
+            value = request[name]
+            if type(value) is not kind:
+                return {"ok": False, "error": f"malformed request: {name} must be a {kind.__name__}"}
+            if kind is str and len(value) > MAX_FIELD:
+                return {"ok": False, "error": f"malformed request: {name} is longer than {MAX_FIELD} characters"}
+        if "env" in request:
+            try:
+                params.from_request(request["env"])
+            except params.ParamError as e:
+                return {"ok": False, "kind": "bad_param", "error": f"--env: {e}"}
         return self.handle(request)
 
     @staticmethod
@@ -342,9 +362,13 @@ def _warn_if_open(directory: str) -> None:
                     "chmod 700 %s keeps them from reaching the socket at all", directory, mode, directory)
 
 
-def request(path: str, op: str, job: str | None = None, timeout: float = 10.0) -> dict:
-    """Send one request to the daemon; NoDaemon when none listens, ControlError on refusal."""
+def request(path: str, op: str, job: str | None = None, timeout: float = 10.0,
+            fields: dict | None = None) -> dict:
+    """Send one request to the daemon; NoDaemon when none listens, ControlError on refusal.
+
+    `fields`: the operation's further fields (FIELDS), such as a run's "env"."""
     message = {"op": op} if job is None else {"op": op, "job": job}
+    message.update(fields or {})
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     # While the daemon's backlog is full, a blocking connect waits for room, up to the send
     # timeout; Python's own timeout mode would fail at once with EAGAIN.

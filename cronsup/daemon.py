@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from cronsup import answers, clock, control, events, lockfile, notify, paths, recovery, runner, trust
+from cronsup import answers, backfilling, clock, control, events, lockfile, notify, paths, recovery, runner, trust
 from cronsup.events import Receivers
 from cronsup.model import JobsFile
 from cronsup.processes import Processes, _Pending, _Running
@@ -144,6 +144,7 @@ class Daemon(Processes, Upkeep, Versions):
         self.jobs = self._first_version(now)
         history = self._history()
         self.supervisor = Supervisor(self.jobs, now, history)
+        backfilling.resume(self, now)  # a backfill the last daemon left going goes on
         self.log.set_daemon(DaemonState(
             pid=self.pid, pid_start=runner.start_ticks(self.pid) or 0.0, started_at=now.wall,
             stopped_at=None, host=self.host, boot_id=self.boot_id, jobs_file=self.jobs_path,

@@ -4,6 +4,7 @@ or runs as they happen."""
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Callable
 
 import click
@@ -157,7 +158,10 @@ class LogView:
         fields = [
             ("run", str(run.id)), ("job", run.job), ("status", fmt.status(run.status, self.colour)),
             ("reason", _reason(run, retried)), ("trigger", str(run.trigger)), ("attempt", str(run.attempt)),
-            ("scheduled for", iso(run.scheduled_for) or ""), ("started", iso(run.started_at) or "-"),
+            ("scheduled for", iso(run.scheduled_for) or ""),
+            ("params", fmt.safe_output(" ".join(f"{k}={shlex.quote(v)}" for k, v in run.params).encode(),
+                                       self.escape)),
+            ("started", iso(run.started_at) or "-"),
             ("finished", iso(run.finished_at) or "-"),
             ("took", fmt.took(took) + (" so far" if run.status is RunStatus.RUNNING else "")),
             ("exit code", "" if run.exit_code is None else str(run.exit_code)),

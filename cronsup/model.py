@@ -70,6 +70,7 @@ class Trigger(StrEnum):
     MANUAL = "manual"
     CATCHUP = "catchup"
     REBOOT = "reboot"
+    BACKFILL = "backfill"  # `cronsup backfill`: one of the job's scheduled times, run late
 
 
 @dataclass(frozen=True, slots=True)

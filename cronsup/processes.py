@@ -8,12 +8,12 @@ import resource
 import selectors
 from dataclasses import dataclass
 
-from cronsup import events, runner
+from cronsup import backfilling, events, params, runner, schedule
 from cronsup.events import Event
 from cronsup.model import JobSpec, Outcome, RunStatus
 from cronsup.recovery import NOT_STARTED
 from cronsup.store import NewRun, RunLogError
-from cronsup.supervisor import Action, Fire, Kill, Now, Record, Start
+from cronsup.supervisor import Action, EndBackfill, Fire, Kill, Now, Record, Start
 
 log = logging.getLogger("cronsup")
 
@@ -41,6 +41,14 @@ class _Pending:
     since: float  # monotonic
 
 
+def _run_env(start: Start, run_id: int) -> dict[str, str]:
+    """The run's parameters and CRONSUP_* variables (SPEC section 8)."""
+    fire = start.fire
+    return params.run_environment(start.job.name, run_id, fire.attempt, str(fire.trigger),
+                                  fire.scheduled_for, schedule.load_zone(start.job.timezone),
+                                  fire.params)
+
+
 class Processes:
     """Mixed into Daemon: executing actions, spawning, reaping, and telling the receivers."""
 
@@ -58,7 +66,8 @@ class Processes:
         if records:
             got = self._write(self.log.insert_runs, [
                 NewRun(r.job.name, r.fire.trigger, r.fire.attempt, r.fire.scheduled_for,
-                       status=r.status, reason=r.reason, finished_at=now.wall) for r in records
+                       status=r.status, reason=r.reason, finished_at=now.wall, params=r.fire.params)
+                for r in records
             ], host=self.host, boot_id=self.boot_id) or []
             for r, run_id in zip(records, got):
                 if run_id is not None:
@@ -69,6 +78,9 @@ class Processes:
         starts = [a for a in actions if isinstance(a, Start)]
         if starts:
             ids.update(self._start(starts, now))
+        ends = [a for a in actions if isinstance(a, EndBackfill)]
+        if ends:
+            backfilling.ended(self, ends, now)
         return ids
 
     def _kill(self, kills: list[Kill]) -> None:
@@ -94,7 +106,7 @@ class Processes:
 
     def _start(self, starts: list[Start], now: Now) -> dict[int, int]:
         rows = [NewRun(s.job.name, s.fire.trigger, s.fire.attempt, s.fire.scheduled_for,
-                       started_at=now.wall) for s in starts]
+                       started_at=now.wall, params=s.fire.params) for s in starts]
         try:
             ids = self.log.insert_runs(rows, host=self.host, boot_id=self.boot_id)
         except RunLogError as e:
@@ -131,7 +143,8 @@ class Processes:
             self.doing = start.job.name
             self._journal(b"S %d\n" % run_id)
             try:
-                child = self.spawn(start.job, run_id, store=self.store, nofile=self._nofile)
+                child = self.spawn(start.job, run_id, store=self.store, nofile=self._nofile,
+                                   env=_run_env(start, run_id))
             except runner.SpawnError as e:
                 self._journal(b"N %d\n" % run_id)
                 if e.transient and now.mono - pending.since < SPAWN_RETRY_FOR:

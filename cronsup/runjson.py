@@ -45,6 +45,7 @@ def run_json(run: Run, output: bytes | None = None, truncated: bool | None = Non
         "reason": run.reason,
         "cpu_s": None if run.cpu_s is None else round(run.cpu_s, 3),
         "max_rss": run.max_rss,
+        "params": dict(run.params),  # `cronsup run JOB --env K=V`; {} for none
     }
     if output is not None:
         data["output"] = output.decode("utf-8", errors="replace")

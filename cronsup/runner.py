@@ -159,28 +159,31 @@ def build_environment(job: JobSpec, pw: pwd.struct_passwd) -> dict[str, str]:
 
 
 def spawn(job: JobSpec, run_id: int, *, store: str = "",
-          nofile: tuple[int, int] | None = None) -> Child:
+          nofile: tuple[int, int] | None = None, env: dict[str, str] | None = None) -> Child:
     """Start `job.shell -c job.command` in a new session; raise SpawnError if it cannot.
 
     `store` marks the process as started from that run log (see find_marked); `nofile`,
-    the RLIMIT_NOFILE the job gets instead of the daemon's raised one. Nothing else
+    the RLIMIT_NOFILE the job gets instead of the daemon's raised one; `env`, this run's
+    own variables (its parameters and CRONSUP_*), set over the jobs file's. Nothing else
     escapes: one job that cannot start must never stop the daemon's loop.
     """
     try:
-        return _spawn(job, run_id, store, nofile)
+        return _spawn(job, run_id, store, nofile, env or {})
     except SpawnError:
         raise
     except Exception as exc:  # noqa: BLE001 - whatever it is, it is this one run's error
         raise SpawnError(f"cannot start {_show(job.shell)}: {type(exc).__name__}: {exc}") from None
 
 
-def _spawn(job: JobSpec, run_id: int, store: str, nofile: tuple[int, int] | None) -> Child:
+def _spawn(job: JobSpec, run_id: int, store: str, nofile: tuple[int, int] | None,
+           run_env: dict[str, str]) -> Child:
     _check_strings(job)
     try:
         pw, switch = _resolve_user(job.user)
     except SpawnError as exc:
         raise _short_of_fds() or exc from None
     env = build_environment(job, pw)
+    env.update(run_env)
     env[RUN_ID_VAR] = str(run_id)  # set last: the jobs file cannot change a job's marks
     env.pop(STORE_VAR, None)
     if store:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from cronsup import schedule
+from cronsup import backfill, schedule
 from cronsup.model import (AfterJobs, Catchup, Cron, Every, JobsFile, JobSpec, Now, Outcome,
                            Overlap, Reboot, RunStatus, Trigger)
 from cronsup.units import format_duration as _duration, signal_name as _signame
@@ -46,6 +46,13 @@ class Fire:
     trigger: Trigger
     attempt: int
     scheduled_for: float
+    # `cronsup run JOB --env K=V`: the run's parameters, (key, value) in the order given;
+    # a retry carries them on.
+    params: tuple[tuple[str, str], ...] = ()
+    backfill: int = 0  # the backfill this run is a slot (or a slot's retry) of; 0: none
+    # The attempt this fire's series began at: a time a backfill runs again begins after the
+    # attempts it had, and still gets its `retries`.
+    first: int = 1
 
 
 @dataclass(frozen=True)
@@ -78,7 +85,17 @@ class Kill:
     sig: int
 
 
-Action = Start | Record | Kill
+@dataclass(frozen=True)
+class EndBackfill:
+    """A backfill has nothing left to start or wait for ("done"), or its job is gone."""
+
+    backfill_id: int
+    job: str
+    state: str  # "done" or "cancelled"
+    reason: str = ""
+
+
+Action = Start | Record | Kill | EndBackfill
 
 
 class PendingRetry(NamedTuple):
@@ -159,6 +176,7 @@ class Supervisor:
         self._expect = now.wall  # when the daemon was last asked to tick again (wall)
         self._initial: list[Action] = []
         self.changed: set[str] = set()  # jobs whose next run moved since the daemon last asked
+        self.backfills: dict[str, backfill.Queue] = {}  # job name -> its backfill (one at a time)
         for spec in jobs.jobs:
             self.jobs[spec.name] = self._new_job(spec, now, startup=True)
         self._index_dependents()
@@ -385,6 +403,8 @@ class Supervisor:
                     or (job.next_fire is not None and job.next_fire <= wall)
                     or (job.every_due is not None and job.every_due <= mono)):
                 actions += self._tick_job(job, now, jump)
+        for bf in list(self.backfills.values()):
+            actions += self._tick_backfill(bf)
         self._last = now
         return actions, self.wake(now)
 
@@ -425,7 +445,10 @@ class Supervisor:
             if due <= now.mono:
                 if fire.trigger is Trigger.RETRY:
                     self.changed.add(spec.name)  # `status` shows the pending retry
-                if self._may_schedule(spec) or fire.trigger is Trigger.MANUAL:
+                if fire.backfill and (bf := self.backfills.get(spec.name)) is not None \
+                        and bf.id == fire.backfill:
+                    bf.slots.appendleft(fire)  # a slot's retry waits for a free place first
+                elif self._may_schedule(spec) or fire.trigger is Trigger.MANUAL:
                     actions += self._due(job, fire, now)
             else:
                 still.append((due, fire))
@@ -564,10 +587,10 @@ class Supervisor:
         """The daemon did not start `start`: a run for that time exists, or it could not spawn."""
         self._forget(self._find(start))
 
-    def run_now(self, name: str, now: Now) -> list[Action]:
-        """`cronsup run JOB`: a manual start under the job's overlap policy."""
+    def run_now(self, name: str, now: Now, params: tuple[tuple[str, str], ...] = ()) -> list[Action]:
+        """`cronsup run JOB [--env K=V]`: a manual start under the job's overlap policy."""
         job = self.jobs[name]
-        return self._due(job, Fire(Trigger.MANUAL, 1, now.wall), now)
+        return self._due(job, Fire(Trigger.MANUAL, 1, now.wall, params), now)
 
     # -- running ---------------------------------------------------------------------------
 
@@ -621,8 +644,8 @@ class Supervisor:
         if job is not None:
             if status is RunStatus.SUCCESS:
                 self.last_success[spec.name] = now.wall
-                actions += self._after_success(spec.name, now)
-            elif self._retryable(status, run) and fire.attempt <= spec.retries:
+                actions += self._after_success(spec.name, now, fire)
+            elif self._retryable(status, run) and fire.attempt - fire.first < spec.retries:
                 said, retry_at = self._retry(job, fire, now)
                 reason += said
             if job.queued is not None and not self._active(spec.name) and not self.stopping:
@@ -648,29 +671,83 @@ class Supervisor:
         """Schedule the next attempt if it comes before the next run: what the reason adds,
         and the attempt's wall time (None: no retry follows)."""
         spec = job.spec
-        delay = min(spec.retry_delay * spec.retry_backoff ** (fire.attempt - 1), spec.retry_max_delay)
+        delay = min(spec.retry_delay * spec.retry_backoff ** (fire.attempt - fire.first), spec.retry_max_delay)
         if spec.retry_jitter:
             delay = self.rng.uniform(delay / 2, delay)
-        total = spec.retries + 1
+        total = fire.first + spec.retries
         nxt = job.next_fire
         if nxt is None and job.every_due is not None:
             nxt = now.wall + (job.every_due - now.mono)
-        if nxt is not None and now.wall + delay >= nxt:
+        if nxt is not None and now.wall + delay >= nxt and not fire.backfill:
             return "; no retry: the next scheduled run comes first", None
         if self.stopping:
             return "", None
-        job.pending.append((now.mono + delay, Fire(Trigger.RETRY, fire.attempt + 1, fire.scheduled_for)))
+        job.pending.append((now.mono + delay, Fire(Trigger.RETRY, fire.attempt + 1, fire.scheduled_for,
+                                                  fire.params, fire.backfill, fire.first)))
         self.changed.add(spec.name)
         return f"; retrying in {_duration(delay)} (attempt {fire.attempt + 1} of {total})", now.wall + delay
 
-    def _after_success(self, name: str, now: Now) -> list[Action]:
+    def _after_success(self, name: str, now: Now, fire: Fire) -> list[Action]:
+        # A backfilled run's dependents run for its time and take its place in the backfill
+        # until they end: with --max-parallel 1, each time's chain ends before the next starts.
+        scheduled_for = fire.scheduled_for if fire.backfill else now.wall
         actions: list[Action] = []
         for dependent in self.dependents.get(name, ()):
             job = self.jobs[dependent]
             since = self.last_started.get(dependent, float("-inf"))
             if all(self.last_success.get(dep, float("-inf")) > since for dep in job.spec.after):
                 if self._may_schedule(job.spec):
-                    actions += self._due(job, Fire(Trigger.AFTER, 1, now.wall), now)
+                    actions += self._due(job, Fire(Trigger.AFTER, 1, scheduled_for,
+                                                   backfill=fire.backfill), now)
+        return actions
+
+    # -- backfills -------------------------------------------------------------------------
+
+    def add_backfill(self, backfill_id: int, name: str, slots: list[tuple[float, int]],
+                     max_parallel: int) -> None:
+        """Run these (scheduled_for, attempt) slots of job `name`, oldest first, at most
+        `max_parallel` at once (the daemon has recorded them; the next tick starts them)."""
+        self.backfills[name] = backfill.Queue(
+            backfill_id, name, deque(Fire(Trigger.BACKFILL, attempt, t, backfill=backfill_id, first=attempt)
+                                     for t, attempt in sorted(slots)), max_parallel)
+
+    def cancel_backfill(self, name: str) -> backfill.Queue | None:
+        """`cronsup backfill --cancel JOB`: start no more of its slots (nor their retries);
+        runs already going go on. The backfill that was going, or None."""
+        bf = self.backfills.pop(name, None)
+        job = self.jobs.get(name)
+        if bf is not None and job is not None:
+            job.pending = [(due, f) for due, f in job.pending if f.backfill != bf.id]
+        return bf
+
+    def _tick_backfill(self, bf: backfill.Queue) -> list[Action]:
+        """Start the backfill's next slots while it has free places, and end it when done.
+
+        Against the job's other runs the overlap policy holds: unless it is `allow`, no
+        slot starts while a scheduled (or manual, or @after) run of the job runs or waits;
+        a scheduled run that comes due while slots run meets them as any running run.
+        """
+        job = self.jobs.get(bf.job)
+        if job is None:
+            del self.backfills[bf.job]
+            return [EndBackfill(bf.id, bf.job, "cancelled", "the job is no longer in the jobs file")]
+        if self.stopping:
+            return []
+        active = self._active(bf.job)
+        # The backfill's runs: its slots, their retries and the @after runs they set off.
+        mine = sum(1 for runs in self.runs.values() for run in runs if run.fire.backfill == bf.id)
+        if not bf.slots:
+            if mine or any(f.backfill == bf.id for _, f in job.pending):
+                return []
+            del self.backfills[bf.job]
+            return [EndBackfill(bf.id, bf.job, "done")]
+        if job.spec.overlap is not Overlap.ALLOW and (
+                job.queued is not None or any(run.fire.backfill != bf.id for run in active)):
+            return []
+        actions: list[Action] = []
+        while bf.slots and mine < bf.max_parallel:
+            actions += self._start(job, bf.slots.popleft())
+            mine += 1
         return actions
 
     # -- stopping --------------------------------------------------------------------------
@@ -681,6 +758,7 @@ class Supervisor:
         actions: list[Action] = []
         for job in self.jobs.values():
             job.queued, job.pending, job.catchup = None, [], deque()
+        self.backfills.clear()  # their slots are in the run log: the next daemon goes on
         for run in list(self.by_id.values()):
             actions += self._signal(run, signal.SIGTERM, now, (RunStatus.KILLED, "stopped with the daemon"))
         return actions
@@ -705,7 +783,7 @@ class Supervisor:
         if not retries:
             return None
         due, fire = min(retries, key=lambda r: r[0])
-        return PendingRetry(self._last.wall + (due - self._last.mono), fire.attempt, job.spec.retries + 1)
+        return PendingRetry(self._last.wall + (due - self._last.mono), fire.attempt, fire.first + job.spec.retries)
 
     def next_runs(self) -> dict[str, float | None]:
         """Each job's next scheduled start (wall), for `status`."""

@@ -334,3 +334,48 @@ def test_contract_checkpoint_and_busy_timeout_are_accepted(store):
     claim(store, "a", T)
     store.set_busy_timeout(0.05)
     assert store.checkpoint() in (True, False)
+
+
+# -- run parameters and backfills -------------------------------------------------------------
+
+
+def test_contract_a_runs_parameters_round_trip_in_order(store, reader):
+    run_id = claim(store, "report", T, trigger=Trigger.MANUAL, params=(("DAY", "2026-11-30"), ("A", "x y")))
+    assert reader.run(run_id).params == (("DAY", "2026-11-30"), ("A", "x y"))
+    assert reader.run(claim(store, "report", T + 60)).params == ()
+
+
+def test_contract_a_backfill_is_recorded_with_its_slots_and_each_slot_gets_its_run(store, reader):
+    slots = [(T + 3600 * k, 1) for k in range(3)]
+    bid = store.add_backfill("hourly", range_from=T, range_to=T + 3 * 3600, reprocess="none", max_parallel=2,
+                             created_at=T + 10, slots=slots, skipped=4)
+    found = reader.backfill(bid)
+    assert (found.job, found.state, found.slots, found.skipped, found.max_parallel) == ("hourly", "active", 3, 4, 2)
+    assert [(s.scheduled_for, s.run_id, s.status) for s in reader.backfill_slots(bid)] == [
+        (t, None, None) for t, _ in slots]
+    first = claim(store, "hourly", T, trigger=Trigger.BACKFILL)
+    ran(store, "hourly", T + 3600, RunStatus.FAILED, trigger=Trigger.BACKFILL)
+    retry = ran(store, "hourly", T + 3600, RunStatus.SUCCESS, attempt=2, trigger=Trigger.RETRY)
+    got = reader.backfill_slots(bid)
+    assert [(s.run_id is not None, s.status) for s in got] == [
+        (True, RunStatus.RUNNING), (True, RunStatus.SUCCESS), (False, None)]  # the retry's success counts
+    assert got[0].run_id == first and retry not in [s.run_id for s in got]
+    assert [b.id for b in reader.backfills(active=True)] == [bid]
+    assert store.end_backfill(bid, "done", T + 99) and not store.end_backfill(bid, "cancelled", T + 100)
+    assert reader.backfill(bid).state == "done" and reader.backfills(active=True) == []
+
+
+def test_contract_a_slot_whose_time_was_taken_gets_the_run_that_took_it(store, reader):
+    taken = claim(store, "hourly", T, trigger=Trigger.SCHEDULE)
+    bid = store.add_backfill("hourly", range_from=T, range_to=T + 60, reprocess="none", max_parallel=1,
+                             created_at=T, slots=[(T, 1)], skipped=0)
+    assert claim(store, "hourly", T, trigger=Trigger.BACKFILL) is None
+    assert [s.run_id for s in reader.backfill_slots(bid)] == [taken]
+
+
+def test_contract_runs_scheduled_between_is_half_open_and_ordered(store, reader):
+    for k, attempt in ((2, 1), (0, 1), (1, 1), (1, 2), (3, 1)):
+        claim(store, "hourly", T + 3600 * k, attempt)
+    claim(store, "other", T + 3600)
+    got = reader.runs_scheduled_between("hourly", T, T + 3 * 3600)
+    assert [(r.scheduled_for - T, r.attempt) for r in got] == [(0, 1), (3600, 1), (3600, 2), (7200, 1)]

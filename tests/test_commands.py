@@ -23,7 +23,8 @@ from cronsup import cli, fmt
 from cronsup.store import SqliteStore
 
 RUN_KEYS = {"id", "job", "trigger", "attempt", "scheduled_for", "started_at", "finished_at",
-            "duration_s", "status", "exit_code", "signal", "pid", "host", "reason", "cpu_s", "max_rss"}
+            "duration_s", "status", "exit_code", "signal", "pid", "host", "reason", "cpu_s", "max_rss",
+            "params"}
 LOGS_RUN_KEYS = RUN_KEYS | {"retried_ok"}  # `logs` says whether a later attempt succeeded
 
 BUILT_JOBS = """\

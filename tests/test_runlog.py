@@ -38,6 +38,7 @@ HOST, BOOT = "web1", "boot-1"
 RUN_KEYS = [
     "id", "job", "trigger", "attempt", "scheduled_for", "started_at", "finished_at",
     "duration_s", "status", "exit_code", "signal", "pid", "host", "reason", "cpu_s", "max_rss",
+    "params",
 ]
 
 
@@ -288,7 +289,7 @@ def test_to_json_has_exactly_the_spec_run_shape(log, berlin):
         "started_at": "2025-11-25T02:00:00+01:00",
         "finished_at": "2025-11-25T02:00:12+01:00",
         "duration_s": 12.5, "status": "success", "exit_code": 0, "signal": None,
-        "pid": 4242, "host": HOST, "reason": None, "cpu_s": None, "max_rss": None,
+        "pid": 4242, "host": HOST, "reason": None, "cpu_s": None, "max_rss": None, "params": {},
     }
     assert type(data["status"]) is str and type(data["trigger"]) is str
 
@@ -404,7 +405,7 @@ def test_retried_ok_names_failed_attempts_whose_retry_succeeded(log):
     other = ran(log, "other", T, RunStatus.SUCCESS, attempt=2)  # another job's fire
     runs = [log.run(i) for i in (first, second, third, alone, other)]
     assert log.retried_ok(runs) == {first: 3, second: 3}
-    assert RUN_KEYS[-2:] == ["cpu_s", "max_rss"]
+    assert RUN_KEYS[-3:] == ["cpu_s", "max_rss", "params"]
 
 
 def test_the_queries_the_daemon_asks_at_start(log):

@@ -12,6 +12,8 @@ from cronsup.store.protocol import RunReader, RunStore, RunWriter
 from cronsup.store.records import (
     FAILED_STATUSES,
     RAN_STATUSES,
+    Backfill,
+    BackfillSlot,
     DaemonState,
     GoodJobs,
     JobRow,
@@ -25,7 +27,7 @@ from cronsup.store.records import (
 from cronsup.store.sqlite import SqliteStore
 
 __all__ = [
-    "FAILED_STATUSES", "RAN_STATUSES", "DaemonState", "GoodJobs", "JobRow", "NewRun", "Run",
+    "FAILED_STATUSES", "RAN_STATUSES", "Backfill", "BackfillSlot", "DaemonState", "GoodJobs", "JobRow", "NewRun", "Run",
     "RunLogError", "RunLogMissing", "RunReader", "RunStore", "RunWriter", "RunningVersion",
     "SqliteStore", "StoredHistory", "open_store",
 ]

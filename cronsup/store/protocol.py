@@ -11,6 +11,8 @@ from typing import Any, Protocol
 
 from cronsup.model import RunStatus
 from cronsup.store.records import (
+    Backfill,
+    BackfillSlot,
     DaemonState,
     GoodJobs,
     JobRow,
@@ -28,6 +30,13 @@ class RunWriter(Protocol):
         """Claim fires: ids, None where (job, scheduled_for, attempt) was already taken.
         Durable when it returns."""
 
+    def add_backfill(self, job: str, *, range_from: float, range_to: float, reprocess: str,
+                     max_parallel: int, created_at: float, slots: Sequence[tuple[float, int]],
+                     skipped: int) -> int:
+        """Record a backfill and its (scheduled_for, attempt) slots, durably, before any
+        starts. insert_runs of a `backfill` run sets its slot's run_id in the same transaction."""
+
+    def end_backfill(self, backfill_id: int, state: str, ended_at: float) -> bool: ...
     def mark_started(self, run_id: int, pid: int, pid_start: float | None, started_at: float) -> bool: ...
     def mark_started_many(self, started: Iterable[tuple[int, int, float | None, float]]) -> int: ...
     def save_output(self, run_id: int, data: bytes, truncated: bool) -> None: ...
@@ -98,6 +107,12 @@ class RunReader(Protocol):
 
     def history(self, jobs: Sequence[str], boot_id: str) -> StoredHistory:
         """What the daemon's start-up needs of these jobs, in a constant number of queries."""
+
+    def backfills(self, job: str | None = None, *, active: bool = False) -> list[Backfill]: ...
+    def backfill(self, backfill_id: int) -> Backfill | None: ...
+    def backfill_slots(self, backfill_id: int) -> list[BackfillSlot]: ...
+    def runs_scheduled_between(self, job: str, start: float, end: float) -> list[Run]:
+        """Runs with start <= scheduled_for < end, by scheduled time then attempt."""
 
 
 class RunStore(RunWriter, RunReader, Protocol):

@@ -75,6 +75,7 @@ class Run:
     max_rss: int | None  # bytes
     output_truncated: bool | None  # None: no output was saved
     output_pruned: bool = False  # removed to keep the run log under --keep-size
+    params: tuple[tuple[str, str], ...] = ()  # `cronsup run JOB --env K=V`, in order
 
     @property
     def duration_s(self) -> float | None:
@@ -95,6 +96,38 @@ class NewRun:
     reason: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    params: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Backfill:
+    """A `cronsup backfill` of one job: its range, how it was asked for, where it stands.
+
+    state: "active" (slots left to start, or running), "done", "cancelled".
+    """
+
+    id: int
+    job: str
+    range_from: float
+    range_to: float
+    reprocess: str
+    max_parallel: int
+    created_at: float
+    state: str
+    ended_at: float | None
+    slots: int  # slots to run
+    skipped: int  # scheduled times in the range the reprocess policy left alone
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillSlot:
+    """One scheduled time a backfill runs: its first attempt's number, its run once recorded,
+    and the status of the latest attempt at that time (retries included; None: not run yet)."""
+
+    scheduled_for: float
+    attempt: int
+    run_id: int | None
+    status: RunStatus | None = None
 
 
 @dataclass(frozen=True, slots=True)

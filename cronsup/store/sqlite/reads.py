@@ -11,6 +11,8 @@ from cronsup.model import RunStatus, Trigger
 from cronsup.store.records import (
     FAILED_STATUSES,
     RAN_STATUSES,
+    Backfill,
+    BackfillSlot,
     DaemonState,
     GoodJobs,
     JobRow,
@@ -31,7 +33,7 @@ from cronsup.store.sqlite.schema import (
 _RUN_COLUMNS = (
     "r.id, r.job, r.trigger, r.attempt, r.scheduled_for, r.started_at, r.finished_at, "
     "r.status, r.exit_code, r.signal, r.pid, r.pid_start, r.host, r.boot_id, r.reason, "
-    "r.cpu_s, r.max_rss, o.truncated"
+    "r.cpu_s, r.max_rss, o.truncated, r.params"
 )
 _RUN_FROM = "runs r LEFT JOIN outputs o ON o.run_id = r.id"
 _SELECT_RUNS = f"SELECT {_RUN_COLUMNS} FROM {_RUN_FROM}"
@@ -49,7 +51,7 @@ WITH RECURSIVE names(job) AS (
 
 def _run_from_row(row: Sequence[Any]) -> Run:
     (id_, job, trigger, attempt, scheduled_for, started_at, finished_at, status, exit_code,
-     signal, pid, pid_start, host, boot_id, reason, cpu_s, max_rss, truncated) = row
+     signal, pid, pid_start, host, boot_id, reason, cpu_s, max_rss, truncated, params) = row
     return Run(
         id=id_, job=job, trigger=Trigger(trigger), attempt=attempt,
         scheduled_for=scheduled_for, started_at=started_at, finished_at=finished_at,
@@ -58,7 +60,16 @@ def _run_from_row(row: Sequence[Any]) -> Run:
         max_rss=max_rss,
         output_truncated=None if truncated is None else truncated == 1,
         output_pruned=truncated == _OUTPUT_PRUNED,
+        params=_params(params),
     )
+
+
+def _params(text: str | None) -> tuple[tuple[str, str], ...]:
+    """runs.params (a JSON object) as (key, value) pairs; anything else reads as none."""
+    found = _json_kv(text)
+    if not isinstance(found, dict):
+        return ()
+    return tuple((str(k), str(v)) for k, v in found.items())
 
 
 def _median(values: list[float]) -> float | None:
@@ -425,3 +436,50 @@ class Reads:
         if job is None:
             return self.runs_of_all_jobs(after_id=after_id, limit=limit)
         return self.runs(job, after_id=after_id, limit=limit)
+
+    # -- backfills ----------------------------------------------------------------------------
+
+    _BACKFILL_COLUMNS = (
+        "b.id, b.job, b.range_from, b.range_to, b.reprocess, b.max_parallel, b.created_at, "
+        "b.state, b.ended_at, (SELECT COUNT(*) FROM backfill_slots s WHERE s.backfill_id = b.id), "
+        "b.skipped"
+    )
+
+    @_guarded
+    def backfills(self, job: str | None = None, *, active: bool = False) -> list[Backfill]:
+        """Backfills newest first: of one job or all, only active ones with `active`."""
+        where, params = [], []
+        if job is not None:
+            where.append("b.job = ?")
+            params.append(job)
+        if active:
+            where.append("b.state = 'active'")
+        cond = f"WHERE {' AND '.join(where)}" if where else ""
+        return [Backfill(*row) for row in self._conn.execute(
+            f"SELECT {self._BACKFILL_COLUMNS} FROM backfills b {cond} ORDER BY b.id DESC", params)]
+
+    @_guarded
+    def backfill(self, backfill_id: int) -> Backfill | None:
+        row = self._conn.execute(
+            f"SELECT {self._BACKFILL_COLUMNS} FROM backfills b WHERE b.id = ?", (backfill_id,)).fetchone()
+        return None if row is None else Backfill(*row)
+
+    @_guarded
+    def backfill_slots(self, backfill_id: int) -> list[BackfillSlot]:
+        """A backfill's slots oldest first, each with the status of its latest attempt."""
+        rows = self._conn.execute(
+            "SELECT s.scheduled_for, s.attempt, s.run_id, "
+            "(SELECT r.status FROM runs r WHERE r.job = b.job AND r.scheduled_for = s.scheduled_for "
+            " AND r.attempt >= s.attempt ORDER BY r.attempt DESC LIMIT 1) "
+            "FROM backfill_slots s JOIN backfills b ON b.id = s.backfill_id "
+            "WHERE s.backfill_id = ? ORDER BY s.scheduled_for", (backfill_id,)).fetchall()
+        return [BackfillSlot(t, attempt, run_id, None if status is None or run_id is None
+                             else RunStatus(status)) for t, attempt, run_id, status in rows]
+
+    @_guarded
+    def runs_scheduled_between(self, job: str, start: float, end: float) -> list[Run]:
+        """The job's runs whose scheduled time is in [start, end), by scheduled time and
+        attempt (the unique index's order): what a backfill of that range finds."""
+        return self._runs(
+            f"{_SELECT_RUNS} WHERE r.job = ? AND r.scheduled_for >= ? AND r.scheduled_for < ? "
+            "ORDER BY r.scheduled_for, r.attempt", (job, start, end))

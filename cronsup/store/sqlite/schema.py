@@ -152,6 +152,33 @@ MIGRATIONS: list[tuple[str, ...]] = [
         # reading every run of every job. Partial: it costs nothing to the other inserts.
         "CREATE INDEX runs_reboot ON runs (job, boot_id) WHERE trigger = 'reboot'",
     ),
+    (
+        # `cronsup run JOB --env K=V`: the run's parameters as a JSON object (NULL: none).
+        "ALTER TABLE runs ADD COLUMN params TEXT",
+        # `cronsup backfill`: a range of a job's scheduled times, written before the first
+        # slot starts so a restarted daemon goes on with it. state: active, done, cancelled.
+        """CREATE TABLE backfills (
+            id INTEGER PRIMARY KEY,
+            job TEXT NOT NULL,
+            range_from REAL NOT NULL,
+            range_to REAL NOT NULL,
+            reprocess TEXT NOT NULL,
+            max_parallel INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            state TEXT NOT NULL,
+            ended_at REAL,
+            skipped INTEGER NOT NULL
+        )""",
+        "CREATE INDEX backfills_active ON backfills (job) WHERE state = 'active'",
+        # The slots to run; run_id is set in the transaction that records the slot's run.
+        """CREATE TABLE backfill_slots (
+            backfill_id INTEGER NOT NULL REFERENCES backfills (id) ON DELETE CASCADE,
+            scheduled_for REAL NOT NULL,
+            attempt INTEGER NOT NULL,
+            run_id INTEGER,
+            PRIMARY KEY (backfill_id, scheduled_for)
+        )""",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

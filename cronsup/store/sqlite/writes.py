@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from cronsup.model import RunStatus
+from cronsup.model import RunStatus, Trigger
 from cronsup.store.records import DaemonState, GoodJobs, JobRow, NewRun, RunLogError, RunningVersion
 from cronsup.store.sqlite.schema import (
     _DAEMON_FIELDS,
@@ -75,17 +75,64 @@ class Writes:
                 for new in runs:
                     cur = conn.execute(
                         "INSERT INTO runs (job, trigger, attempt, scheduled_for, started_at, "
-                        "finished_at, status, host, boot_id, reason) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                        "finished_at, status, host, boot_id, reason, params) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                         "ON CONFLICT (job, scheduled_for, attempt) DO NOTHING",
                         (new.job, str(new.trigger), new.attempt, new.scheduled_for,
                          new.started_at, new.finished_at, str(new.status), host, boot_id,
-                         new.reason),
+                         new.reason, json.dumps(dict(new.params)) if new.params else None),
                     )
-                    ids.append(cur.lastrowid if cur.rowcount == 1 else None)
+                    run_id = cur.lastrowid if cur.rowcount == 1 else None
+                    ids.append(run_id)
+                    if new.trigger == Trigger.BACKFILL:
+                        self._claim_slot(conn, new, run_id)
         finally:
             self._conn.execute(f"PRAGMA synchronous={self._synchronous}")
         return ids
+
+    @staticmethod
+    def _claim_slot(conn: sqlite3.Connection, new: NewRun, run_id: int | None) -> None:
+        """A backfill slot's run, recorded with it: a restarted daemon never starts it again.
+        A slot whose time and attempt were taken meanwhile gets the run that took them."""
+        if run_id is None:
+            row = conn.execute("SELECT id FROM runs WHERE job = ? AND scheduled_for = ? AND attempt = ?",
+                               (new.job, new.scheduled_for, new.attempt)).fetchone()
+            run_id = row[0] if row else None
+        conn.execute(
+            "UPDATE backfill_slots SET run_id = ? WHERE scheduled_for = ? AND run_id IS NULL AND "
+            "backfill_id IN (SELECT id FROM backfills WHERE job = ? AND state = 'active')",
+            (run_id, new.scheduled_for, new.job))
+
+    @_guarded
+    def add_backfill(self, job: str, *, range_from: float, range_to: float, reprocess: str,
+                     max_parallel: int, created_at: float, slots: Sequence[tuple[float, int]],
+                     skipped: int) -> int:
+        """Record a backfill and its (scheduled_for, attempt) slots in one durable
+        transaction, before any of them starts; its id."""
+        self._conn.execute("PRAGMA synchronous=FULL")
+        try:
+            with self._transaction() as conn:
+                cur = conn.execute(
+                    "INSERT INTO backfills (job, range_from, range_to, reprocess, max_parallel, "
+                    "created_at, state, skipped) VALUES (?, ?, ?, ?, ?, ?, 'active', ?)",
+                    (job, range_from, range_to, reprocess, max_parallel, created_at, skipped))
+                backfill_id = cur.lastrowid
+                conn.executemany(
+                    "INSERT INTO backfill_slots (backfill_id, scheduled_for, attempt) VALUES (?, ?, ?)",
+                    ((backfill_id, t, attempt) for t, attempt in slots))
+        finally:
+            self._conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        return backfill_id
+
+    @_guarded
+    def end_backfill(self, backfill_id: int, state: str, ended_at: float) -> bool:
+        """Mark an active backfill "done" or "cancelled"; False if it was not active."""
+        if state not in ("done", "cancelled"):
+            raise ValueError(f"a backfill ends done or cancelled, not {state!r}")
+        with self._transaction() as conn:
+            cur = conn.execute("UPDATE backfills SET state = ?, ended_at = ? WHERE id = ? AND state = 'active'",
+                               (state, ended_at, backfill_id))
+        return cur.rowcount == 1
 
     @_guarded
     def mark_started(
