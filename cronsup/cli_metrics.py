@@ -27,7 +27,7 @@ def metrics(textfile: str | None, jobs_path: str, db: str) -> None:
       cronsup metrics
       cronsup metrics --textfile /var/lib/prometheus/node-exporter   # from cron or a timer
     """
-    from cronsup.metrics import StoreCollector, registry
+    from cronsup.metrics import StoreCollector, exposition, registry
     from cronsup.store import RunLogError, open_store
 
     try:
@@ -35,14 +35,12 @@ def metrics(textfile: str | None, jobs_path: str, db: str) -> None:
     except RunLogError as e:
         fail(str(e))
     with reader:
-        reg = registry(StoreCollector(lambda: reader))
+        collector = StoreCollector(lambda: reader)
         try:
             if textfile is None:
-                from prometheus_client.exposition import generate_latest
-
-                sys.stdout.buffer.write(generate_latest(reg))
+                sys.stdout.buffer.write(exposition(collector.read()))  # the text /metrics serves
                 return
-            _write_textfile(textfile, reg)
+            _write_textfile(textfile, registry(collector))
         except RunLogError as e:
             fail(str(e))
 

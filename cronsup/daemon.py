@@ -185,11 +185,12 @@ class Daemon(Processes, Upkeep, Versions):
         try:
             self.metrics = metrics_server.MetricsServer(
                 *self.metrics_listen, self.db_path, probe,
-                stopping=lambda: hasattr(self, "supervisor") and self.supervisor.stopping)
+                stopping=lambda: hasattr(self, "supervisor") and self.supervisor.stopping,
+                next_wake=lambda: self._wake_at)
         except metrics_server.ListenError as e:
             probe.close()
             raise DaemonError(str(e)) from None
-        self.selector.register(probe.read_fd, selectors.EVENT_READ, probe.answer)
+        self.selector.register(probe.read_fd, selectors.EVENT_READ, probe.drain)
 
     def check_can_start(self) -> None:
         """Raise DaemonError now if another daemon holds this run log (before detaching)."""
@@ -391,6 +392,8 @@ class Daemon(Processes, Upkeep, Versions):
         if self.supervisor.stopping and not self.running and self._leftovers_gone(now):
             return None
         self._housekeeping(now)
+        if self.metrics is not None:
+            self.metrics.probe.answer()  # /health and scrapes wait for a whole pass
         return self._timeout(now)
 
     def _happened(self, now: Now) -> list[Action]:
