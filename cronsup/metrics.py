@@ -121,7 +121,8 @@ def exposition(families: list[Family]) -> bytes:
                 shown_job = jobs.get(job)
                 if shown_job is None:
                     shown_job = jobs[job] = f'job="{_escape(job)}"'
-                append(f"{name}{{{shown_job}{text}}} {_number(value)}")
+                append(f"{name}{{{shown_job}{text}}} "
+                       f"{repr(value) if type(value) is float and value - value == 0.0 else _number(value)}")
             elif text:
                 append(f"{name}{{{text[1:]}}} {_number(value)}")
             else:
@@ -171,16 +172,18 @@ def read(reader: RunReader) -> list[Family]:
     buckets: dict[str, dict[str, float]] = {}
     sums: dict[str, float] = {}
     failed_notifications: list[tuple[Labels, float]] = []
-    for counter in counters:
-        labels = dict(counter.labels)
-        if counter.name == RUNS_COUNTER:
-            runs[labels.get("job", ""), labels.get("status", "")] = counter.value
-        elif counter.name == DURATION_BUCKET_COUNTER:
-            buckets.setdefault(labels.get("job", ""), {})[labels.get("le", "")] = counter.value
-        elif counter.name == DURATION_SUM_COUNTER:
-            sums[labels.get("job", "")] = counter.value
-        elif counter.name == NOTIFICATIONS_FAILED_COUNTER:
-            failed_notifications.append((counter.labels, counter.value))
+    for name, labels, value in counters:
+        if name == RUNS_COUNTER or name == DURATION_BUCKET_COUNTER:
+            # (("job", ...), ("le" or "status", ...)): sorted by label name
+            if len(labels) == 2 and labels[0][0] == "job":
+                if name == RUNS_COUNTER:
+                    runs[labels[0][1], labels[1][1]] = value
+                else:
+                    buckets.setdefault(labels[0][1], {})[labels[1][1]] = value
+        elif name == DURATION_SUM_COUNTER:
+            sums[dict(labels).get("job", "")] = value
+        elif name == NOTIFICATIONS_FAILED_COUNTER:
+            failed_notifications.append((labels, value))
 
     bounds = [bucket_label(b) for b in DURATION_BUCKETS] + ["+Inf"]
     by_status = [(str(s), (("status", str(s)),)) for s in FINISHED_STATUSES]
@@ -200,14 +203,14 @@ def read(reader: RunReader) -> list[Family]:
                 if code is None and summary.last_signal:
                     code = 128 + summary.last_signal  # as a shell reports a killed command
                 if code is not None:
-                    exit_code.samples.append((exit_code.name, name, (), code))
+                    exit_code.samples.append((exit_code.name, name, (), float(code)))
                 if summary.last_duration is not None:
                     duration.samples.append((duration.name, name, (), max(summary.last_duration, 0.0)))
-            running.samples.append((running.name, name, (), summary.running))
+            running.samples.append((running.name, name, (), float(summary.running)))
         upcoming = [t for t in (job.next_run, job.retry_at) if t is not None]
         if upcoming:
             next_run.samples.append((next_run.name, name, (), min(upcoming)))
-        is_paused.samples.append((is_paused.name, name, (), 1 if name in paused else 0))
+        is_paused.samples.append((is_paused.name, name, (), 1.0 if name in paused else 0.0))
         for status, labels in by_status:
             runs_add((runs_name, name, labels, runs.get((name, status), 0.0)))
         stored = buckets.get(name, {})

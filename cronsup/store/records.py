@@ -7,6 +7,7 @@ the daemon see nothing else of it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from cronsup.model import RunStatus, Trigger
 
@@ -170,9 +171,10 @@ class JobRow:
     retry_attempts: int | None = None  # retries + 1
 
 
-@dataclass(frozen=True, slots=True)
-class StoredCounter:
-    """A counter that only grows: pruning never touches it. `labels` sorted by name."""
+class StoredCounter(NamedTuple):
+    """A counter that only grows: pruning never touches it. `labels` sorted by name.
+
+    A NamedTuple, not a dataclass: a scrape reads some 13,000 (a thousand jobs)."""
 
     name: str
     labels: tuple[tuple[str, str], ...]

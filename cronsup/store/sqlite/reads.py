@@ -64,6 +64,13 @@ def _run_from_row(row: Sequence[Any]) -> Run:
     )
 
 
+def _label_pairs(text: str) -> tuple[tuple[str, str], ...] | None:
+    try:
+        return tuple(sorted((str(k), str(v)) for k, v in json.loads(text).items()))
+    except (ValueError, AttributeError):
+        return None  # not written by this store: ignored rather than failing a scrape
+
+
 def _median(values: list[float]) -> float | None:
     """The median, without importing `statistics` (and its decimal/fractions) into the CLI."""
     if not values:
@@ -441,15 +448,19 @@ class Reads:
     @_guarded
     def counters(self) -> list[StoredCounter]:
         """Every stored counter, by name then labels."""
-        found: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-        for name, labels, value in self._conn.execute("SELECT name, labels, value FROM counters"):
+        # Label texts are parsed once per connection: the same ones come back every scrape.
+        # They are json_object() of sorted keys, however written, so one text per label set.
+        parsed: dict[str, tuple[tuple[str, str], ...] | None] = self.__dict__.setdefault("_labels_seen", {})
+        found = []
+        for name, labels, value in self._conn.execute(
+                "SELECT name, labels, value FROM counters ORDER BY name, labels"):
             try:
-                pairs = tuple(sorted((str(k), str(v)) for k, v in json.loads(labels).items()))
-            except (ValueError, AttributeError):
-                continue  # not written by this store: ignored rather than failing a scrape
-            key = (name, pairs)
-            found[key] = found.get(key, 0.0) + value  # equal labels spelt two ways are one
-        return [StoredCounter(name, pairs, value) for (name, pairs), value in sorted(found.items())]
+                pairs = parsed[labels]
+            except KeyError:
+                pairs = parsed[labels] = _label_pairs(labels)
+            if pairs is not None:
+                found.append(StoredCounter(name, pairs, value))
+        return found
 
     @_guarded
     def job_summaries(self, jobs: Sequence[str]) -> dict[str, JobSummary]:
