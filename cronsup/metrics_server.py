@@ -39,7 +39,7 @@ class ListenError(ValueError):
 def parse_listen(text: str) -> tuple[str, int]:
     """ADDR:PORT (or PORT alone, on loopback) as (host, port); [::1]:9100 for IPv6."""
     value = text.strip()
-    example = "e.g. 127.0.0.1:9464, 9464 (loopback), 0.0.0.0:9464 (every interface) or [::1]:9464"
+    example = "e.g. 127.0.0.1:9181, 9181 (on 127.0.0.1), 0.0.0.0:9181 (every interface) or [::1]:9181"
     if value.isdigit():
         host, port_text = DEFAULT_ADDRESS, value
     elif value.startswith("["):
