@@ -150,7 +150,7 @@ class MetricsServer:
                               f"{e.strerror or e}") from None
         self.port = self.httpd.server_address[1]
         self.where = _show(address, self.port)
-        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.5},
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="cronsup-metrics", daemon=True)
 
     def start(self) -> None:
