@@ -281,6 +281,7 @@ def test_a_daemon_built_twice_on_one_port_refuses_the_second(tmp_path):
                    metrics=("127.0.0.1", taken.getsockname()[1]))
         with pytest.raises(DaemonError, match="cannot listen for metrics"):
             d.start()
+        d.close()  # the lock it took
 
 
 # -- a scrape never delays a start ---------------------------------------------------------------
@@ -342,3 +343,56 @@ def test_the_fast_exposition_says_what_prometheus_client_says(tmp_path):
     assert value(found, "cronsup_job_running", job="b") == 1
     assert value(found, "cronsup_job_next_run_timestamp_seconds", job="b") == T + 30  # the retry
     assert value(found, "cronsup_notifications_failed_total", channel="webhook", job="b") == 1
+
+
+# -- the README's Prometheus examples ---------------------------------------------------------
+
+RULE_TEST = """\
+rule_files: [rules.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'cronsup_job_last_success_timestamp_seconds{instance="db1", job="backup"}'
+        values: '0x30'
+      - series: 'cronsup_job_last_run_timestamp_seconds{instance="db1", job="backup"}'
+        values: '0+60x30'
+      - series: 'cronsup_job_next_run_timestamp_seconds{instance="db1", job="backup"}'
+        values: '60+60x30'
+      - series: 'cronsup_job_paused{instance="db1", job="backup"}'
+        values: '0x30'
+      - series: 'cronsup_job_last_success_timestamp_seconds{instance="db1", job="paused"}'
+        values: '0x30'
+      - series: 'cronsup_job_last_run_timestamp_seconds{instance="db1", job="paused"}'
+        values: '0+60x30'
+      - series: 'cronsup_job_next_run_timestamp_seconds{instance="db1", job="paused"}'
+        values: '60+60x30'
+      - series: 'cronsup_job_paused{instance="db1", job="paused"}'
+        values: '1x30'
+    alert_rule_test:
+      - eval_time: 2m
+        alertname: CronJobNotSucceeding
+        exp_alerts: []
+      - eval_time: 10m
+        alertname: CronJobNotSucceeding
+        exp_alerts:
+          - exp_labels: {instance: db1, job: backup}
+            exp_annotations:
+              summary: "backup on db1 has not succeeded for two periods"
+"""
+
+
+def test_the_readmes_scrape_config_and_alert_rules_pass_promtool(promtool, tmp_path):
+    import re
+    from conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Metrics"):]
+    scrape, rules = re.findall(r"```yaml\n(.*?)```", section, re.S)[:2]
+    (tmp_path / "prometheus.yml").write_text(scrape)
+    (tmp_path / "rules.yml").write_text(rules)
+    (tmp_path / "test.yml").write_text(RULE_TEST)
+    for args in (["check", "config", "prometheus.yml"], ["check", "rules", "rules.yml"],
+                 ["test", "rules", "test.yml"]):  # the rule fires after two missed periods, not for a paused job
+        done = subprocess.run([promtool, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
