@@ -159,7 +159,8 @@ class Writes:
                 "reason = ?, cpu_s = ?, max_rss = ? WHERE id = ? AND status = 'running' "
                 "RETURNING job, started_at",
                 (str(status), finished_at, exit_code, signal, reason, cpu_s, max_rss, run_id),
-            ).fetchone()
+            ).fetchall()  # all: a RETURNING statement left unfinished would hold the COMMIT
+            row = row[0] if row else None
             if row is not None:
                 _count_finished(conn, row[0], status, row[1], finished_at)
             if output is not None and row is not None:
@@ -179,10 +180,10 @@ class Writes:
                     "UPDATE runs SET status = 'lost', reason = ?, finished_at = ? "
                     "WHERE id = ? AND status = 'running' RETURNING job",
                     (reason, finished_at, run_id),
-                ).fetchone()
-                if row is not None:
+                ).fetchall()
+                if row:
                     count += 1
-                    _count_finished(conn, row[0], RunStatus.LOST, None, None)
+                    _count_finished(conn, row[0][0], RunStatus.LOST, None, None)
         return count
 
     @_guarded
