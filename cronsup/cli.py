@@ -342,10 +342,13 @@ def _size_option(ctx: click.Context, param: click.Parameter, value: str) -> int:
 @click.option("--keep-size", default="256MiB", show_default=True, metavar="SIZE", callback=_size_option,
               help="Captured output kept in the run log (e.g. 64MiB, 2GiB): above it the oldest finished "
                    "runs lose their output, never their row.")
+@click.option("--metrics", "metrics", metavar="ADDR:PORT", callback=lambda c, p, v: _listen_option(v),
+              help="Serve /metrics (Prometheus) and /health here; PORT alone listens on 127.0.0.1.")
 @click.option("-v", "--verbose", is_flag=True, help="Log debugging detail.")
 @common_options
 def daemon(system: bool, detach: bool, pidfile: str | None, log_file: str | None, keep_runs: int,
-           keep_days: float, keep_size: int, sendmail: str | None, verbose: bool, jobs_path: str, db: str) -> None:
+           keep_days: float, keep_size: int, sendmail: str | None, metrics: tuple[str, int] | None,
+           verbose: bool, jobs_path: str, db: str) -> None:
     """Run the daemon: start jobs on time, supervise them, record every run.
 
     Runs in the foreground until SIGTERM or SIGINT (running jobs get SIGTERM and their
@@ -363,7 +366,7 @@ def daemon(system: bool, detach: bool, pidfile: str | None, log_file: str | None
     if sendmail:
         sendmail = os.path.abspath(sendmail)  # the daemon runs in / once detached
     d = Daemon(jobs_path, db, system=system, keep_runs=keep_runs, keep_days=keep_days,
-               keep_size=keep_size, sendmail=sendmail, state_dir=state_dir())
+               keep_size=keep_size, sendmail=sendmail, state_dir=state_dir(), metrics=metrics)
     if detach:
         from cronsup import detach as detaching
 
@@ -379,6 +382,15 @@ def daemon(system: bool, detach: bool, pidfile: str | None, log_file: str | None
         sys.exit(d.run())
     except DaemonError as e:
         fail(str(e))
+
+
+def _listen_option(value: str | None) -> tuple[str, int] | None:
+    from cronsup.metrics_server import ListenError, parse_listen
+
+    try:
+        return None if value is None else parse_listen(value)
+    except ListenError as e:
+        raise click.BadParameter(str(e).removeprefix(f"--metrics {value!r}: ")) from None
 
 
 def _setup_logging(verbose: bool, log_file: str | None, syslog: bool = False) -> None:
@@ -911,8 +923,11 @@ def resume(job: str, jobs_path: str, db: str) -> None:
         click.echo(f"{job}: was not paused{_next_text(answer)}")
 
 
+
+# Commands in modules of their own, registered last (they import main's helpers).
+from cronsup.cli_backfill import backfill as _backfill  # noqa: E402
+from cronsup.cli_metrics import metrics as _metrics  # noqa: E402
 from cronsup.cli_takeover import release_, takeover_  # noqa: E402
 
-main.add_command(takeover_); main.add_command(release_)
-from cronsup.cli_backfill import backfill as _backfill  # noqa: E402 - registered last, after main
-main.add_command(_backfill)
+for _command in (takeover_, release_, _backfill, _metrics):
+    main.add_command(_command)

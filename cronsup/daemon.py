@@ -76,7 +76,8 @@ class Daemon(Processes, Upkeep, Versions):
     def __init__(self, jobs_path: str, db_path: str, *, system: bool = False,
                  keep_runs: int = 1000, keep_days: float = 90.0, keep_size: int = 256 << 20,
                  sendmail: str | None = None, state_dir: str | None = None,
-                 now: Callable[[], Now] = clock.now, receivers: Receivers | None = None):
+                 now: Callable[[], Now] = clock.now, receivers: Receivers | None = None,
+                 metrics: tuple[str, int] | None = None):
         self.jobs_path = os.path.abspath(jobs_path)
         self.db_path = os.path.abspath(db_path)
         self.state_dir = state_dir  # lock, socket, journal (None: beside the run log)
@@ -125,6 +126,8 @@ class Daemon(Processes, Upkeep, Versions):
         self._need_tick = True
         self._wake_at = 0.0
         self.control: control.Server | None = None
+        self.metrics_listen = metrics  # (host, port) of --metrics, or None
+        self.metrics = None  # its metrics_server.MetricsServer once bound
 
     # -- start-up ------------------------------------------------------------------------
 
@@ -134,6 +137,7 @@ class Daemon(Processes, Upkeep, Versions):
         self.notifier = notify.Notifier()
         self._raise_fd_limit()
         self._lock()
+        self._bind_metrics()
         self.store = paths.store_mark(self.db_path)
         try:
             self.log = open_store(self.db_path, now=self.now().wall)
@@ -168,7 +172,26 @@ class Daemon(Processes, Upkeep, Versions):
                         clock.test_offset())
         log.info("cronsup %s: %d jobs from %s, run log %s", self.pid, len(self.jobs.jobs),
                  self.jobs_path, self.db_path)
+        if self.metrics is not None:
+            self.metrics.start()  # after the migration: its reader needs the current schema
         self.notifier.send("READY=1", self._status_line())
+
+    def _bind_metrics(self) -> None:
+        """Listen for --metrics now, so a port in use stops the start with a clear message."""
+        if self.metrics_listen is None:
+            return
+        from cronsup import metrics_server
+
+        probe = metrics_server.LoopProbe()
+        try:
+            self.metrics = metrics_server.MetricsServer(
+                *self.metrics_listen, self.db_path, probe,
+                stopping=lambda: hasattr(self, "supervisor") and self.supervisor.stopping,
+                next_wake=lambda: self._wake_at)
+        except metrics_server.ListenError as e:
+            probe.close()
+            raise DaemonError(str(e)) from None
+        self.selector.register(probe.read_fd, selectors.EVENT_READ, probe.drain)
 
     def check_can_start(self) -> None:
         """Raise DaemonError now if another daemon holds this run log (before detaching)."""
@@ -370,6 +393,8 @@ class Daemon(Processes, Upkeep, Versions):
         if self.supervisor.stopping and not self.running and self._leftovers_gone(now):
             return None
         self._housekeeping(now)
+        if self.metrics is not None:
+            self.metrics.probe.answer()  # /health and scrapes wait for a whole pass
         return self._timeout(now)
 
     def _happened(self, now: Now) -> list[Action]:
@@ -473,6 +498,11 @@ class Daemon(Processes, Upkeep, Versions):
     def close(self) -> None:
         now = self.now()
         self._watch_stop.set()
+        if self.metrics is not None:
+            self.metrics.close()
+            self.selector.unregister(self.metrics.probe.read_fd)
+            self.metrics.probe.close()
+            self.metrics = None
         if self.control is not None:
             self.control.close()
         if hasattr(self, "log"):

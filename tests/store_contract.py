@@ -14,6 +14,7 @@ import pytest
 
 from cronsup.model import RunStatus, Trigger
 from cronsup.store import (
+    DURATION_BUCKETS,
     FAILED_STATUSES,
     DaemonState,
     GoodJobs,
@@ -379,3 +380,83 @@ def test_contract_runs_scheduled_between_is_half_open_and_ordered(store, reader)
     claim(store, "other", T + 3600)
     got = reader.runs_scheduled_between("hourly", T, T + 3 * 3600)
     assert [(r.scheduled_for - T, r.attempt) for r in got] == [(0, 1), (3600, 1), (3600, 2), (7200, 1)]
+# -- counters that never go down (metrics) ----------------------------------------------------
+
+
+def counted(reader, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    return {c.labels: c.value for c in reader.counters() if c.name == name}
+
+
+def runs_counted(reader) -> dict[tuple[str, str], float]:
+    return {(dict(k)["job"], dict(k)["status"]): v for k, v in counted(reader, "runs").items()}
+
+
+def test_contract_every_way_a_run_ends_is_counted_once_and_running_runs_are_not(store, reader):
+    ran(store, "backup", T, RunStatus.SUCCESS)
+    ran(store, "backup", T + 60, RunStatus.FAILED)
+    lost = claim(store, "backup", T + 120)
+    claim(store, "backup", T + 180, status=RunStatus.SKIPPED, finished_at=T + 180)
+    claim(store, "report", T, status=RunStatus.MISSED, finished_at=T + 5)
+    running = claim(store, "report", T + 60)
+    assert store.finish_runs_lost([lost, lost], "the daemon stopped", T + 130) == 1
+    first = ran(store, "report", T + 120, RunStatus.TIMEOUT, duration=4.0)
+    assert not store.finish_run(first, RunStatus.SUCCESS, finished_at=T + 200)  # ignored
+    assert runs_counted(reader) == {
+        ("backup", "success"): 1, ("backup", "failed"): 1, ("backup", "lost"): 1,
+        ("backup", "skipped"): 1, ("report", "missed"): 1, ("report", "timeout"): 1,
+    }
+    assert running is not None and [r.id for r in reader.running()] == [running]
+
+
+def test_contract_the_duration_histogram_counts_runs_that_ran_in_the_bucket_of_their_duration(store, reader):
+    durations = [0.2, 1.0, 1.5, 40.0, 7 * 3600.0]
+    for i, d in enumerate(durations):
+        ran(store, "backup", T + 60 * i, RunStatus.SUCCESS if i % 2 else RunStatus.FAILED, duration=d)
+    claim(store, "backup", T + 900, status=RunStatus.SKIPPED, finished_at=T + 900)
+    buckets = {dict(k)["le"]: v for k, v in counted(reader, "run_duration_bucket").items()
+               if dict(k)["job"] == "backup"}
+    expected: dict[str, float] = {}
+    for d in durations:
+        le = next((format(b, "g") for b in DURATION_BUCKETS if d <= b), "+Inf")
+        expected[le] = expected.get(le, 0) + 1
+    assert buckets == expected and sum(buckets.values()) == len(durations)
+    [(_, total)] = counted(reader, "run_duration_sum").items()
+    assert total == pytest.approx(sum(durations))
+
+
+def test_contract_counters_survive_pruning_every_run_they_counted(store, reader):
+    for i in range(6):
+        ran(store, "backup", T + 60 * i, RunStatus.SUCCESS)
+    before = reader.counters()
+    assert store.prune(max_runs_per_job=1, max_age_s=1.0, now=T + 3600) >= 4
+    assert len(reader.runs("backup", limit=None)) < 6
+    assert reader.counters() == before
+    assert runs_counted(reader) == {("backup", "success"): 6}
+
+
+def test_contract_add_counter_adds_up_whatever_the_order_of_the_labels(store, reader):
+    store.add_counter("notifications_failed", {"channel": "webhook", "job": "backup"})
+    store.add_counter("notifications_failed", {"job": "backup", "channel": "webhook"}, 2)
+    store.add_counter("notifications_failed", {"channel": "mail", "job": "backup"}, 0)
+    assert counted(reader, "notifications_failed") == {
+        (("channel", "mail"), ("job", "backup")): 0, (("channel", "webhook"), ("job", "backup")): 3}
+    with pytest.raises(ValueError, match="only grows"):
+        store.add_counter("notifications_failed", {"channel": "mail"}, -1)
+    with pytest.raises(RunLogError):
+        reader.add_counter("notifications_failed", {"channel": "mail"})
+
+
+def test_contract_job_summaries_give_the_latest_start_success_and_ran_run_of_many_jobs(store, reader):
+    ran(store, "backup", T, RunStatus.SUCCESS, duration=2.0)
+    ran(store, "backup", T + 60, RunStatus.FAILED, duration=3.0)
+    claim(store, "backup", T + 120, status=RunStatus.SKIPPED, finished_at=T + 120)
+    going = claim(store, "report", T)
+    store.mark_started(going, 99, None, T + 1)
+    with reader.snapshot():
+        found = reader.job_summaries(["backup", "report", "never"])
+    backup, report, never = found["backup"], found["report"], found["never"]
+    assert (backup.last_started, backup.last_success, backup.last_status, backup.last_exit_code,
+            backup.last_duration, backup.running) == (T + 60, T + 2, RunStatus.FAILED, 1, 3.0, 0)
+    assert (report.last_started, report.last_success, report.last_status, report.running) == (
+        T + 1, None, None, 1)
+    assert (never.last_started, never.last_status, never.running) == (None, None, 0)

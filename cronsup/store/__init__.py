@@ -10,7 +10,9 @@ import os
 
 from cronsup.store.protocol import RunReader, RunStore, RunWriter
 from cronsup.store.records import (
+    DURATION_BUCKETS,
     FAILED_STATUSES,
+    NOTIFICATIONS_FAILED_COUNTER,
     RAN_STATUSES,
     Backfill,
     BackfillSlot,
@@ -21,7 +23,9 @@ from cronsup.store.records import (
     Run,
     RunLogError,
     RunLogMissing,
+    JobSummary,
     RunningVersion,
+    StoredCounter,
     StoredHistory,
 )
 from cronsup.store.sqlite import SqliteStore
@@ -30,6 +34,7 @@ __all__ = [
     "FAILED_STATUSES", "RAN_STATUSES", "Backfill", "BackfillSlot", "DaemonState", "GoodJobs", "JobRow", "NewRun", "Run",
     "RunLogError", "RunLogMissing", "RunReader", "RunStore", "RunWriter", "RunningVersion",
     "SqliteStore", "StoredHistory", "open_store",
+    "DURATION_BUCKETS", "NOTIFICATIONS_FAILED_COUNTER", "JobSummary", "StoredCounter",
 ]
 
 

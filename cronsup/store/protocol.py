@@ -7,6 +7,7 @@ passes tests/store_contract.py. Times are float epoch seconds; no method reads a
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from cronsup.model import RunStatus
@@ -16,9 +17,11 @@ from cronsup.store.records import (
     DaemonState,
     GoodJobs,
     JobRow,
+    JobSummary,
     NewRun,
     Run,
     RunningVersion,
+    StoredCounter,
     StoredHistory,
 )
 
@@ -60,6 +63,13 @@ class RunWriter(Protocol):
     def set_good_jobs(self, good: GoodJobs) -> None: ...
     def set_running_version(self, version: RunningVersion) -> None: ...
     def set_kv(self, key: str, value: str | None) -> None: ...  # small daemon facts (error count)
+    def add_counter(self, name: str, labels: dict[str, str], by: float = 1.0) -> None:
+        """Add `by` (>= 0) to a counter kept for good (pruning never touches counters).
+
+        Finishing a run (finish_run, finish_runs_lost, a finished row of insert_runs) adds
+        to "runs" {job, status} and, for RAN_STATUSES runs, to the duration histogram, in
+        the same transaction."""
+
     def prune(self, *, max_runs_per_job: int, max_age_s: float, now: float,
               max_output_bytes: int | None = None) -> int:
         """Delete old finished runs; never a running one, nor a job's newest run."""
@@ -113,6 +123,14 @@ class RunReader(Protocol):
     def backfill_slots(self, backfill_id: int) -> list[BackfillSlot]: ...
     def runs_scheduled_between(self, job: str, start: float, end: float) -> list[Run]:
         """Runs with start <= scheduled_for < end, by scheduled time then attempt."""
+    def counters(self) -> list[StoredCounter]:
+        """Every counter, in one query."""
+
+    def job_summaries(self, jobs: Sequence[str]) -> dict[str, JobSummary]:
+        """Latest start, success and ran run, and running count of each job, in one query."""
+
+    def snapshot(self) -> AbstractContextManager[None]:
+        """A context in which every read sees the same committed state (one scrape)."""
 
 
 class RunStore(RunWriter, RunReader, Protocol):

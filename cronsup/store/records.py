@@ -7,6 +7,7 @@ the daemon see nothing else of it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from cronsup.model import RunStatus, Trigger
 
@@ -30,6 +31,26 @@ RAN_STATUSES: tuple[RunStatus, ...] = (
     RunStatus.TIMEOUT,
     RunStatus.KILLED,
 )
+
+# Upper bounds (seconds) of the stored run-duration histogram: from a second to six hours,
+# what cron jobs take. Stored per bucket (not cumulative) under these labels; changing them
+# needs a migration, as the counters are kept for good.
+DURATION_BUCKETS: tuple[float, ...] = (
+    1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 21600,
+)
+
+# Names of the stored counters (labels in brackets): finished runs {job, status}, the
+# histogram of the durations of RAN_STATUSES runs {job, le} and their sum {job}, failed
+# notification deliveries {channel, ...}.
+RUNS_COUNTER = "runs"
+DURATION_BUCKET_COUNTER = "run_duration_bucket"
+DURATION_SUM_COUNTER = "run_duration_sum"
+NOTIFICATIONS_FAILED_COUNTER = "notifications_failed"
+
+
+def bucket_label(bound: float) -> str:
+    """A bucket's `le` label as stored: "1", "21600", "+Inf"."""
+    return "+Inf" if bound == float("inf") else format(bound, "g")
 
 
 # -- errors -------------------------------------------------------------------------------------
@@ -181,6 +202,29 @@ class JobRow:
     retry_at: float | None = None  # a retry waiting to start, and which attempt it is
     retry_attempt: int | None = None
     retry_attempts: int | None = None  # retries + 1
+
+
+class StoredCounter(NamedTuple):
+    """A counter that only grows: pruning never touches it. `labels` sorted by name.
+
+    A NamedTuple, not a dataclass: a scrape reads some 13,000 (a thousand jobs)."""
+
+    name: str
+    labels: tuple[tuple[str, str], ...]
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class JobSummary:
+    """What metrics show of one job's runs, read for many jobs in one query."""
+
+    last_started: float | None = None  # the latest run that started
+    last_success: float | None = None  # when the latest successful run finished
+    last_status: RunStatus | None = None  # of the latest run in RAN_STATUSES
+    last_exit_code: int | None = None
+    last_signal: int | None = None
+    last_duration: float | None = None
+    running: int = 0
 
 
 @dataclass

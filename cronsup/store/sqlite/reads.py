@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from cronsup.model import RunStatus, Trigger
@@ -16,8 +17,10 @@ from cronsup.store.records import (
     DaemonState,
     GoodJobs,
     JobRow,
+    JobSummary,
     Run,
     RunningVersion,
+    StoredCounter,
     StoredHistory,
 )
 from cronsup.store.sqlite.schema import (
@@ -70,6 +73,11 @@ def _params(text: str | None) -> tuple[tuple[str, str], ...]:
     if not isinstance(found, dict):
         return ()
     return tuple((str(k), str(v)) for k, v in found.items())
+def _label_pairs(text: str) -> tuple[tuple[str, str], ...] | None:
+    try:
+        return tuple(sorted((str(k), str(v)) for k, v in json.loads(text).items()))
+    except (ValueError, AttributeError):
+        return None  # not written by this store: ignored rather than failing a scrape
 
 
 def _median(values: list[float]) -> float | None:
@@ -425,6 +433,68 @@ class Reads:
             if rebooted:
                 h.reboot_done.add(job)
         return h
+
+    # -- metrics (a scrape: a constant number of queries) ------------------------------------
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside see one committed state (a read transaction; WAL never blocks the
+        writer for it). Nested, or inside a write, it adds nothing."""
+        if self._conn.in_transaction:
+            yield
+            return
+        self._guarded_execute("BEGIN")
+        try:
+            yield
+        finally:
+            if self._conn.in_transaction:
+                self._guarded_execute("COMMIT")
+
+    @_guarded
+    def _guarded_execute(self, sql: str) -> None:
+        self._conn.execute(sql)
+
+    @_guarded
+    def counters(self) -> list[StoredCounter]:
+        """Every stored counter, by name then labels."""
+        # Label texts are parsed once per connection: the same ones come back every scrape.
+        # They are json_object() of sorted keys, however written, so one text per label set.
+        parsed: dict[str, tuple[tuple[str, str], ...] | None] = self.__dict__.setdefault("_labels_seen", {})
+        found = []
+        for name, labels, value in self._conn.execute(
+                "SELECT name, labels, value FROM counters ORDER BY name, labels"):
+            try:
+                pairs = parsed[labels]
+            except KeyError:
+                pairs = parsed[labels] = _label_pairs(labels)
+            if pairs is not None:
+                found.append(StoredCounter(name, pairs, value))
+        return found
+
+    @_guarded
+    def job_summaries(self, jobs: Sequence[str]) -> dict[str, JobSummary]:
+        """Each job's latest start, latest success, latest run that ran and running count,
+        in one query (index seeks per job, whatever the history)."""
+        ran = _placeholders(len(RAN_STATUSES))
+        found: dict[str, JobSummary] = {}
+        for job, started, success, running, status, exit_code, sig, duration in self._conn.execute(
+            "SELECT j.value, "
+            "(SELECT started_at FROM runs WHERE job = j.value AND started_at IS NOT NULL "
+            " ORDER BY id DESC LIMIT 1), "
+            "(SELECT finished_at FROM runs WHERE job = j.value AND status = 'success' "
+            " ORDER BY id DESC LIMIT 1), "
+            "(SELECT COUNT(*) FROM runs WHERE job = j.value AND status = 'running'), "
+            "r.status, r.exit_code, r.signal, r.finished_at - r.started_at "
+            "FROM json_each(?) j LEFT JOIN runs r ON r.id = (SELECT id FROM runs INDEXED BY runs_job_id "
+            f" WHERE job = j.value AND status IN ({ran}) ORDER BY id DESC LIMIT 1)",
+            (json.dumps(list(jobs)), *map(str, RAN_STATUSES)),
+        ):
+            found[job] = JobSummary(
+                last_started=started, last_success=success,
+                last_status=None if status is None else RunStatus(status),
+                last_exit_code=exit_code, last_signal=sig, last_duration=duration,
+                running=running)
+        return found
 
     def follow(self, job: str | None, after_id: int, *, limit: int = 1000) -> list[Run]:
         """Runs recorded after `after_id` (of `job`, or of all jobs), oldest first.

@@ -16,7 +16,15 @@ from datetime import datetime, timezone
 from typing import Any
 
 from cronsup import clock
-from cronsup.store.records import RunLogError
+from cronsup.store.records import (
+    DURATION_BUCKET_COUNTER,
+    DURATION_BUCKETS,
+    DURATION_SUM_COUNTER,
+    RAN_STATUSES,
+    RUNS_COUNTER,
+    RunLogError,
+    bucket_label,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +86,14 @@ def _guarded(method):
 
 
 # -- schema -------------------------------------------------------------------------------------
+
+def _bucket_sql(duration: str) -> str:
+    """SQL giving the `le` label of the bucket a duration falls in."""
+    arms = " ".join(f"WHEN {duration} <= {b!r} THEN '{bucket_label(b)}'" for b in DURATION_BUCKETS)
+    return f"(CASE {arms} ELSE '+Inf' END)"
+
+
+_RAN_SQL = f"status IN ({', '.join(repr(str(s)) for s in RAN_STATUSES)})"
 
 # Each step takes the schema from version i to i + 1 (user_version counts the steps applied).
 # Never edit a released step: append a new one. Statements run one by one inside the open
@@ -178,6 +194,28 @@ MIGRATIONS: list[tuple[str, ...]] = [
             run_id INTEGER,
             PRIMARY KEY (backfill_id, scheduled_for)
         )""",
+    ),
+    (
+        # Counters that never go down (metrics): pruning deletes runs, never these. `labels`
+        # is json_object() of the labels sorted by name, so equal labels are one key. An
+        # upgraded run log starts them from the runs it holds.
+        """CREATE TABLE counters (
+            name TEXT NOT NULL,
+            labels TEXT NOT NULL,
+            value REAL NOT NULL,
+            PRIMARY KEY (name, labels)
+        ) WITHOUT ROWID""",
+        f"INSERT INTO counters (name, labels, value) SELECT '{RUNS_COUNTER}', "
+        "json_object('job', job, 'status', status), COUNT(*) FROM runs "
+        "WHERE status != 'running' GROUP BY job, status",
+        f"INSERT INTO counters (name, labels, value) SELECT '{DURATION_BUCKET_COUNTER}', "
+        f"json_object('job', job, 'le', {_bucket_sql('MAX(finished_at - started_at, 0)')}), COUNT(*) "
+        f"FROM runs WHERE {_RAN_SQL} AND started_at IS NOT NULL AND finished_at IS NOT NULL "
+        "GROUP BY 1, 2",
+        f"INSERT INTO counters (name, labels, value) SELECT '{DURATION_SUM_COUNTER}', "
+        "json_object('job', job), SUM(MAX(finished_at - started_at, 0)) "
+        f"FROM runs WHERE {_RAN_SQL} AND started_at IS NOT NULL AND finished_at IS NOT NULL "
+        "GROUP BY job",
     ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

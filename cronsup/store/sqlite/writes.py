@@ -9,7 +9,20 @@ from contextlib import contextmanager
 from typing import Any
 
 from cronsup.model import RunStatus, Trigger
-from cronsup.store.records import DaemonState, GoodJobs, JobRow, NewRun, RunLogError, RunningVersion
+from cronsup.store.records import (
+    DURATION_BUCKET_COUNTER,
+    DURATION_BUCKETS,
+    DURATION_SUM_COUNTER,
+    RAN_STATUSES,
+    RUNS_COUNTER,
+    DaemonState,
+    GoodJobs,
+    JobRow,
+    NewRun,
+    RunLogError,
+    RunningVersion,
+    bucket_label,
+)
 from cronsup.store.sqlite.schema import (
     _DAEMON_FIELDS,
     _DAEMON_UPDATABLE,
@@ -86,6 +99,9 @@ class Writes:
                     ids.append(run_id)
                     if new.trigger == Trigger.BACKFILL:
                         self._claim_slot(conn, new, run_id)
+                    if run_id is not None and new.status is not RunStatus.RUNNING:
+                        _count_finished(conn, new.job, RunStatus(new.status), new.started_at,
+                                        new.finished_at)
         finally:
             self._conn.execute(f"PRAGMA synchronous={self._synchronous}")
         return ids
@@ -185,17 +201,21 @@ class Writes:
         if status is RunStatus.RUNNING:
             raise ValueError("finish_run needs a finished status, not 'running'")
         with self._transaction() as conn:
-            cur = conn.execute(
+            row = conn.execute(
                 "UPDATE runs SET status = ?, finished_at = ?, exit_code = ?, signal = ?, "
-                "reason = ?, cpu_s = ?, max_rss = ? WHERE id = ? AND status = 'running'",
+                "reason = ?, cpu_s = ?, max_rss = ? WHERE id = ? AND status = 'running' "
+                "RETURNING job, started_at",
                 (str(status), finished_at, exit_code, signal, reason, cpu_s, max_rss, run_id),
-            )
-            if output is not None and cur.rowcount == 1:
+            ).fetchall()  # all: a RETURNING statement left unfinished would hold the COMMIT
+            row = row[0] if row else None
+            if row is not None:
+                _count_finished(conn, row[0], status, row[1], finished_at)
+            if output is not None and row is not None:
                 conn.execute(
                     "INSERT OR REPLACE INTO outputs (run_id, truncated, data) VALUES (?, ?, ?)",
                     (run_id, int(bool(output[1])), bytes(output[0])),
                 )
-        return cur.rowcount == 1
+        return row is not None
 
     @_guarded
     def finish_runs_lost(self, run_ids: Iterable[int], reason: str, finished_at: float) -> int:
@@ -203,11 +223,14 @@ class Writes:
         count = 0
         with self._transaction() as conn:
             for run_id in run_ids:
-                count += conn.execute(
+                row = conn.execute(
                     "UPDATE runs SET status = 'lost', reason = ?, finished_at = ? "
-                    "WHERE id = ? AND status = 'running'",
+                    "WHERE id = ? AND status = 'running' RETURNING job",
                     (reason, finished_at, run_id),
-                ).rowcount
+                ).fetchall()
+                if row:
+                    count += 1
+                    _count_finished(conn, row[0][0], RunStatus.LOST, None, None)
         return count
 
     @_guarded
@@ -297,6 +320,14 @@ class Writes:
     def set_running_version(self, version: RunningVersion) -> None:
         self.set_kv(_RUNNING_VERSION, json.dumps({
             "origin": version.origin, "loaded_at": version.loaded_at, "jobs": version.jobs}))
+
+    @_guarded
+    def add_counter(self, name: str, labels: dict[str, str], by: float = 1.0) -> None:
+        """Add `by` to the counter `name` with these labels (created at 0)."""
+        if not by >= 0:
+            raise ValueError(f"a counter only grows: cannot add {by!r} to {name}")
+        with self._transaction() as conn:
+            _bump(conn, name, labels, by)
 
     @_guarded
     def prune(self, *, max_runs_per_job: int, max_age_s: float, now: float,
@@ -404,3 +435,25 @@ class Writes:
             removed += len(batch)
             excess -= size
         return removed
+
+
+def _bump(conn: sqlite3.Connection, name: str, labels: dict[str, str], by: float) -> None:
+    keys = sorted(labels)
+    # json_object() in SQL, as the migration that seeded the counters made their keys.
+    conn.execute(
+        "INSERT INTO counters (name, labels, value) VALUES "
+        f"(?, json_object({', '.join(['?, ?'] * len(keys))}), ?) "
+        "ON CONFLICT (name, labels) DO UPDATE SET value = value + excluded.value",
+        (name, *(x for k in keys for x in (k, str(labels[k]))), by),
+    )
+
+
+def _count_finished(conn: sqlite3.Connection, job: str, status: RunStatus,
+                    started_at: float | None, finished_at: float | None) -> None:
+    """A run's end, counted in its own transaction: kept when the run is pruned."""
+    _bump(conn, RUNS_COUNTER, {"job": job, "status": str(status)}, 1)
+    if status in RAN_STATUSES and started_at is not None and finished_at is not None:
+        duration = max(finished_at - started_at, 0.0)
+        bound = next((b for b in DURATION_BUCKETS if duration <= b), float("inf"))
+        _bump(conn, DURATION_BUCKET_COUNTER, {"job": job, "le": bucket_label(bound)}, 1)
+        _bump(conn, DURATION_SUM_COUNTER, {"job": job}, duration)
