@@ -646,7 +646,7 @@ def _status_lines(st, now: float, colour: bool, jobs_path: str, db: str) -> list
             rows.append(style(fmt.cut(f"  {job.description}", fmt.width() or 100), dim=True))
         if st.cron is not None and job.source and not job.source.startswith(f"{st.jobs_file}:"):
             who = f", as {job.user}" if job.user else ""
-            rows.append(style(fmt.cut(f"  from {job.source}{who}", fmt.width() or 100), dim=True))
+            rows.append(style(f"  from {job.source}{who}", dim=True))
         for run in job.running:
             since = f"for {fmt.format_duration(now - run.started_at, coarse=True)}" if run.started_at \
                 else "not started yet"

@@ -304,27 +304,37 @@ class Daemon(Processes, Upkeep, Versions, CronLive):
     def _watcher(self) -> None:
         directory = os.path.dirname(self.jobs_path)
         try:
-            import watchfiles  # in the try: out of fds at start-up, even the import can fail
+            # In the try: out of fds at start-up, even the import can fail. RustNotify is what
+            # watchfiles.watch wraps; used directly, the loop can be told when watching begins.
+            from watchfiles._rust_notify import RustNotify
 
-            # Every wake-up also makes the loop compare the file's stat: other files in the
-            # directory changing, or WATCH_CHECK_MS of quiet. That catches an edit made
-            # before inotify was set up, and files on NFS, where inotify sees nothing.
             while not self._watch_stop.is_set():
                 directories = self._watch_dirs()
-                for changes in watchfiles.watch(*directories, watch_filter=None, stop_event=self._watch_stop,
-                                                debounce=1000, step=WATCH_STEP_MS, recursive=False,
-                                                raise_interrupt=False, rust_timeout=WATCH_CHECK_MS,
-                                                yield_on_timeout=True):
-                    ours = any(os.path.abspath(path) == self.jobs_path for _, path in changes)
-                    try:
-                        os.write(self._watch_w, b"w" if ours else b"s")
-                    except OSError:
-                        pass
-                    if self._watch_dirs() != directories:
-                        break  # /etc/cron.d or the spool was made (or removed): watch it too
+                with RustNotify(directories, False, False, 300, False, False) as notify:
+                    # Watching from here: a change made before (while the daemon started, or
+                    # while a new directory was added) is found by the loop's stat compare.
+                    self._poke(b"s")
+                    while not self._watch_stop.is_set():
+                        # Every wake-up also makes the loop compare the file's stat: other
+                        # files in the directory changing, or WATCH_CHECK_MS of quiet. That
+                        # also catches files on NFS, where inotify sees nothing.
+                        raw = notify.watch(1000, WATCH_STEP_MS, WATCH_CHECK_MS, self._watch_stop)
+                        if raw == "stop":
+                            return
+                        changes = raw if isinstance(raw, set) else set()
+                        ours = any(os.path.abspath(path) == self.jobs_path for _, path in changes)
+                        self._poke(b"w" if ours else b"s")
+                        if self._watch_dirs() != directories:
+                            break  # /etc/cron.d or the spool was made (or removed): watch it too
         except Exception as e:  # noqa: BLE001 - the watcher thread must not die silently
             log.warning("cannot watch %s for changes (%s); reload with SIGHUP or `cronsup "
                         "reload`", directory, e)
+
+    def _poke(self, what: bytes) -> None:
+        try:
+            os.write(self._watch_w, what)
+        except OSError:
+            pass
 
     # -- the loop ------------------------------------------------------------------------
 
