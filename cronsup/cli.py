@@ -609,7 +609,13 @@ def _status_lines(st, now: float, colour: bool, jobs_path: str, db: str) -> list
         lines.append(f"daemon     {style('not running', fg='yellow', bold=True)}: {how}")
         lines.append(f"           start it with {_start_hint(jobs_path, db)}")
     count = len(st.jobs)
-    lines.append(f"jobs file  {st.jobs_file} ({count} job{'' if count == 1 else 's'})")
+    if st.cron is not None:  # daemon --cron: the file's own jobs, and cron's beside them
+        count = sum(1 for j in st.jobs if not j.source or j.source.startswith(f"{st.jobs_file}:"))
+        more = len(st.jobs) - count
+        lines.append(f"jobs file  {st.jobs_file} ({count} job{'' if count == 1 else 's'}), and "
+                     f"{more} job{'' if more == 1 else 's'} from cron's files")
+    else:
+        lines.append(f"jobs file  {st.jobs_file} ({count} job{'' if count == 1 else 's'})")
     lines.append(f"run log    {st.db_path}" + ("" if st.has_log else " (none yet)"))
     if st.cron is not None:
         from cronsup import cli_cron

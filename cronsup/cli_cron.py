@@ -27,8 +27,9 @@ def check_cron(root: str, jf: JobsFile | None) -> bool:
             for job in source.jobs:
                 user = "" if source.user else f"{job.user:<10} "
                 click.echo(f"  {job.name:<24} {job.schedule.text:<16} {user}{_one_line(job.command)}")
-            for line in source.guarded:
-                click.echo(f"  line {line}: {GUARD_NOTE}")
+            if source.guarded:
+                lines = ", ".join(map(str, source.guarded))
+                click.echo(f"  line{'s' if len(source.guarded) > 1 else ''} {lines}: {GUARD_NOTE}")
         elif source.verdict is Verdict.IGNORED:
             click.echo(f"{source.path}: ignored: {source.reason}")
         else:

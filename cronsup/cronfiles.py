@@ -87,7 +87,8 @@ class CronJobs:
 def watched_dirs(root: str = "/") -> list[str]:
     """The directories whose changes can change cron's jobs (the parents too: a cron.d or a
     spool created later)."""
-    return [os.path.join(root, d) for d in ("etc", CRON_D, "var/spool/cron", SPOOL)]
+    return [os.path.normpath(os.path.join(root, d))
+            for d in (".", "etc", CRON_D, "var", "var/spool", "var/spool/cron", SPOOL)]
 
 
 def signature(root: str = "/") -> tuple:

@@ -76,7 +76,7 @@ def _log_changes(before: CronJobs, after: CronJobs) -> None:
     old = {s.path: s for s in before.sources}
     new = {s.path: s for s in after.sources}
     for path in old.keys() - new.keys():
-        log.info("cron: %s is gone (%d jobs)", path, len(old[path].jobs))
+        log.info("cron: %s is gone (its %d jobs with it)", path, len(old[path].jobs))
     for path, source in new.items():
         was = old.get(path)
         same = was is not None and (was.verdict, was.reason, was.errors, [j for j in was.jobs]) == \
@@ -84,7 +84,8 @@ def _log_changes(before: CronJobs, after: CronJobs) -> None:
         if same:
             continue
         if source.verdict is Verdict.OK:
-            log.info("cron: %s: %d jobs%s", path, len(source.jobs),
+            count = len(source.jobs)
+            log.info("cron: %s: %d job%s%s", path, count, "" if count == 1 else "s",
                      f" (as {source.user})" if source.user else "")
         elif source.verdict is Verdict.IGNORED:
             log.info("cron: %s ignored: %s", path, source.reason)

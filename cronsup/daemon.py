@@ -297,7 +297,7 @@ class Daemon(Processes, Upkeep, Versions, CronLive):
         """The jobs file's directory, and with --cron those of cron's files that exist now."""
         jobs_dir = os.path.dirname(self.jobs_path)
         cron = self._cron_watch_dirs()
-        if cron and not os.path.isdir(jobs_dir):
+        if self.cron_root is not None and not os.path.isdir(jobs_dir):
             return cron  # --cron needs no jobs file; its directory may come later (30 s check)
         return list(dict.fromkeys([jobs_dir, *cron]))
 
@@ -310,6 +310,10 @@ class Daemon(Processes, Upkeep, Versions, CronLive):
 
             while not self._watch_stop.is_set():
                 directories = self._watch_dirs()
+                if not directories:  # --cron, and none of the directories exists yet
+                    self._watch_stop.wait(WATCH_CHECK_MS / 1000)
+                    self._poke(b"s")
+                    continue
                 with RustNotify(directories, False, False, 300, False, False) as notify:
                     # Watching from here: a change made before (while the daemon started, or
                     # while a new directory was added) is found by the loop's stat compare.

@@ -27,6 +27,9 @@ class Versions:
     def _load(self) -> JobsFile | None:
         """The jobs file if valid; otherwise None with config_error set (old version kept)."""
         self._loaded_signature = self._signature()
+        if self.cron_root is not None and not os.path.lexists(self.jobs_path):
+            self.config_error = None  # with --cron, cron's files may be all there is
+            return JobsFile(self.jobs_path, ())
         try:
             # Opened once; as root, the file read is the file checked (owner, mode, directory).
             jobs = jobsfile.load(self.jobs_path, system=self.system, as_root=os.geteuid() == 0)
@@ -37,11 +40,6 @@ class Versions:
             return None
         except jobsfile.JobsfileRefused as e:
             self.config_error = str(e)
-        except FileNotFoundError as e:
-            if self.cron_root is not None:  # with --cron, cron's files may be all there is
-                self.config_error = None
-                return JobsFile(self.jobs_path, ())
-            self.config_error = f"{self.jobs_path}: cannot read: {e.strerror}"
         except OSError as e:
             self.config_error = f"{self.jobs_path}: cannot read: {e.strerror}"
         else:

@@ -68,7 +68,7 @@ def test_a_cron_d_file_added_while_the_daemon_runs_starts_within_a_second_of_its
     written = time.time()
     put(root, "etc/cron.d/tick", 'MAILTO=""\n* * * * * root echo tick\n')
     job = wait_until(lambda: jobs(daemon).get("echo"), 10, what="the new file's job in status")
-    noticed = logged_at(daemon, r"cron: .*/etc/cron.d/tick: 1 jobs") - written
+    noticed = logged_at(daemon, r"cron: .*/etc/cron.d/tick: 1 job") - written
     assert noticed < 1.0, f"noticed after {noticed:.2f}s"
     if written + offset > boundary - 1:
         pytest.fail("the machine is too loaded: the daemon started too late to test the next minute")
@@ -114,7 +114,7 @@ def test_a_broken_file_is_skipped_while_the_good_one_beside_it_runs_and_each_ver
     written = time.time()
     put(root, "etc/cron.d/bad", '0 0 1 1 * root /usr/local/bin/fixed\n')
     wait_until(lambda: sources(daemon)["bad"]["verdict"] == "ok", 10, what="the fixed file read")
-    assert logged_at(daemon, r"cron: .*/etc/cron.d/bad: 1 jobs") - written < 1.0
+    assert logged_at(daemon, r"cron: .*/etc/cron.d/bad: 1 job") - written < 1.0
     (root / "etc/cron.d/good").unlink()
     wait_until(lambda: good not in jobs(daemon), 10, what="the removed file's job gone")
     assert daemon.proc.poll() is None
@@ -140,7 +140,7 @@ def test_a_user_crontab_runs_as_its_user_and_a_crontab_e_save_is_noticed(daemon,
     written = time.time()
     crontab_e(mine, 'MAILTO=""\n0 0 1 1 * whoami\n', NOBODY.pw_uid)
     wait_until(lambda: set(jobs(daemon)) == {"nobody-whoami"}, 10, what="the saved crontab read")
-    lines = [line for line in daemon.output().splitlines() if "crontabs/nobody: 1 jobs (as nobody)" in line]
+    lines = [line for line in daemon.output().splitlines() if "crontabs/nobody: 1 job (as nobody)" in line]
     assert len(lines) == 2  # at start-up, and at the save
     stamp = lines[1][:23]
     noticed = time.mktime(time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S")) + int(stamp[20:]) / 1000 - written
