@@ -10,10 +10,12 @@ from dataclasses import replace
 from cronsup import cronfiles
 from cronsup.report import CRON_KV
 from cronsup.cronfiles import CronJobs, Verdict
-from cronsup.model import JobsFile
-from cronsup.supervisor import Now
+from cronsup.model import JobsFile, Reboot
+from cronsup.supervisor import History, Now
 
 log = logging.getLogger("cronsup")
+
+REBOOT_MARKER = "run/crond.reboot"  # under the cron root: Debian cron's "ran @reboot this boot"
 
 
 class CronLive:
@@ -64,6 +66,26 @@ class CronLive:
                 "users": {job.name: job.user for job in self.cron.jobs},
             })
         self._write(self.log.set_kv, CRON_KV, value)
+
+    def _cron_reboot(self, history: History) -> None:
+        """Debian cron's @reboot rule: its first start in a boot creates /run/crond.reboot and
+        runs the @reboot lines; a start that finds the file (a restart, or cronsup taking over
+        from a cron that already ran them this boot) does not. cronsup keeps the file too, so
+        that cron started again after `release` does not run them twice."""
+        if self.cron_root is None:
+            return
+        marker = os.path.join(self.cron_root, REBOOT_MARKER)
+        reboot = {job.name for job in self.cron.jobs if isinstance(job.schedule, Reboot)}
+        if os.path.lexists(marker):
+            if reboot - history.reboot_done:
+                log.info("cron: not running the @reboot lines of cron's files (%s): %s exists, so "
+                         "cron ran them this boot", ", ".join(sorted(reboot - history.reboot_done)), marker)
+            history.reboot_done |= reboot
+            return
+        try:
+            os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644))
+        except OSError as e:  # no /run (a chroot): cron would not have run them either way
+            log.debug("cannot create %s: %s", marker, e.strerror)
 
     def _cron_watch_dirs(self) -> list[str]:
         if self.cron_root is None:

@@ -147,6 +147,7 @@ class Daemon(Processes, Upkeep, Versions, CronLive):
         lost = recovery.recover_lost(self.log, self.store, self.boot_id, self.journal, now)
         self.jobs = self._first_version(now)
         history = self._history()
+        self._cron_reboot(history)
         self.supervisor = Supervisor(self.jobs, now, history)
         self.log.set_daemon(DaemonState(
             pid=self.pid, pid_start=runner.start_ticks(self.pid) or 0.0, started_at=now.wall,

@@ -171,3 +171,26 @@ def test_the_cron_block_of_the_jobs_file_sets_options_for_cron_jobs(daemon, tmp_
     (run,) = daemon.finished("tail", timeout=20)
     assert run.status == "timeout"
     daemon.stop()
+
+
+def test_reboot_lines_run_once_a_boot_and_not_after_cron_ran_them(daemon, tmp_path):
+    root = tmp_path / "root"
+    put(root, "etc/cron.d/boot", 'MAILTO=""\n@reboot root /usr/local/bin/warm-cache\n')
+    (root / "run").mkdir()
+    daemon.write("")
+    daemon.start("--cron", "--cron-root", str(root))
+    (run,) = daemon.finished("warm-cache", timeout=15)
+    assert run.trigger == "reboot"
+    assert (root / "run/crond.reboot").exists()  # as cron leaves it: a cron started later skips them
+    daemon.stop()
+
+    other = tmp_path / "other"  # a host whose cron ran its @reboot lines this boot already
+    put(other, "etc/cron.d/boot", 'MAILTO=""\n@reboot root /usr/local/bin/warm-cache\n')
+    put(other, "run/crond.reboot", "")
+    daemon.db = tmp_path / "state2" / "runs.db"
+    daemon.write("@reboot echo the-jobs-files-own\n")  # its run shows the @reboot pass is over
+    daemon.start("--cron", "--cron-root", str(other))
+    daemon.finished("echo", timeout=15)
+    assert "not running the @reboot lines of cron's files (warm-cache)" in daemon.output()
+    assert "warm-cache" in jobs(daemon) and daemon.runs("warm-cache") == []
+    daemon.stop()
