@@ -101,6 +101,12 @@ def signature(root: str = "/") -> tuple:
             continue
         out.append((path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode,
                     st.st_uid, st.st_nlink))
+        if stat.S_ISLNK(st.st_mode):  # a link in cron.d: its target's edits count too
+            try:
+                t = os.stat(path)
+                out.append((path, t.st_ino, t.st_size, t.st_mtime_ns, t.st_ctime_ns, t.st_mode, t.st_uid))
+            except OSError:
+                pass
     return tuple(out)
 
 
