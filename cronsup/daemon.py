@@ -24,6 +24,7 @@ import psutil
 
 from cronsup import answers, clock, control, events, lockfile, notify, paths, recovery, runner, trust
 from cronsup.cronlive import CronLive
+from cronsup.report import CRON_KV
 from cronsup.events import Receivers
 from cronsup.model import JobsFile
 from cronsup.processes import Processes, _Pending, _Running
@@ -73,7 +74,7 @@ def boot_id() -> str:
 
 class Daemon(Processes, Upkeep, Versions, CronLive):
     """The loop and its wiring; what it does to runs, the run log and the jobs file is in
-    the mixins (processes, upkeep, versions)."""
+    the mixins (processes, upkeep, versions, cronlive)."""
 
     def __init__(self, jobs_path: str, db_path: str, *, system: bool = False,
                  keep_runs: int = 1000, keep_days: float = 90.0, keep_size: int = 256 << 20,
@@ -154,7 +155,7 @@ class Daemon(Processes, Upkeep, Versions, CronLive):
             stopped_at=None, host=self.host, boot_id=self.boot_id, jobs_file=self.jobs_path,
             config_error=self.config_error, last_seen=now.wall))
         self._write(self.log.set_kv, INTERNAL_ERRORS, None)
-        if self.cron_root is None:
+        if self.cron_root is None and self._try(self.log.get_kv, CRON_KV):
             self._publish_cron()  # a daemon started without --cron shows no cron files
         self.failing.seed({job: run.status for job, run in (self._try(self.log.last_runs) or {}).items()})
         specs = {job.name: job for job in self.jobs.jobs}
@@ -299,7 +300,7 @@ class Daemon(Processes, Upkeep, Versions, CronLive):
         jobs_dir = os.path.dirname(self.jobs_path)
         cron = self._cron_watch_dirs()
         if self.cron_root is not None and not os.path.isdir(jobs_dir):
-            return cron  # --cron needs no jobs file; its directory may come later (30 s check)
+            return cron  # --cron needs no jobs file; its directory may be made later
         return list(dict.fromkeys([jobs_dir, *cron]))
 
     def _watcher(self) -> None:
