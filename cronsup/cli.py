@@ -77,6 +77,27 @@ def common_options(func):
     return func
 
 
+def cron_options(func):
+    """--cron and --cron-root, for `daemon` and `check`."""
+    func = click.option(
+        "--cron-root", metavar="DIR", type=click.Path(file_okay=False),
+        help="With --cron: read cron's files under DIR instead of / (DIR/etc/crontab ...), for "
+             "tests and chroots.")(func)
+    func = click.option(
+        "--cron", is_flag=True,
+        help="Also cron's own files, as Debian's cron reads them: /etc/crontab, /etc/cron.d/* "
+             "and /var/spool/cron/crontabs/USER; their options come from the jobs file's [cron] "
+             "block.")(func)
+    return func
+
+
+def _cron_root(cron: bool, cron_root: str | None) -> str | None:
+    """The root cron's files are read under (None: no --cron)."""
+    if cron_root and not cron:
+        fail("--cron-root needs --cron", EXIT_USAGE)
+    return os.path.abspath(cron_root or "/") if cron else None
+
+
 def load_jobs(path: str, system: bool = False) -> JobsFile:
     """The jobs file, or exit 1 with every error as FILE:LINE: message."""
     try:
@@ -111,8 +132,10 @@ def main() -> None:
 @main.command()
 @click.argument("files", nargs=-1, metavar="[FILE ...]")
 @click.option("--system", is_flag=True, help="System crontab format: a user field after the five time fields.")
+@cron_options
 @common_options
-def check(files: tuple[str, ...], system: bool, jobs_path: str, db: str) -> None:
+def check(files: tuple[str, ...], system: bool, jobs_path: str, db: str, cron: bool,
+          cron_root: str | None) -> None:
     """Validate jobs files (default: --jobs) and list their jobs.
 
     Exit 0 when all are valid; exit 1 with every error as FILE:LINE: message on stderr.
@@ -124,11 +147,19 @@ def check(files: tuple[str, ...], system: bool, jobs_path: str, db: str) -> None
     Example:
       cronsup check /etc/cronsup/jobs
       cronsup check --system /etc/crontab /etc/cron.d/*
+      cronsup check --cron     # the jobs file and cron's files, as `daemon --cron` reads them
+
+    With --cron, every one of cron's files is listed as read, ignored (cron ignores it too) or
+    skipped (cron would refuse it: owner, mode, errors); exit 1 when one is skipped.
     """
     from cronsup import hostcheck
 
+    cron_root = _cron_root(cron, cron_root)
     failed = False
+    checked: list[JobsFile] = []
     for path in files or (jobs_path,):
+        if cron_root is not None and not files and not os.path.exists(path):
+            continue  # daemon --cron runs without a jobs file
         try:
             # As root, the daemon's own checks: what it would refuse, check refuses.
             jf = jobsfile.load(path, system=system, as_root=os.geteuid() == 0)
@@ -152,6 +183,12 @@ def check(files: tuple[str, ...], system: bool, jobs_path: str, db: str) -> None
         click.echo(f"{path}: {count} job{'s' if count != 1 else ''}, no errors")
         for job in jf.jobs:
             click.echo(f"  {job.name:<24} {job.schedule.text:<16} {_one_line(job.command)}")
+        checked.append(jf)
+    if cron_root is not None:
+        from cronsup import cli_cron
+
+        jf = checked[0] if checked and not files else None
+        failed |= not cli_cron.check_cron(cron_root, jf)
     if failed:
         sys.exit(EXIT_INVALID)
 
@@ -345,10 +382,11 @@ def _size_option(ctx: click.Context, param: click.Parameter, value: str) -> int:
 @click.option("--metrics", "metrics", metavar="ADDR:PORT", callback=lambda c, p, v: _listen_option(v),
               help="Serve /metrics (Prometheus) and /health here; PORT alone listens on 127.0.0.1.")
 @click.option("-v", "--verbose", is_flag=True, help="Log debugging detail.")
+@cron_options
 @common_options
 def daemon(system: bool, detach: bool, pidfile: str | None, log_file: str | None, keep_runs: int,
            keep_days: float, keep_size: int, sendmail: str | None, metrics: tuple[str, int] | None,
-           verbose: bool, jobs_path: str, db: str) -> None:
+           verbose: bool, jobs_path: str, db: str, cron: bool, cron_root: str | None) -> None:
     """Run the daemon: start jobs on time, supervise them, record every run.
 
     Runs in the foreground until SIGTERM or SIGINT (running jobs get SIGTERM and their
@@ -358,15 +396,20 @@ def daemon(system: bool, detach: bool, pidfile: str | None, log_file: str | None
     Example:
       cronsup daemon --jobs /etc/cronsup/jobs --db /var/lib/cronsup/runs.db
       cronsup daemon --detach --pidfile /run/cronsup.pid
+      cronsup daemon --cron      # also /etc/crontab, /etc/cron.d/*, users' crontabs
     """
     from cronsup.daemon import Daemon, DaemonError
 
+    cron_root = _cron_root(cron, cron_root)
+    if cron_root is not None and os.geteuid() != 0:
+        fail("--cron needs root: cron's files name the users their jobs run as", EXIT_USAGE)
     if pidfile and not detach:
         fail("--pidfile needs --detach (under systemd, leave both out)", EXIT_USAGE)
     if sendmail:
         sendmail = os.path.abspath(sendmail)  # the daemon runs in / once detached
     d = Daemon(jobs_path, db, system=system, keep_runs=keep_runs, keep_days=keep_days,
-               keep_size=keep_size, sendmail=sendmail, state_dir=state_dir(), metrics=metrics)
+               keep_size=keep_size, sendmail=sendmail, state_dir=state_dir(), metrics=metrics,
+               cron_root=cron_root)
     if detach:
         from cronsup import detach as detaching
 
@@ -578,8 +621,18 @@ def _status_lines(st, now: float, colour: bool, jobs_path: str, db: str) -> list
         lines.append(f"daemon     {style('not running', fg='yellow', bold=True)}: {how}")
         lines.append(f"           start it with {_start_hint(jobs_path, db)}")
     count = len(st.jobs)
-    lines.append(f"jobs file  {st.jobs_file} ({count} job{'' if count == 1 else 's'})")
+    if st.cron is not None:  # daemon --cron: the file's own jobs, and cron's beside them
+        count = sum(1 for j in st.jobs if not j.source or j.source.startswith(f"{st.jobs_file}:"))
+        more = len(st.jobs) - count
+        lines.append(f"jobs file  {st.jobs_file} ({count} job{'' if count == 1 else 's'}), and "
+                     f"{more} job{'' if more == 1 else 's'} from cron's files")
+    else:
+        lines.append(f"jobs file  {st.jobs_file} ({count} job{'' if count == 1 else 's'})")
     lines.append(f"run log    {st.db_path}" + ("" if st.has_log else " (none yet)"))
+    if st.cron is not None:
+        from cronsup import cli_cron
+
+        lines += cli_cron.status_lines(st.cron, style)
     if st.running and st.internal_errors:
         lines.append(style(f"errors     {st.internal_errors} internal error{'' if st.internal_errors == 1 else 's'} "
                            "caught by the daemon, which went on (see its log)", fg="red"))
@@ -609,6 +662,9 @@ def _status_lines(st, now: float, colour: bool, jobs_path: str, db: str) -> list
         rows.append(_status_row(job, now, colour, style))
         if job.description:
             rows.append(style(fmt.cut(f"  {job.description}", fmt.width() or 100), dim=True))
+        if st.cron is not None and job.source and not job.source.startswith(f"{st.jobs_file}:"):
+            who = f", as {job.user}" if job.user else ""
+            rows.append(style(f"  from {job.source}{who}", dim=True))
         for run in job.running:
             since = f"for {fmt.format_duration(now - run.started_at, coarse=True)}" if run.started_at \
                 else "not started yet"

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import psutil
 
 from cronsup import answers, backfilling, clock, control, events, lockfile, notify, paths, recovery, runner, trust
+from cronsup.cronlive import CronLive
+from cronsup.report import CRON_KV
 from cronsup.events import Receivers
 from cronsup.model import JobsFile
 from cronsup.processes import Processes, _Pending, _Running
@@ -58,6 +60,7 @@ class _Flags:
     stop: int = 0  # the signal that asked to stop
     reload: bool = False
     child: bool = False
+    cron: bool = False  # cron's files changed (daemon --cron)
     ignored: set[int] = field(default_factory=set)  # signals that mean nothing here
 
 
@@ -69,16 +72,17 @@ def boot_id() -> str:
         return "unknown"
 
 
-class Daemon(Processes, Upkeep, Versions):
+class Daemon(Processes, Upkeep, Versions, CronLive):
     """The loop and its wiring; what it does to runs, the run log and the jobs file is in
-    the mixins (processes, upkeep, versions)."""
+    the mixins (processes, upkeep, versions, cronlive)."""
 
     def __init__(self, jobs_path: str, db_path: str, *, system: bool = False,
                  keep_runs: int = 1000, keep_days: float = 90.0, keep_size: int = 256 << 20,
                  sendmail: str | None = None, state_dir: str | None = None,
                  now: Callable[[], Now] = clock.now, receivers: Receivers | None = None,
-                 metrics: tuple[str, int] | None = None):
+                 metrics: tuple[str, int] | None = None, cron_root: str | None = None):
         self.jobs_path = os.path.abspath(jobs_path)
+        self.cron_root = os.path.abspath(cron_root) if cron_root else None  # None: no --cron
         self.db_path = os.path.abspath(db_path)
         self.state_dir = state_dir  # lock, socket, journal (None: beside the run log)
         self.system = system
@@ -147,6 +151,7 @@ class Daemon(Processes, Upkeep, Versions):
         lost = recovery.recover_lost(self.log, self.store, self.boot_id, self.journal, now)
         self.jobs = self._first_version(now)
         history = self._history()
+        self._cron_reboot(history)
         self.supervisor = Supervisor(self.jobs, now, history)
         backfilling.resume(self, now)  # a backfill the last daemon left going goes on
         self.log.set_daemon(DaemonState(
@@ -154,6 +159,8 @@ class Daemon(Processes, Upkeep, Versions):
             stopped_at=None, host=self.host, boot_id=self.boot_id, jobs_file=self.jobs_path,
             config_error=self.config_error, last_seen=now.wall))
         self._write(self.log.set_kv, INTERNAL_ERRORS, None)
+        if self.cron_root is None and self._try(self.log.get_kv, CRON_KV):
+            self._publish_cron()  # a daemon started without --cron shows no cron files
         self.failing.seed({job: run.status for job, run in (self._try(self.log.last_runs) or {}).items()})
         specs = {job.name: job for job in self.jobs.jobs}
         for run, outcome in lost:
@@ -311,26 +318,52 @@ class Daemon(Processes, Upkeep, Versions):
         thread = threading.Thread(target=self._watcher, name="cronsup-watch", daemon=True)
         thread.start()
 
+    def _watch_dirs(self) -> list[str]:
+        """The jobs file's directory, and with --cron those of cron's files that exist now."""
+        jobs_dir = os.path.dirname(self.jobs_path)
+        cron = self._cron_watch_dirs()
+        if self.cron_root is not None and not os.path.isdir(jobs_dir):
+            return cron  # --cron needs no jobs file; its directory may be made later
+        return list(dict.fromkeys([jobs_dir, *cron]))
+
     def _watcher(self) -> None:
         directory = os.path.dirname(self.jobs_path)
         try:
-            import watchfiles  # in the try: out of fds at start-up, even the import can fail
+            # In the try: out of fds at start-up, even the import can fail. RustNotify is what
+            # watchfiles.watch wraps; used directly, the loop can be told when watching begins.
+            from watchfiles._rust_notify import RustNotify
 
-            # Every wake-up also makes the loop compare the file's stat: other files in the
-            # directory changing, or WATCH_CHECK_MS of quiet. That catches an edit made
-            # before inotify was set up, and files on NFS, where inotify sees nothing.
-            for changes in watchfiles.watch(directory, watch_filter=None, stop_event=self._watch_stop,
-                                            debounce=1000, step=WATCH_STEP_MS, recursive=False,
-                                            raise_interrupt=False, rust_timeout=WATCH_CHECK_MS,
-                                            yield_on_timeout=True):
-                ours = any(os.path.abspath(path) == self.jobs_path for _, path in changes)
-                try:
-                    os.write(self._watch_w, b"w" if ours else b"s")
-                except OSError:
-                    pass
+            while not self._watch_stop.is_set():
+                directories = self._watch_dirs()
+                if not directories:  # --cron, and none of the directories exists yet
+                    self._watch_stop.wait(WATCH_CHECK_MS / 1000)
+                    self._poke(b"s")
+                    continue
+                with RustNotify(directories, False, False, 300, False, False) as notify:
+                    # Watching from here: a change made before (while the daemon started, or
+                    # while a new directory was added) is found by the loop's stat compare.
+                    self._poke(b"s")
+                    while not self._watch_stop.is_set():
+                        # Every wake-up also makes the loop compare the file's stat: other
+                        # files in the directory changing, or WATCH_CHECK_MS of quiet. That
+                        # also catches files on NFS, where inotify sees nothing.
+                        raw = notify.watch(1000, WATCH_STEP_MS, WATCH_CHECK_MS, self._watch_stop)
+                        if raw == "stop":
+                            return
+                        changes = raw if isinstance(raw, set) else set()
+                        ours = any(os.path.abspath(path) == self.jobs_path for _, path in changes)
+                        self._poke(b"w" if ours else b"s")
+                        if self._watch_dirs() != directories:
+                            break  # /etc/cron.d or the spool was made (or removed): watch it too
         except Exception as e:  # noqa: BLE001 - the watcher thread must not die silently
             log.warning("cannot watch %s for changes (%s); reload with SIGHUP or `cronsup "
                         "reload`", directory, e)
+
+    def _poke(self, what: bytes) -> None:
+        try:
+            os.write(self._watch_w, what)
+        except OSError:
+            pass
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -418,9 +451,14 @@ class Daemon(Processes, Upkeep, Versions):
         if self.pending and (reaped or now.mono >= (self._retry_at or 0.0)):
             self._spawn_pending(now)  # runs that ended have freed file descriptors
         if self.flags.reload:
-            self.flags.reload = False
+            self.flags.reload = False  # a good jobs file rescans cron's files too
             self.reload(now)
             self._need_tick = True
+        if self.flags.cron:
+            self.flags.cron = False
+            if self._cron_changed():
+                self._reload_cron(now)
+                self._need_tick = True
         # Output arrives in 64 KiB reads; only a deadline or a change of state (an exit,
         # a reload, a request, a signal) can make the supervisor decide anything new.
         if self._need_tick or actions or now.mono >= self._wake_at or self.supervisor.stopping:
@@ -482,6 +520,8 @@ class Daemon(Processes, Upkeep, Versions):
         elif data == "watch":
             if b"w" in _drain(self._watch_r) or self._signature() != self._loaded_signature:
                 self.flags.reload = True
+            if self._cron_changed():
+                self.flags.cron = True
         elif isinstance(data, _Running):
             if not runner.read_output(data.child):
                 self.selector.unregister(data.fd)

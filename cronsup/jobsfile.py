@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cronsup import names, options, suggest, trust
-from cronsup.model import AfterJobs, Cron, JobsFile, JobsfileWarning, JobSpec, Schedule
+from cronsup.model import AfterJobs, Cron, Every, JobsFile, JobsfileWarning, JobSpec, Schedule
 from cronsup.schedule import KEYWORDS, ScheduleError, load_zone, never_fires, parse_schedule
 
 NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
@@ -62,7 +62,9 @@ class _Block:
 
     @property
     def label(self) -> str:
-        return "[defaults]" if self.kind == "defaults" else f"[job.{self.name}]"
+        if self.kind in ("defaults", "cron"):
+            return f"[{self.kind}]"
+        return f"[job.{self.name}]"
 
 
 @dataclass
@@ -108,8 +110,11 @@ def load(path: str, system: bool = False, *, as_root: bool = False) -> JobsFile:
     return parse_bytes(data, path, system=system)
 
 
-def parse_bytes(data: bytes, path: str, system: bool = False) -> JobsFile:
-    """Validate raw file bytes: encoding and line endings first, then the content."""
+def parse_bytes(data: bytes, path: str, system: bool = False, *, cron: bool = False) -> JobsFile:
+    """Validate raw file bytes: encoding and line endings first, then the content.
+
+    With `cron`, the bytes are one of cron's own files (a crontab, a cron.d file): what
+    cron would reject is an error (option blocks, @every, @after)."""
     errors: list[JobsfileError] = []
     warnings: list[JobsfileWarning] = []
     if data.startswith(b"\xef\xbb\xbf"):
@@ -146,7 +151,7 @@ def parse_bytes(data: bytes, path: str, system: bool = False) -> JobsFile:
     if lines and lines[-1] == "" and data.endswith(b"\n"):
         lines.pop()
     try:
-        jobs = parse_lines(lines, path, system=system)
+        jobs = parse_lines(lines, path, system=system, cron=cron)
     except JobsfileErrors as e:
         errors.extend(e.errors)
         raise JobsfileErrors(errors) from None
@@ -157,20 +162,22 @@ def parse_bytes(data: bytes, path: str, system: bool = False) -> JobsFile:
     return replace(jobs, source=data)
 
 
-def parse(text: str, path: str = "<jobs>", system: bool = False) -> JobsFile:
-    """Validate the text of a jobs file."""
-    return parse_bytes(text.encode("utf-8", "surrogateescape"), path, system=system)
+def parse(text: str, path: str = "<jobs>", system: bool = False, *, cron: bool = False) -> JobsFile:
+    """Validate the text of a jobs file (with `cron`: of one of cron's own files)."""
+    return parse_bytes(text.encode("utf-8", "surrogateescape"), path, system=system, cron=cron)
 
 
-def parse_lines(lines: list[str], path: str, system: bool = False) -> JobsFile:
+def parse_lines(lines: list[str], path: str, system: bool = False, *, cron: bool = False) -> JobsFile:
     """Validate decoded lines (without their newlines)."""
-    return _Parser(path, system).run(lines)
+    return _Parser(path, system, cron).run(lines)
 
 
 class _Parser:
-    def __init__(self, path: str, system: bool):
+    def __init__(self, path: str, system: bool, cron: bool = False):
         self.path = path
         self.system = system
+        self.cron = cron  # one of cron's own files: no blocks, cron's keywords only
+        self.cron_options: dict[str, tuple[Any, int]] = {}  # the jobs file's [cron] block
         self.errors: list[JobsfileError] = []
         self.warnings: list[JobsfileWarning] = []
         self.env: dict[str, str] = {}
@@ -194,12 +201,18 @@ class _Parser:
         if self.errors:
             raise JobsfileErrors(self.errors)
         return JobsFile(path=self.path, jobs=tuple(jobs),
-                        warnings=tuple(sorted(self.warnings, key=lambda w: w.line)))
+                        warnings=tuple(sorted(self.warnings, key=lambda w: w.line)),
+                        cron_options={k: v for k, (v, _) in self.cron_options.items()})
 
     # -- lines -------------------------------------------------------------------------
 
     def line(self, number: int, text: str) -> None:
         stripped = text.lstrip(" \t")
+        if self.cron and stripped.startswith("["):
+            self.error(number, f"{excerpt(stripped.rstrip())}: cron's own files hold no option "
+                               "blocks (cron would reject the file); set options for cron's jobs "
+                               "in the [cron] block of the jobs file")
+            return
         header = _HEADER.fullmatch(stripped.rstrip()) if stripped.startswith("[") else None
         if self.block is not None:
             if header is not None:
@@ -258,8 +271,8 @@ class _Parser:
         self.env[name] = value
 
     def open_block(self, number: int, inner: str) -> None:
-        if inner == "defaults":
-            self.block = _Block("defaults", None, number)
+        if inner in ("defaults", "cron"):
+            self.block = _Block(inner, None, number)
             return
         if inner.startswith("job."):
             name = inner[4:].strip().strip('"')
@@ -273,7 +286,7 @@ class _Parser:
                 self.pinned[name] = number
             self.block = _Block("job", name, number)
             return
-        self.error(number, f"unknown block [{excerpt(inner)[1:-1]}]: expected [defaults] or "
+        self.error(number, f"unknown block [{excerpt(inner)[1:-1]}]: expected [defaults], [cron] or "
                            "[job.NAME]")
         self.block = _Block("bad", None, number)
 
@@ -296,6 +309,15 @@ class _Parser:
                                                "[job.NAME] block of each @after job")
                 del values["after"]
             self.defaults.update(values)
+            return None, {}
+        if block.kind == "cron":
+            for key in ("after", "user"):
+                if key in values:
+                    why = ("cron's jobs have no @after" if key == "after" else
+                           "cron's files say whom each job runs as (the user field, the crontab's owner)")
+                    self.error(values[key][1], f"{key!r} cannot be set in [cron]: {why}")
+                    del values[key]
+            self.cron_options.update(values)
             return None, {}
         if block.kind == "bad":
             return None, {}
@@ -364,6 +386,10 @@ class _Parser:
             schedule, user, command = split_schedule_line(text, self.system)
         except ScheduleError as e:
             self.error(number, str(e))
+            return
+        if self.cron and isinstance(schedule, (AfterJobs, Every)):
+            self.error(number, f"{schedule.text.split()[0]} is cronsup's, not cron's: cron would "
+                               "reject this file; put the job in the jobs file")
             return
         if isinstance(schedule, Cron) and (why := never_fires(schedule)):
             # Cron keeps such a line, and admins use it to keep a job in the file but off.

@@ -180,6 +180,8 @@ class JobsFile:
     jobs: tuple[JobSpec, ...]
     warnings: tuple[JobsfileWarning, ...] = ()  # in line order
     source: bytes = field(default=b"", repr=False, compare=False)  # the bytes parsed
+    # The [cron] block: options for the jobs of cron's own files (daemon --cron), typed.
+    cron_options: dict = field(default_factory=dict, compare=False)
 
     def get(self, name: str) -> JobSpec | None:
         for job in self.jobs:

@@ -178,22 +178,26 @@ def _clean(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-")[:60]
 
 
-def assign(entries: list[tuple[str | None, str, str]], *, readable_names: bool = False) -> list[str]:
+def assign(entries: list[tuple[str | None, str, str]], *, readable_names: bool = False,
+           prefixes: list[str] | None = None) -> list[str]:
     """Names for (pinned name or None, command, line text) entries, in file order.
 
     A pinned name is kept. Otherwise the first line to want a name gets it, and a later
     line that wants the same name gets a suffix derived from its own text, so the name of
     a line never depends on where other lines are or what they say. With `readable_names`
     (import), names come from `readable`, and the suffix is the line's time of day when it
-    has one ("sa1-2359"), else the digest.
+    has one ("sa1-2359"), else the digest. `prefixes` (one per entry) start the names
+    wanted: a user crontab's jobs are "alice-backup".
     """
     taken = {pinned for pinned, _, _ in entries if pinned}
     result = []
-    for pinned, command, text in entries:
+    for i, (pinned, command, text) in enumerate(entries):
         if pinned:
             result.append(pinned)
             continue
         base = readable(command) if readable_names else derive(command)
+        if prefixes and prefixes[i]:
+            base = _clean(prefixes[i] + base)
         name = base
         if name in taken and readable_names and (when := _time_of_day(text)):
             name = f"{base}-{when}"

@@ -15,6 +15,7 @@ from cronsup.runjson import iso, run_json
 from cronsup.store import JobRow, Run, RunLogError, RunLogMissing, RunningVersion, RunReader, open_store
 
 STATS_RUNS = 20  # success rate and median duration are over a job's last this many runs
+CRON_KV = "cron_sources"  # the run log's kv key: cron's files as `daemon --cron` read them (JSON)
 
 
 def daemon_pid(db_path: str, state_dir: str | None = None) -> int | None:
@@ -39,10 +40,14 @@ class JobStatus:
     retry_at: float | None = None  # a retry waiting to start
     retry_attempt: int | None = None
     retry_attempts: int | None = None
+    line: int = 0  # the schedule line in its file
+    source: str | None = None  # FILE:LINE the job comes from (the jobs file, or one of cron's)
+    user: str | None = None  # a job of cron's files: whom it runs as
 
     def to_json(self) -> dict:
         return {
             "name": self.name, "schedule": self.schedule, "command": self.command,
+            "source": self.source,
             "description": self.description, "enabled": self.enabled, "paused": self.paused,
             "next_run": iso(self.next_run),
             "retry_at": iso(self.retry_at), "retry_attempt": self.retry_attempt,
@@ -70,6 +75,7 @@ class Status:
     version: RunningVersion | None = None  # what the running daemon runs (None: not known)
     internal_errors: int = 0  # exceptions the running daemon's loop caught and went on after
     answering: bool | None = None  # a running daemon answered a ping (None: not asked)
+    cron: dict | None = None  # `daemon --cron`: its root, sources and job origins (cronlive)
 
     def to_json(self) -> dict:
         version = None if self.version is None else {
@@ -84,6 +90,9 @@ class Status:
                        "running_version": version, "internal_errors": self.internal_errors,
                        "answering": self.answering if self.running else None},
             "jobs": [j.to_json() for j in self.jobs],
+            "cron": None if self.cron is None else {
+                "root": self.cron.get("root"), "systemd": self.cron.get("systemd"),
+                "sources": self.cron.get("sources", [])},
         }
 
 
@@ -132,9 +141,11 @@ def status(jobs_path: str, db_path: str, now: float, *, state_dir: str | None = 
                         last_seen=state.last_seen if state and not running else None,
                         ever_ran=state is not None,
                         version=runlog.running_version() if running and state else None,
-                        internal_errors=_internal_errors(runlog) if running and state else 0)
+                        internal_errors=_internal_errors(runlog) if running and state else 0,
+                        cron=_cron(runlog) if running and state else None)
         if runlog is None:
             result.jobs = [_job(row, None, [], False, (None, None)) for row in rows]
+            _sources(result)
             return result
         last = runlog.last_runs()
         active: dict[str, list[Run]] = {}
@@ -159,10 +170,31 @@ def status(jobs_path: str, db_path: str, now: float, *, state_dir: str | None = 
             gone = JobRow(name=name, schedule="-", command="", enabled=False, line=0, next_run=None,
                           description="removed from the jobs file; this run goes on until it ends")
             result.jobs.append(_job(gone, last.get(name), active[name], False, (None, None)))
+        _sources(result)
         return result
     finally:
         if runlog is not None:
             runlog.close()
+
+
+def _cron(runlog: RunReader) -> dict | None:
+    import json
+
+    try:
+        value = runlog.get_kv(CRON_KV)
+        return json.loads(value) if value else None
+    except ValueError:
+        return None
+
+
+def _sources(result: Status) -> None:
+    """Each job's FILE:LINE: one of cron's files (daemon --cron), else the jobs file."""
+    origins = (result.cron or {}).get("origins", {})
+    users = (result.cron or {}).get("users", {})
+    for job in result.jobs:
+        job.source = origins.get(job.name) or (
+            f"{result.jobs_file}:{job.line}" if job.line else None)
+        job.user = users.get(job.name)
 
 
 def _internal_errors(runlog: RunReader) -> int:
@@ -179,7 +211,7 @@ def _job(row: JobRow, last: Run | None, running: list[Run], paused: bool,
                      next_run=row.next_run, last_run=last, running=running,
                      success_rate=stats[0], median_s=stats[1], last_finished=last,
                      retry_at=row.retry_at, retry_attempt=row.retry_attempt,
-                     retry_attempts=row.retry_attempts)
+                     retry_attempts=row.retry_attempts, line=row.line)
 
 
 _NOT_AN_END = (RunStatus.RUNNING, RunStatus.SKIPPED, RunStatus.MISSED)

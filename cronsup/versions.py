@@ -27,6 +27,9 @@ class Versions:
     def _load(self) -> JobsFile | None:
         """The jobs file if valid; otherwise None with config_error set (old version kept)."""
         self._loaded_signature = self._signature()
+        if self.cron_root is not None and not os.path.lexists(self.jobs_path):
+            self.config_error = None  # with --cron, cron's files may be all there is
+            return JobsFile(self.jobs_path, ())
         try:
             # Opened once; as root, the file read is the file checked (owner, mode, directory).
             jobs = jobsfile.load(self.jobs_path, system=self.system, as_root=os.geteuid() == 0)
@@ -53,7 +56,7 @@ class Versions:
         jobs = self._load()
         if jobs is not None:
             self._keep_version(jobs, now)
-            return jobs
+            return self._with_cron(jobs)
         good = self._write(self.log.good_jobs)
         stored = None
         if good is not None and good.path == self.jobs_path and good.system == self.system:
@@ -66,12 +69,12 @@ class Versions:
             log.error("running no jobs: %s has errors and the run log holds no good version of it",
                       self.jobs_path)
             self._set_version(RunningVersion("none", None, 0))
-            return JobsFile(self.jobs_path, ())
+            return self._with_cron(JobsFile(self.jobs_path, ()))
         log.warning("running the last good version of %s, loaded %s and stored in the run log "
                     "(%d jobs); the file's errors are above", self.jobs_path,
                     iso(good.loaded_at), len(stored.jobs))
         self._set_version(RunningVersion("run log", good.loaded_at, len(stored.jobs)))
-        return stored
+        return self._with_cron(stored)
 
     def _keep_version(self, jobs: JobsFile, now: Now) -> None:
         """Store a good version in the run log, for a restart that finds the file broken."""
@@ -94,9 +97,9 @@ class Versions:
                 log.error("keeping the last good version of %s (the errors are above)", self.jobs_path)
             self.notifier.send(self._status_line())
             return False
-        self.jobs = jobs
         self._keep_version(jobs, now)
-        self.supervisor.reload(jobs, now)
+        self.jobs = self._with_cron(jobs)
+        self.supervisor.reload(self.jobs, now)
         self._jobs_dirty = True
         log.info("reloaded %s: %d jobs", self.jobs_path, len(jobs.jobs))
         self.notifier.send(self._status_line())
