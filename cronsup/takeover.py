@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
-import stat
 from dataclasses import dataclass, field
 
 from cronsup import clock
@@ -38,10 +36,8 @@ def source_verdicts(root: str = "/") -> list[Source]:
     """Every file cron would read under `root`, each with its verdict: the single place
     takeover asks "would each source run?", answered by `daemon --cron`'s own reading
     (cronfiles.check_sources), so the two never disagree."""
-    try:
-        from cronsup import cronfiles
-    except ImportError:  # a tree without `daemon --cron` (its branch not merged yet)
-        return _own_verdicts(root)
+    from cronsup import cronfiles
+
     found = []
     for s in cronfiles.check_sources(root).sources:
         reason = s.reason or ""
@@ -53,91 +49,6 @@ def source_verdicts(root: str = "/") -> list[Source]:
                             len(s.jobs), tuple(s.guarded)))
     return found
 
-
-def _own_verdicts(root: str) -> list[Source]:
-    """cron's rules as this module knows them, for a tree without cronfiles."""
-    from cronsup import importer
-
-    found = []
-    crontab = under(root, "etc/crontab")
-    if os.path.lexists(crontab):
-        found.append(_system_source(crontab, "/etc/crontab"))
-    cron_d = under(root, "etc/cron.d")
-    for name in sorted(os.listdir(cron_d)) if os.path.isdir(cron_d) else []:
-        shown = "/etc/cron.d/" + name
-        why = importer.cron_ignores(shown)
-        if why:
-            found.append(Source(shown, "ignored", why))
-        else:
-            found.append(_system_source(os.path.join(cron_d, name), shown))
-    spool = under(root, "var/spool/cron/crontabs")
-    for name in sorted(os.listdir(spool)) if os.path.isdir(spool) else []:
-        shown = "/var/spool/cron/crontabs/" + name
-        if name.startswith(".") or "." in name:  # crontab's temp files (tmp.XXXX), as cron
-            found.append(Source(shown, "ignored", "a temporary or hidden name, not a user's"))
-            continue
-        found.append(_user_source(os.path.join(spool, name), shown, name))
-    return found
-
-
-def _stat(path: str) -> tuple[os.stat_result | None, str]:
-    try:
-        st = os.stat(path)  # cron follows a symlink in cron.d, then checks what it reaches
-    except OSError as e:
-        return None, f"cannot be read: {e.strerror}"
-    if not stat.S_ISREG(st.st_mode):
-        return None, "not a regular file"
-    if st.st_nlink != 1:
-        return None, f"it has {st.st_nlink} hard links (cron reads a file with one name only)"
-    return st, ""
-
-
-def _read(path: str, shown: str, system: bool) -> tuple[int, str]:
-    from cronsup import jobsfile
-
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            text = f.read()
-        jf = jobsfile.parse(text, shown, system=system)
-    except OSError as e:
-        return 0, f"cannot be read: {e.strerror}"
-    except jobsfile.JobsfileErrors as e:
-        return 0, e.summary
-    return len(jf.jobs), ""
-
-
-def _system_source(path: str, shown: str) -> Source:
-    st, why = _stat(path)
-    if st is None:
-        return Source(shown, "skipped", why)
-    if st.st_uid != 0:
-        return Source(shown, "skipped", f"owned by uid {st.st_uid}, not root (chown root {shown})")
-    if st.st_mode & 0o022:
-        return Source(shown, "skipped", f"group- or other-writable (mode {st.st_mode & 0o777:o}; "
-                                        f"chmod go-w {shown})")
-    jobs, why = _read(path, shown, system=True)
-    return Source(shown, "skipped", why) if why else Source(shown, "ok", jobs=jobs)
-
-
-def _user_source(path: str, shown: str, user: str) -> Source:
-    try:
-        pw = pwd.getpwnam(user)
-    except KeyError:
-        return Source(shown, "skipped", f"there is no user {user!r} on this host")
-    st, why = _stat(path)
-    if st is None:
-        return Source(shown, "skipped", why)
-    if st.st_uid != pw.pw_uid:
-        return Source(shown, "skipped", f"owned by uid {st.st_uid}, not by {user} (uid {pw.pw_uid}); "
-                                        f"its jobs would run as {user}, so only {user} may write it")
-    if st.st_mode & 0o077:
-        return Source(shown, "skipped", f"mode {st.st_mode & 0o777:o}, not 600 as `crontab -e` "
-                                        f"leaves it (chmod 600 {shown})")
-    jobs, why = _read(path, shown, system=False)
-    return Source(shown, "skipped", why) if why else Source(shown, "ok", jobs=jobs)
-
-
-# -- cron's running jobs -----------------------------------------------------------------
 
 def cron_daemons(root: str = "/") -> list:
     """The cron daemon's processes: the pid in /run/crond.pid, and any process running cron's
