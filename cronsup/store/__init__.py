@@ -22,6 +22,7 @@ from cronsup.store.records import (
     RunningVersion,
     StoredHistory,
 )
+from cronsup.store.postgres import schema as pg_schema
 from cronsup.store.sqlite import SqliteStore
 
 __all__ = [
@@ -32,11 +33,15 @@ __all__ = [
 
 
 def open_store(location: str | os.PathLike[str], *, readonly: bool = False, **options) -> RunStore:
-    """The store at `location`: a file path opens SQLite (options as SqliteStore.open).
-
-    A URL scheme such as postgresql:// will choose another class; none is known yet.
-    """
+    """The store at `location`: a postgresql:// (or postgres://) URL opens PostgreSQL
+    (options as PostgresStore.open), a file path SQLite (options as SqliteStore.open)."""
     text = os.fspath(location)
+    if pg_schema.is_url(text):
+        from cronsup.store.postgres import PostgresStore
+
+        return PostgresStore.open(text, readonly=readonly, **options)
+    options.pop("node", None)
+    options.pop("lease", None)
     if "://" in text:
         scheme = text.split("://", 1)[0]
         raise RunLogError(f"run log {text}: no store for {scheme}:// URLs in this cronsup")
