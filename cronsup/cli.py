@@ -55,9 +55,20 @@ def state_dir() -> str | None:
     return ctx.meta.get("cronsup.state_dir") if ctx is not None else None
 
 
+def _keep_node(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value:  # the PostgreSQL store reads it (default: the host name)
+        os.environ["CRONSUP_NODE"] = value
+
+
 def common_options(func):
-    """--jobs, --db and --state-dir, which every command takes (and CRONSUP_JOBS / CRONSUP_DB /
-    CRONSUP_STATE_DIR)."""
+    """--jobs, --db, --state-dir and --node, which every command takes (and CRONSUP_JOBS /
+    CRONSUP_DB / CRONSUP_STATE_DIR / CRONSUP_NODE)."""
+    func = click.option(
+        "--node", envvar="CRONSUP_NODE", metavar="NAME", expose_value=False, callback=_keep_node,
+        show_default="the host name",
+        help="With a postgresql:// --db: this daemon's name in the cluster (two daemons on one "
+             "machine need two names, and two --state-dir).",
+    )(func)
     func = click.option(
         "--state-dir", envvar="CRONSUP_STATE_DIR", metavar="DIR", expose_value=False,
         callback=_keep_state_dir, show_default="the run log's directory",
@@ -67,7 +78,8 @@ def common_options(func):
     func = click.option(
         "--db", "db", envvar="CRONSUP_DB", metavar="PATH", default=paths.default_db,
         show_default="root: /var/lib/cronsup/runs.db, others: ~/.local/state/cronsup/runs.db",
-        help="The run log; a daemon and the commands given the same --db find each other.",
+        help="The run log: a SQLite file, or postgresql://... shared by several hosts; a "
+             "daemon and the commands given the same --db find each other.",
     )(func)
     func = click.option(
         "--jobs", "jobs_path", envvar="CRONSUP_JOBS", metavar="FILE", default=paths.default_jobs,

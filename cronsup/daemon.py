@@ -25,6 +25,7 @@ import psutil
 from cronsup import answers, clock, control, events, lockfile, notify, paths, recovery, runner, trust
 from cronsup.events import Receivers
 from cronsup.model import JobsFile
+from cronsup.cluster import Cluster
 from cronsup.processes import Processes, _Pending, _Running
 from cronsup.store import DaemonState, RunLogError, RunningVersion, open_store
 from cronsup.supervisor import Action, Fire, History, Now, Supervisor
@@ -69,16 +70,17 @@ def boot_id() -> str:
         return "unknown"
 
 
-class Daemon(Processes, Upkeep, Versions):
+class Daemon(Processes, Upkeep, Versions, Cluster):
     """The loop and its wiring; what it does to runs, the run log and the jobs file is in
     the mixins (processes, upkeep, versions)."""
 
     def __init__(self, jobs_path: str, db_path: str, *, system: bool = False,
                  keep_runs: int = 1000, keep_days: float = 90.0, keep_size: int = 256 << 20,
                  sendmail: str | None = None, state_dir: str | None = None,
-                 now: Callable[[], Now] = clock.now, receivers: Receivers | None = None):
+                 now: Callable[[], Now] = clock.now, receivers: Receivers | None = None,
+                 node: str | None = None):
         self.jobs_path = os.path.abspath(jobs_path)
-        self.db_path = os.path.abspath(db_path)
+        self.db_path = db_path if paths.is_url(db_path) else os.path.abspath(db_path)
         self.state_dir = state_dir  # lock, socket, journal (None: beside the run log)
         self.system = system
         self.keep_runs, self.keep_days, self.keep_size = keep_runs, keep_days, keep_size
@@ -94,7 +96,9 @@ class Daemon(Processes, Upkeep, Versions):
         self.internal_errors = 0  # exceptions caught at the loop's iteration boundary
         self.doing: str | None = None  # the job being handled, for an internal error's log line
         self.flags = _Flags()
-        self.host = socket.gethostname()
+        # --node (CRONSUP_NODE): this daemon's name among the hosts sharing a PostgreSQL run log.
+        self.host = node or (os.environ.get("CRONSUP_NODE") if paths.is_url(db_path) else None) \
+            or socket.gethostname()
         self.boot_id = boot_id()
         self.pid = os.getpid()
         self.running: dict[int, _Running] = {}  # run id -> process
@@ -134,9 +138,10 @@ class Daemon(Processes, Upkeep, Versions):
         self.notifier = notify.Notifier()
         self._raise_fd_limit()
         self._lock()
-        self.store = paths.store_mark(self.db_path)
+        self.store = paths.store_mark(self.db_path, self.state_dir)
         try:
-            self.log = open_store(self.db_path, now=self.now().wall)
+            self.log = open_store(self.db_path, now=self.now().wall, node=self.host)
+            self._cluster_start()
         except RunLogError as e:
             raise DaemonError(str(e)) from None
         now = self.now()
@@ -176,8 +181,10 @@ class Daemon(Processes, Upkeep, Versions):
         self._lock_fd = None
 
     def _lock(self) -> None:
-        for directory in dict.fromkeys([os.path.dirname(self.db_path),
-                                        paths.state_dir(self.db_path, self.state_dir)]):
+        dirs = [paths.state_dir(self.db_path, self.state_dir)]
+        if not paths.is_url(self.db_path):
+            dirs.insert(0, os.path.dirname(self.db_path))
+        for directory in dict.fromkeys(dirs):
             try:
                 os.makedirs(directory, mode=0o700, exist_ok=True)
             except OSError as e:
@@ -245,6 +252,7 @@ class Daemon(Processes, Upkeep, Versions):
             last_seen=previous.last_seen if previous else None,
             paused=set(self.log.paused()),
             boot_time=psutil.boot_time(),
+            anchored=self.cluster,
         )
         stored = self.log.history(names, self.boot_id)  # a few queries, whatever the jobs
         h.last_scheduled, h.last_started = stored.last_scheduled, stored.last_started

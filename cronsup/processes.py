@@ -50,6 +50,7 @@ class Processes:
         Returns the run id given to each Record and Start, by id() of the action.
         """
         ids: dict[int, int] = {}
+        actions = self._cluster_actions(actions, now)  # several hosts: what this one may claim
         kills = [a for a in actions if isinstance(a, Kill)
                  and (a.run_id in self.running or a.run_id in self.ended)]
         if kills:
@@ -57,8 +58,9 @@ class Processes:
         records = [a for a in actions if isinstance(a, Record)]
         if records:
             got = self._write(self.log.insert_runs, [
-                NewRun(r.job.name, r.fire.trigger, r.fire.attempt, r.fire.scheduled_for,
-                       status=r.status, reason=r.reason, finished_at=now.wall) for r in records
+                self._cluster_row(r.job, NewRun(r.job.name, r.fire.trigger, r.fire.attempt, r.fire.scheduled_for,
+                                                status=r.status, reason=r.reason, finished_at=now.wall))
+                for r in records
             ], host=self.host, boot_id=self.boot_id) or []
             for r, run_id in zip(records, got):
                 if run_id is not None:
@@ -93,8 +95,8 @@ class Processes:
                         pass
 
     def _start(self, starts: list[Start], now: Now) -> dict[int, int]:
-        rows = [NewRun(s.job.name, s.fire.trigger, s.fire.attempt, s.fire.scheduled_for,
-                       started_at=now.wall) for s in starts]
+        rows = [self._cluster_row(s.job, NewRun(s.job.name, s.fire.trigger, s.fire.attempt,
+                                                s.fire.scheduled_for, started_at=now.wall)) for s in starts]
         try:
             ids = self.log.insert_runs(rows, host=self.host, boot_id=self.boot_id)
         except RunLogError as e:
@@ -108,8 +110,10 @@ class Processes:
         given: dict[int, int] = {}
         for start, run_id in zip(starts, ids):
             if run_id is None:
-                log.info("%s: a run for %s exists already; not running it again", start.job.name,
-                         start.fire.scheduled_for)
+                # Several hosts: another one claimed it, the usual case, said at debug level.
+                (log.debug if self.cluster else log.info)(
+                    "%s: a run for %s exists already; not running it again", start.job.name,
+                    start.fire.scheduled_for)
                 self.supervisor.not_started(start)
                 continue
             given[id(start)] = run_id

@@ -65,12 +65,12 @@ def test_a_lapsed_lease_makes_the_run_lost_and_the_old_owner_records_nothing_ove
     other = open_store(pg_url, node="b")
     run_id = claim(owner, "long", T)
     assert owner.heartbeat_runs([run_id]) == {run_id}
-    assert other.expire_leases(5.0, "lease lapsed") == []
+    assert other.expire_leases(100.0, "lease lapsed") == []
     lost = []
     import time
     deadline = time.monotonic() + 10
     while not lost and time.monotonic() < deadline:
-        lost = other.expire_leases(0.1, "lease lapsed")
+        lost = other.expire_leases(0.5, "lease lapsed")
     assert [r.id for r in lost] == [run_id] and lost[0].status is RunStatus.LOST
     assert owner.heartbeat_runs([run_id]) == set()
     assert not owner.finish_run(run_id, RunStatus.SUCCESS, finished_at=T + 9)
@@ -98,3 +98,22 @@ def test_a_claim_whose_commit_answer_was_lost_is_found_by_its_token(pg_url, stor
     monkeypatch.setattr(PostgresStore, "_insert_runs", commit_then_fail)
     [run_id] = store.insert_runs([NewRun("a", Trigger.SCHEDULE, 1, T)], host=HOST, boot_id=BOOT)
     assert run_id is not None and store.run(run_id).status is RunStatus.RUNNING
+
+
+def test_an_exclusive_claim_while_the_job_runs_on_another_node_is_recorded_skipped(pg_url):
+    a, b = open_store(pg_url, node="a"), open_store(pg_url, node="b")
+    [first] = a.insert_runs([NewRun("j", Trigger.SCHEDULE, 1, T, exclusive=True)], host="a", boot_id=BOOT)
+    [second] = b.insert_runs([NewRun("j", Trigger.SCHEDULE, 1, T + 60, exclusive=True)], host="b", boot_id=BOOT)
+    assert first is not None and second is None
+    skipped = [r for r in b.runs("j") if r.scheduled_for == T + 60]
+    assert [(r.status, r.reason) for r in skipped] == [(RunStatus.SKIPPED, "still running on a")]
+    [side] = b.insert_runs([NewRun("j", Trigger.SCHEDULE, 1, T + 120)], host="b", boot_id=BOOT)
+    assert side is not None  # overlap = "allow" claims side by side
+
+
+def test_a_host_scoped_fire_is_claimed_once_per_node(pg_url):
+    a, b = open_store(pg_url, node="a"), open_store(pg_url, node="b")
+    runs = lambda node: [NewRun("rotate", Trigger.SCHEDULE, 1, T, node_key=node)]  # noqa: E731
+    assert a.insert_runs(runs("a"), host="a", boot_id=BOOT) != [None]
+    assert b.insert_runs(runs("b"), host="b", boot_id=BOOT) != [None]
+    assert b.insert_runs(runs("b"), host="b", boot_id=BOOT) == [None]

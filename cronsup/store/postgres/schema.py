@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 import socket
 import threading
@@ -41,11 +42,13 @@ MIGRATIONS: list[tuple[str, ...]] = [
             max_rss BIGINT,
             claim TEXT,
             owner TEXT,
+            lease_s DOUBLE PRECISION,
             lease_until DOUBLE PRECISION,
-            UNIQUE (job, scheduled_for, attempt)
+            node_key TEXT NOT NULL DEFAULT '',
+            UNIQUE (job, scheduled_for, attempt, node_key)
         )""",
         "CREATE INDEX runs_job_id ON runs (job, id)",
-        "CREATE INDEX runs_running ON runs (id) WHERE status = 'running'",
+        "CREATE INDEX runs_running ON runs (job, id) WHERE status = 'running'",
         "CREATE INDEX runs_job_status_id ON runs (job, status, id)",
         "CREATE INDEX runs_reboot ON runs (job, boot_id) WHERE trigger = 'reboot'",
         "CREATE INDEX runs_claim ON runs (claim) WHERE claim IS NOT NULL",
@@ -134,7 +137,8 @@ def display(url: str) -> str:
 
 
 def default_node() -> str:
-    return socket.gethostname()
+    """This daemon's name in the cluster: --node (CRONSUP_NODE), else the host name."""
+    return os.environ.get("CRONSUP_NODE") or socket.gethostname()
 
 
 def wrap(where: str, exc: BaseException) -> RunLogError:
@@ -150,8 +154,12 @@ def newer_message(where: str, version: int) -> str:
 
 
 def schema_version(conn) -> int:
+    # pg_class by a query, not to_regclass: its catalog cache may not yet show a table that
+    # another daemon's migration just committed (an advisory lock does not refresh it).
     row = conn.execute(
-        "SELECT to_regclass('cronsup_schema') IS NOT NULL").fetchone()
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+        "ON n.oid = c.relnamespace WHERE c.relname = 'cronsup_schema' "
+        "AND n.nspname = current_schema())").fetchone()
     if not row[0]:
         return 0
     row = conn.execute("SELECT version FROM cronsup_schema").fetchone()

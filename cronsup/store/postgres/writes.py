@@ -67,7 +67,8 @@ class Writes:
             ids: list[int | None] = []
             for new in runs:
                 key = (new.job, new.scheduled_for, new.attempt)
-                ids.append(None if key in seen else found.get(key))
+                got = found.get(key)
+                ids.append(got[0] if got and key not in seen and got[1] == str(new.status) else None)
                 seen.add(key)
             return ids
 
@@ -78,24 +79,34 @@ class Writes:
             # Ids in commit order across nodes: follow() reads by id.
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_INSERT,))
             for new in runs:
-                running = new.status is RunStatus.RUNNING
+                status, reason = new.status, new.reason
+                running = status is RunStatus.RUNNING
+                if running and new.exclusive:
+                    busy = conn.execute(
+                        "SELECT host FROM runs WHERE job = %s AND status = 'running' AND node_key = %s "
+                        "AND NOT (scheduled_for = %s AND attempt = %s) LIMIT 1",
+                        (new.job, new.node_key, new.scheduled_for, new.attempt)).fetchone()
+                    if busy is not None:
+                        status, reason, running = RunStatus.SKIPPED, f"still running on {busy[0]}", False
+                lease = new.lease if new.lease is not None else self.lease
                 row = conn.execute(
                     "INSERT INTO runs (job, trigger, attempt, scheduled_for, started_at, "
-                    "finished_at, status, host, boot_id, reason, claim, owner, lease_until) "
-                    f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+                    "finished_at, status, host, boot_id, reason, claim, owner, node_key, lease_s, "
+                    f"lease_until) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
                     f"CASE WHEN %s THEN {DB_NOW} + %s END) "
-                    "ON CONFLICT (job, scheduled_for, attempt) DO NOTHING RETURNING id",
-                    (new.job, str(new.trigger), new.attempt, new.scheduled_for, new.started_at,
-                     new.finished_at, str(new.status), host, boot_id, new.reason, token,
-                     self.owner, running, self.lease),
+                    "ON CONFLICT (job, scheduled_for, attempt, node_key) DO NOTHING RETURNING id",
+                    (new.job, str(new.trigger), new.attempt, new.scheduled_for,
+                     new.started_at if running else None,
+                     new.finished_at if status is new.status else new.started_at, str(status),
+                     host, boot_id, reason, token, self.owner, new.node_key, lease, running, lease),
                 ).fetchone()
-                ids.append(row[0] if row else None)
+                ids.append(row[0] if row and status is new.status else None)
         return ids
 
     @guarded
     def _claimed(self, token: str) -> dict[tuple, int]:
-        return {(job, t, attempt): run_id for run_id, job, t, attempt in self._conn.execute(
-            "SELECT id, job, scheduled_for, attempt FROM runs WHERE claim = %s", (token,))}
+        return {(job, t, attempt): (run_id, status) for run_id, job, t, attempt, status in self._conn.execute(
+            "SELECT id, job, scheduled_for, attempt, status FROM runs WHERE claim = %s", (token,))}
 
     # -- a run's life (fenced: only the owner that claimed a run writes to it) --------------
 
@@ -172,21 +183,22 @@ class Writes:
             return set()
         with self._transaction() as conn:
             return {row[0] for row in conn.execute(
-                f"UPDATE runs SET lease_until = {DB_NOW} + %s "
+                f"UPDATE runs SET lease_until = {DB_NOW} + lease_s "
                 "WHERE id = ANY(%s) AND status = 'running' AND owner = %s RETURNING id",
-                (self.lease, ids, self.owner))}
+                (ids, self.owner))}
 
     @guarded
     def expire_leases(self, grace: float, reason: str) -> list[Run]:
         """Mark `lost` every running run (of any node) whose lease lapsed more than `grace`
-        seconds ago by the database's clock; the runs so marked."""
+        times its lease ago by the database's clock; the runs so marked (each is returned to
+        one caller only: the UPDATE takes its row)."""
         from cronsup.store.postgres.reads import _RUN_COLUMNS, _run_from_row
 
         with self._transaction() as conn:
             rows = conn.execute(
                 "WITH gone AS (UPDATE runs SET status = 'lost', reason = %s, "
                 f"finished_at = {DB_NOW}, lease_until = NULL, owner = NULL WHERE status = 'running' "
-                f"AND lease_until < {DB_NOW} - %s RETURNING *) "
+                f"AND lease_until < {DB_NOW} - %s * lease_s RETURNING *) "
                 f"SELECT {_RUN_COLUMNS.replace('r.', 'g.').replace('o.truncated', 'NULL::smallint')} "
                 "FROM gone g ORDER BY g.id",
                 (reason, grace),
@@ -245,6 +257,43 @@ class Writes:
                       bool(r.enabled), r.line, r.retry_at, r.retry_attempt, r.retry_attempts,
                       digests.get(r.name)) for i, r in enumerate(rows)],
                 )
+
+    @guarded
+    def set_digests(self, digests: dict[str, str]) -> None:
+        """Each of this node's jobs' definition digest (the cluster claims a job only where
+        the nodes agree on it)."""
+        with self._transaction() as conn:
+            conn.execute("UPDATE jobs SET digest = v.d FROM unnest(%s::text[], %s::text[]) v(name, d) "
+                         "WHERE jobs.node = %s AND jobs.name = v.name",
+                         (list(digests), list(digests.values()), self.node))
+
+    # -- run requests (`cronsup run` from any host) -----------------------------------------
+
+    @guarded
+    def request_run(self, job: str, asked_by: str) -> int:
+        with self._transaction() as conn:
+            return conn.execute(f"INSERT INTO requests (job, asked_at, asked_by) VALUES (%s, {DB_NOW}, %s) "
+                                "RETURNING id", (job, asked_by)).fetchone()[0]
+
+    @guarded
+    def take_requests(self, jobs: Sequence[str]) -> list[tuple[int, str]]:
+        """Take the open requests for these jobs: (request id, job), each to one node only."""
+        with self._transaction() as conn:
+            return [tuple(row) for row in conn.execute(
+                "UPDATE requests SET taken_by = %s WHERE id IN (SELECT id FROM requests WHERE "
+                "taken_by IS NULL AND job = ANY(%s) ORDER BY id FOR UPDATE SKIP LOCKED) "
+                "RETURNING id, job", (self.node, list(jobs)))]
+
+    @guarded
+    def answer_request(self, request_id: int, run_id: int | None) -> None:
+        with self._transaction() as conn:
+            conn.execute("UPDATE requests SET run_id = %s WHERE id = %s", (run_id if run_id else -1, request_id))
+
+    @guarded
+    def request(self, request_id: int) -> tuple[str | None, int | None]:
+        """(the node that took it, the run it started: -1 for none) of a run request."""
+        row = self._conn.execute("SELECT taken_by, run_id FROM requests WHERE id = %s", (request_id,)).fetchone()
+        return (None, None) if row is None else (row[0], row[1])
 
     @guarded
     def update_next_runs(self, next_runs: dict[str, float | None]) -> None:
