@@ -473,6 +473,8 @@ def _start_hint(jobs_path: str, db: str) -> str:
     words = ["cronsup daemon"]
     if os.path.abspath(jobs_path) != os.path.abspath(paths.default_jobs()):
         words.append(f"--jobs {jobs_path}")
+    if paths.is_url(db) and os.environ.get("CRONSUP_NODE"):
+        words.append(f"--node {os.environ['CRONSUP_NODE']}")
     if os.path.abspath(db) != os.path.abspath(paths.default_db()):
         words.append(f"--db {db}")
     if state_dir():
@@ -793,6 +795,10 @@ def _ask(jobs_path: str, db: str, op: str, job: str | None = None) -> dict:
     try:
         return control.request(path, op, job)
     except control.NoDaemon:
+        if op == "run" and paths.is_url(db):  # no daemon here: ask the cluster through the store
+            from cronsup.cli_nodes import request_run
+
+            return request_run(db, job)
         pid = report.daemon_pid(db, state_dir())
         if pid is not None:
             fail(f"the daemon (pid {pid}) holds the run log {db} but does not answer on {path}; "
@@ -909,3 +915,4 @@ def resume(job: str, jobs_path: str, db: str) -> None:
         click.echo(f"{job}: resumed{_next_text(answer)}")
     else:
         click.echo(f"{job}: was not paused{_next_text(answer)}")
+main.add_command(__import__("cronsup.cli_nodes").cli_nodes.nodes)  # `cronsup nodes` (issue 14)

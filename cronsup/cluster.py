@@ -34,6 +34,33 @@ def file_digest(specs) -> str:
     return hashlib.sha256("\n".join(sorted(job_digest(s) for s in specs)).encode()).hexdigest()[:12]
 
 
+def live(nodes: list[dict], live_for: float) -> dict[str, dict]:
+    return {n["node"]: n for n in nodes
+            if n["stopped_at"] is None and n["age"] is not None and n["age"] <= live_for}
+
+
+def disagreements(nodes: list[dict], digests: dict[str, dict[str, str | None]],
+                  live_for: float) -> dict[str, set[str]]:
+    """node -> the jobs it defines differently from the cluster. Per job, the digest most
+    live nodes have is the cluster's (a tie: the longest-running node's)."""
+    alive = live(nodes, live_for)
+    found: dict[str, set[str]] = {}
+    for name, by_node in digests.items():
+        votes = Counter(d for node, d in by_node.items() if node in alive)
+        if not votes:
+            continue
+        top = max(votes.values())
+        leaders = {d for d, c in votes.items() if c == top}
+        if len(leaders) > 1:
+            oldest = min((n for n in alive if by_node.get(n) in leaders),
+                         key=lambda n: (alive[n]["started_at"], n))
+            leaders = {by_node[oldest]}
+        for node, digest in by_node.items():
+            if digest not in leaders:
+                found.setdefault(node, set()).add(name)
+    return found
+
+
 class Cluster:
     """Mixed into Daemon."""
 
@@ -123,6 +150,8 @@ class Cluster:
     def _cluster_upkeep(self, now: Now) -> None:
         if not self.cluster:
             return
+        # A call to a stalled database must not hold the loop past a third of a lease.
+        self.log.timeout = max(1.0, min(10.0, self._lease_s() / 3))
         if now.mono >= self._cluster_due:
             self._cluster_due = now.mono + self._lease_s() / 3
             self._heartbeat(now)
@@ -191,27 +220,9 @@ class Cluster:
         self._digested = self.jobs
 
     def _agree(self) -> None:
-        """The jobs this node defines differently from the cluster: the digest most live
-        nodes have wins (a tie: the longest-running node's)."""
+        """The jobs this node defines differently from the cluster's (see disagreements)."""
         live_for = max(3 * self._lease_s(), 10.0)
-        nodes = {n["node"]: n for n in self.log.nodes()
-                 if n["stopped_at"] is None and n["age"] is not None and n["age"] <= live_for}
-        disagree = set()
-        for name, by_node in self.log.job_digests().items():
-            mine = by_node.get(self.host)
-            if mine is None:
-                continue
-            votes = Counter(d for node, d in by_node.items() if node in nodes)
-            if not votes:
-                continue
-            top = max(votes.values())
-            leaders = {d for d, c in votes.items() if c == top}
-            if len(leaders) > 1:
-                oldest = min((n for n in nodes if by_node.get(n) in leaders),
-                             key=lambda n: (nodes[n]["started_at"], n))
-                leaders = {by_node[oldest]}
-            if mine not in leaders:
-                disagree.add(name)
+        disagree = disagreements(self.log.nodes(), self.log.job_digests(), live_for).get(self.host, set())
         for name in sorted(disagree - self._disagree):
             log.warning("%s: this host's definition differs from the cluster's; not claiming it "
                         "(see `cronsup nodes`)", name)

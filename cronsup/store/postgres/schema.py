@@ -122,8 +122,11 @@ PRUNE_CLOCK_MARGIN = 3600.0
 _GOOD_JOBS = "good_jobs"
 _RUNNING_VERSION = "running_version"
 
-# The database's clock, in epoch seconds (clock_timestamp: not frozen at the transaction's start).
-DB_NOW = "extract(epoch from clock_timestamp())::double precision"
+# The database's clock, in epoch seconds (clock_timestamp: not frozen at the transaction's
+# start). Tests move it with `ALTER DATABASE ... SET cronsup.test_clock_offset = 'SECONDS'`, as
+# CRONSUP_TEST_CLOCK_OFFSET moves one host's clock; unset, it adds nothing.
+DB_NOW = ("(extract(epoch from clock_timestamp())::double precision + "
+          "COALESCE(NULLIF(current_setting('cronsup.test_clock_offset', true), '')::double precision, 0))")
 
 
 def is_url(location: str) -> bool:

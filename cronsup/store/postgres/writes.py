@@ -285,6 +285,13 @@ class Writes:
                 "RETURNING id, job", (self.node, list(jobs)))]
 
     @guarded
+    def cancel_request(self, request_id: int) -> bool:
+        """Withdraw a request no node has taken; False if one took it meanwhile."""
+        with self._transaction() as conn:
+            return conn.execute("DELETE FROM requests WHERE id = %s AND taken_by IS NULL",
+                                (request_id,)).rowcount == 1
+
+    @guarded
     def answer_request(self, request_id: int, run_id: int | None) -> None:
         with self._transaction() as conn:
             conn.execute("UPDATE requests SET run_id = %s WHERE id = %s", (run_id if run_id else -1, request_id))
