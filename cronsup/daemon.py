@@ -437,6 +437,8 @@ class Daemon(Processes, Upkeep, Versions, Cluster):
             timeout = min(timeout, self.notifier.watchdog_interval)
         if self.writes:
             timeout = min(timeout, max(0.0, self.writes.retry_at - self.now().mono))
+        if self.cluster:  # heartbeats, takeover, run requests
+            timeout = min(timeout, max(0.0, min(self._cluster_due, self._requests_due) - self.now().mono))
         return timeout
 
     def _leftovers_gone(self, now: Now) -> bool:
