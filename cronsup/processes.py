@@ -148,6 +148,8 @@ class Processes:
                 failed.append((start, run_id, reason))
                 continue
             self.pending.popleft()
+            if self.cluster:  # the database's clock, as every other time of the run
+                child.started_at += self._db_offset
             self._journal(b"P %d %d %d\n" % (run_id, child.pid, child.start_ticks))
             self._unconfirmed.add(run_id)
             entry = _Running(child=child, job=start.job, fd=child.fd, last_flush=now.mono, fire=start.fire)

@@ -117,3 +117,25 @@ def test_a_host_scoped_fire_is_claimed_once_per_node(pg_url):
     assert a.insert_runs(runs("a"), host="a", boot_id=BOOT) != [None]
     assert b.insert_runs(runs("b"), host="b", boot_id=BOOT) != [None]
     assert b.insert_runs(runs("b"), host="b", boot_id=BOOT) == [None]
+
+
+def test_nodes_racing_for_many_fires_due_at_once_share_them_and_claim_each_once(pg_url):
+    import threading
+
+    stores = [open_store(pg_url, node=n) for n in "abc"]
+    fires = [NewRun(f"j{i:03d}", Trigger.SCHEDULE, 1, T) for i in range(300)]
+    got: dict[str, list] = {}
+    go = threading.Barrier(3)
+
+    def claim_all(s):
+        go.wait()
+        got[s.node] = s.insert_runs(fires, host=s.node, boot_id=BOOT)
+
+    threads = [threading.Thread(target=claim_all, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for i in range(300):
+        assert sum(got[n][i] is not None for n in "abc") == 1
+    assert all(sum(x is not None for x in got[n]) > 0 for n in "abc")

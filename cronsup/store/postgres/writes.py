@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,6 +22,9 @@ from cronsup.store.postgres.schema import (
     guarded,
 )
 from cronsup.store.records import DaemonState, GoodJobs, JobRow, NewRun, Run, RunLogError, RunningVersion
+
+
+CLAIM_CHUNK = 16  # fires claimed per transaction when many are due at once
 
 
 class Writes:
@@ -52,6 +56,26 @@ class Writes:
         if not runs:
             return []
         token = uuid.uuid4().hex
+        if len(runs) <= CLAIM_CHUNK:
+            return self._insert_or_find(runs, host, boot_id, token)
+        # Many fires due at once: claimed in small transactions, in an order of this node's
+        # own, so the nodes racing for them share them out instead of one taking them all.
+        order = list(range(len(runs)))
+        random.shuffle(order)
+        ids: list[int | None] = [None] * len(runs)
+        for at in range(0, len(order), CLAIM_CHUNK):
+            part = order[at:at + CLAIM_CHUNK]
+            try:
+                got = self._insert_or_find([runs[i] for i in part], host, boot_id, token)
+            except RunLogError:
+                if at == 0:
+                    raise
+                break  # the first chunks are claimed (and start); the rest are not ours
+            for i, run_id in zip(part, got):
+                ids[i] = run_id
+        return ids
+
+    def _insert_or_find(self, runs: list[NewRun], host: str, boot_id: str, token: str) -> list[int | None]:
         try:
             return self._insert_runs(runs, host, boot_id, token)
         except RunLogError as first:
@@ -61,7 +85,7 @@ class Writes:
                 found = self._claimed(token)
             except RunLogError:
                 raise first from None
-            if not found:
+            if not any((r.job, r.scheduled_for, r.attempt) in found for r in runs):
                 raise
             seen: set[tuple] = set()
             ids: list[int | None] = []
