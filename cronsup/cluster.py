@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 import signal
 from collections import Counter
 from dataclasses import replace
@@ -22,6 +23,7 @@ log = logging.getLogger("cronsup")
 DEFAULT_LEASE = 30.0
 CLOCK_WARN = 1.0  # seconds between this host's clock and the database's worth a warning
 REQUEST_POLL = 1.0  # how often `cronsup run` requests in the store are looked for
+CLAIM_PART = 25  # fires claimed (and then spawned) together when many are due at once
 GRACE = 1 / 3  # a lapsed lease is expired this fraction of the lease after it lapsed
 
 
@@ -136,6 +138,16 @@ class Cluster:
                     continue
             kept.append(action)
         return kept
+
+    def _claim_parts(self, starts: list) -> list[list]:
+        """Starts to claim and spawn part by part: many fires due at once are claimed in an
+        order of this node's own, in parts, so the nodes racing for them share them out, and
+        each part starts while the next is claimed."""
+        if not self.cluster or len(starts) <= CLAIM_PART:
+            return [starts] if starts else []
+        starts = list(starts)
+        random.shuffle(starts)
+        return [starts[i:i + CLAIM_PART] for i in range(0, len(starts), CLAIM_PART)]
 
     def _cluster_row(self, spec: JobSpec, row: NewRun) -> NewRun:
         """The claim's key and terms on a PostgreSQL run log."""

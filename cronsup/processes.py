@@ -69,8 +69,8 @@ class Processes:
             for r in records:  # kept for later, a refused row is still a skip or a miss now
                 self._emit_outcome(r.job, r.job.name, ids.get(id(r)), r.outcome, r.fire, now)
         starts = [a for a in actions if isinstance(a, Start)]
-        if starts:
-            ids.update(self._start(starts, now))
+        for part in self._claim_parts(starts):  # one part, but for several hosts
+            ids.update(self._start(part, now))
         return ids
 
     def _kill(self, kills: list[Kill]) -> None:

@@ -24,7 +24,7 @@ from cronsup.store.postgres.schema import (
 from cronsup.store.records import DaemonState, GoodJobs, JobRow, NewRun, Run, RunLogError, RunningVersion
 
 
-CLAIM_CHUNK = 16  # fires claimed per transaction when many are due at once
+CLAIM_CHUNK = 50  # fires claimed per transaction when many are due at once
 
 
 class Writes:
@@ -102,28 +102,37 @@ class Writes:
         with self._transaction() as conn:
             # Ids in commit order across nodes: follow() reads by id.
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_INSERT,))
+            # Overlap across nodes, decided under the lock: a job running anywhere (same
+            # node_key) makes an exclusive claim a `skipped` row.
+            wanted = [n.job for n in runs if n.exclusive and n.status is RunStatus.RUNNING]
+            busy = {} if not wanted else {(job, key): host for job, key, host in conn.execute(
+                "SELECT job, node_key, min(host) FROM runs WHERE status = 'running' AND job = ANY(%s) "
+                "GROUP BY job, node_key", (wanted,))}
+            planned = []
             for new in runs:
                 status, reason = new.status, new.reason
-                running = status is RunStatus.RUNNING
-                if running and new.exclusive:
-                    busy = conn.execute(
-                        "SELECT host FROM runs WHERE job = %s AND status = 'running' AND node_key = %s "
-                        "AND NOT (scheduled_for = %s AND attempt = %s) LIMIT 1",
-                        (new.job, new.node_key, new.scheduled_for, new.attempt)).fetchone()
-                    if busy is not None:
-                        status, reason, running = RunStatus.SKIPPED, f"still running on {busy[0]}", False
-                lease = new.lease if new.lease is not None else self.lease
-                row = conn.execute(
-                    "INSERT INTO runs (job, trigger, attempt, scheduled_for, started_at, "
-                    "finished_at, status, host, boot_id, reason, claim, owner, node_key, lease_s, "
-                    f"lease_until) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-                    f"CASE WHEN %s THEN {DB_NOW} + %s END) "
-                    "ON CONFLICT (job, scheduled_for, attempt, node_key) DO NOTHING RETURNING id",
-                    (new.job, str(new.trigger), new.attempt, new.scheduled_for,
-                     new.started_at if running else None,
-                     new.finished_at if status is new.status else new.started_at, str(status),
-                     host, boot_id, reason, token, self.owner, new.node_key, lease, running, lease),
-                ).fetchone()
+                holder = busy.get((new.job, new.node_key)) if new.exclusive else None
+                if status is RunStatus.RUNNING and holder is not None:
+                    status, reason = RunStatus.SKIPPED, f"still running on {holder}"
+                planned.append((new, status, reason))
+            # One round trip for the whole chunk (pipeline mode), not one per fire.
+            with conn.pipeline():
+                cursors = []
+                for new, status, reason in planned:
+                    running = status is RunStatus.RUNNING
+                    lease = new.lease if new.lease is not None else self.lease
+                    cursors.append(conn.execute(
+                        "INSERT INTO runs (job, trigger, attempt, scheduled_for, started_at, "
+                        "finished_at, status, host, boot_id, reason, claim, owner, node_key, lease_s, "
+                        f"lease_until) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+                        f"CASE WHEN %s THEN {DB_NOW} + %s END) "
+                        "ON CONFLICT (job, scheduled_for, attempt, node_key) DO NOTHING RETURNING id",
+                        (new.job, str(new.trigger), new.attempt, new.scheduled_for,
+                         new.started_at if running else None,
+                         new.finished_at if status is new.status else new.started_at, str(status),
+                         host, boot_id, reason, token, self.owner, new.node_key, lease, running, lease)))
+            for (new, status, _), cur in zip(planned, cursors):
+                row = cur.fetchone()
                 ids.append(row[0] if row and status is new.status else None)
         return ids
 
