@@ -122,10 +122,10 @@ def status(args) -> None:
         # Each job: runs every 60 s; one in 20 failed; the newest is running for a third of them.
         _sql(url, f"""INSERT INTO runs (job, trigger, attempt, scheduled_for, started_at, finished_at,
             status, exit_code, host, boot_id, owner)
-            SELECT format('job-%s', lpad(j::text, 4, '0')), 'schedule', 1, {base} + k * 60,
+            SELECT format('job-%%s', lpad(j::text, 4, '0')), 'schedule', 1, {base} + k * 60,
                    {base} + k * 60 + 0.01, {base} + k * 60 + 1.5,
-                   CASE WHEN k % 20 = 7 THEN 'failed' ELSE 'success' END,
-                   CASE WHEN k % 20 = 7 THEN 1 ELSE 0 END, 'bench', 'b', 'x'
+                   CASE WHEN k %% 20 = 7 THEN 'failed' ELSE 'success' END,
+                   CASE WHEN k %% 20 = 7 THEN 1 ELSE 0 END, 'bench', 'b', 'x'
             FROM generate_series(0, {per - 1}) k, generate_series(0, {n - 1}) j ORDER BY k, j""")
         _sql(url, "ANALYZE")
         print(f"filled {n * per} runs in {time.monotonic() - t0:.1f}s")

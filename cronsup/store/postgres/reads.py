@@ -25,7 +25,6 @@ from cronsup.store.records import (
     RunningVersion,
     StoredHistory,
 )
-from cronsup.store.sqlite.reads import _rate_and_median
 
 _RUN_COLUMNS = (
     "r.id, r.job, r.trigger, r.attempt, r.scheduled_for, r.started_at, r.finished_at, "
@@ -224,17 +223,21 @@ class Reads:
 
     @guarded
     def stats_many(self, jobs: Sequence[str], n: int = 20) -> dict[str, tuple[float | None, float | None]]:
+        """As SqliteStore.stats_many (the same rules as _rate_and_median), computed in the
+        database: one row a job comes back, not 3n."""
         counted = [str(s) for s in (*RAN_STATUSES, RunStatus.ERROR)]
-        rows: dict[str, list[tuple[str, float | None, float]]] = {job: [] for job in jobs}
-        for job, status, duration, scheduled_for in self._conn.execute(
-            "SELECT j.value, r.status, r.finished_at - r.started_at, r.scheduled_for "
-            "FROM unnest(%s::text[]) WITH ORDINALITY j(value, key) JOIN LATERAL "
-            "(SELECT * FROM runs WHERE job = j.value AND status = ANY(%s) ORDER BY id DESC LIMIT %s) r "
-            "ON true ORDER BY j.key, r.id DESC",
-            (list(rows), counted, 3 * n),
-        ):
-            rows[job].append((status, duration, scheduled_for))
-        return {job: _rate_and_median(found, n) for job, found in rows.items()}
+        found = {job: (rate, median) for job, rate, median in self._conn.execute(
+            "SELECT j.value, s.rate, s.median FROM unnest(%s::text[]) j(value) JOIN LATERAL ("
+            " WITH x AS (SELECT id, status, finished_at - started_at AS d, scheduled_for FROM runs"
+            "   WHERE job = j.value AND status = ANY(%s) ORDER BY id DESC LIMIT %s)"
+            " SELECT (SELECT avg((o.status = 'success')::int)::float8 FROM (SELECT * FROM"
+            "   (SELECT DISTINCT ON (scheduled_for) id, status FROM x ORDER BY scheduled_for, id DESC) f"
+            "   ORDER BY id DESC LIMIT %s) o) AS rate,"
+            "  (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY r.d) FROM (SELECT d FROM x"
+            "   WHERE status != 'error' ORDER BY id DESC LIMIT %s) r WHERE r.d IS NOT NULL) AS median"
+            ") s ON true",
+            (list(jobs), counted, 3 * n, n, n))}
+        return {job: found.get(job, (None, None)) for job in jobs}
 
     @guarded
     def last_finished(self, jobs: Sequence[str], skip: Sequence[RunStatus], *,
