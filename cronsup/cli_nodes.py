@@ -6,13 +6,13 @@ import click
 
 from cronsup import fmt, paths
 from cronsup.cli import EXIT_USAGE, common_options, fail
-from cronsup.store import RunLogError, open_store
 
 LIVE_FOR = 90.0  # a node silent longer than this is shown as silent (3 default leases)
 
 
 def node_rows(db: str) -> list[dict]:
     from cronsup.cluster import disagreements
+    from cronsup.store import open_store
 
     with open_store(db, readonly=True) as store:
         nodes = store.nodes()
@@ -54,6 +54,8 @@ def nodes(as_json: bool, jobs_path: str, db: str) -> None:
     if not paths.is_url(db):
         fail("`cronsup nodes` needs a postgresql:// run log (--db); a SQLite run log has one host",
              EXIT_USAGE)
+    from cronsup.store import RunLogError
+
     try:
         rows = node_rows(db)
     except RunLogError as e:
@@ -82,6 +84,7 @@ def request_run(db: str, job: str) -> dict:
     """`cronsup run JOB` with no daemon on this machine: a request in the store, which a node
     that may run the job takes; the answer as the control socket gives it."""
     from cronsup import clock
+    from cronsup.store import RunLogError, open_store
     from cronsup.store.postgres.schema import default_node
 
     try:
