@@ -105,6 +105,8 @@ def request_run(db: str, job: str) -> dict:
             run = store.run(run_id)
     except RunLogError as e:
         fail(str(e))
-    return {"ok": True, "run_id": run_id, "status": str(run.status) if run else "running",
+    # Started (it may have ended already: `--wait` reads how).
+    state = str(run.status) if run is not None and run.status in ("skipped", "error") else "running"
+    return {"ok": True, "run_id": run_id, "status": state,
             "reason": run.reason if run else None, "pid": run.pid if run else None, "after_id": 0,
             "node": node}

@@ -180,6 +180,7 @@ class Cluster:
             if self._digested is not self.jobs:
                 self._publish_digests()
             self._agree()
+            self._sync_paused(set(self.log.paused()))
         except RunLogError as e:
             if self._db_ok_since is not None:
                 log.error("cannot heartbeat (%s); running jobs go on, nothing new is claimed "
@@ -197,6 +198,15 @@ class Cluster:
         # others' runs only once this node has been up that long, never in the first rush.
         if now.mono - self._db_ok_since >= self._lease_s() / 2:
             self._expire(now)
+
+    def _sync_paused(self, paused: set[str]) -> None:
+        """Pauses are the cluster's: `cronsup pause` through any host pauses the job on all."""
+        for name in paused - self.supervisor.paused:
+            log.info("%s: paused (through another host)", name)
+            self.supervisor.pause(name)
+        for name in self.supervisor.paused - paused:
+            log.info("%s: resumed (through another host)", name)
+            self.supervisor.resume(name)
 
     def _taken_over(self, run_id: int) -> None:
         entry = self.running.get(run_id)

@@ -340,3 +340,25 @@ def test_postgresql_stopped_and_started_again_the_daemons_go_on_without_duplicat
         assert "cannot heartbeat" in a.output() + b.output()
     finally:
         own.stop("immediate")
+
+
+def test_a_pause_through_one_host_pauses_the_job_on_every_host_and_run_goes_through_the_store(
+        nodes, pg_url, tmp_path):
+    out = tmp_path / "ran"
+    jobs = f'MAILTO=""\n[job.tick]\nlease = "3s"\n@every 1s echo $CRONSUP_RUN_ID >> {out}\n'
+    a, b = nodes("a", jobs).start(), nodes("b", jobs).start()
+    wait_until(lambda: rows(pg_url, "SELECT 1 FROM runs"), 15, what="a first run")
+    assert a.cli("pause", "tick").returncode == 0
+    # b learns of it at its next heartbeat (lease/3 = 1s); after that nothing is claimed.
+    wait_until(lambda: "tick: paused (through another host)" in b.output(), 15, what="b to follow")
+    time.sleep(0.5)
+    count = rows(pg_url, "SELECT count(*) FROM runs")[0][0]
+    time.sleep(2.5)
+    assert rows(pg_url, "SELECT count(*) FROM runs")[0][0] == count
+    # `cronsup run` on a machine with no daemon: the request goes through the store.
+    elsewhere = Node(tmp_path, "elsewhere", pg_url, a.jobs)
+    done = elsewhere.cli("run", "tick", "--wait")
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "started run" in done.stdout and "success" in done.stdout
+    [(host, trigger)] = rows(pg_url, "SELECT host, trigger FROM runs WHERE trigger = 'manual'")
+    assert host in ("a", "b")
