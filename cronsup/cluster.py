@@ -48,6 +48,7 @@ def disagreements(nodes: list[dict], digests: dict[str, dict[str, str | None]],
     alive = live(nodes, live_for)
     found: dict[str, set[str]] = {}
     for name, by_node in digests.items():
+        by_node = {node: d for node, d in by_node.items() if d is not None}  # not published yet
         votes = Counter(d for node, d in by_node.items() if node in alive)
         if not votes:
             continue

@@ -362,3 +362,26 @@ def test_a_pause_through_one_host_pauses_the_job_on_every_host_and_run_goes_thro
     assert "started run" in done.stdout and "success" in done.stdout
     [(host, trigger)] = rows(pg_url, "SELECT host, trigger FROM runs WHERE trigger = 'manual'")
     assert host in ("a", "b")
+
+
+def test_a_host_scoped_job_runs_on_every_host_and_a_job_defined_differently_is_not_claimed_there(
+        nodes, pg_url):
+    same = 'MAILTO=""\n[job.rotate]\nscope = "host"\nlease = "3s"\n@every 1s true\n[job.shared]\nlease = "3s"\n'
+    a = nodes("a", same + "@every 1s true\n").start()
+    b = nodes("b", same + "@every 1s true\n").start()
+    c = nodes("c", same + "@every 1s echo changed\n").start()
+    wait_until(lambda: "shared: this host's definition differs" in c.output(), 20, what="c to see it differs")
+    since = rows(pg_url, "SELECT coalesce(max(id), 0) FROM runs")[0][0]
+    wait_until(lambda: len({r[1] for r in rows(pg_url) if r[0] == "rotate" and r[6] > since
+                            and r[4] == "success"}) >= 3, 20, what="a few rotate fires")
+    listed = json.loads(a.cli("nodes", "--json").stdout)["nodes"]
+    for node in (a, b, c):
+        node.proc.send_signal(signal.SIGTERM)
+    for node in (a, b, c):
+        node.stop()
+    later = [r for r in rows(pg_url) if r[6] > since and r[4] == "success"]
+    assert {r[3] for r in later if r[0] == "shared"} <= {"a", "b"} and any(r[0] == "shared" for r in later)
+    per_time = Counter(r[1] for r in later if r[0] == "rotate")
+    assert max(per_time.values()) == 3 and {r[3] for r in later if r[0] == "rotate"} == {"a", "b", "c"}
+    assert {n["node"]: n["differs"] for n in listed} == {"a": [], "b": [], "c": ["shared"]}
+    assert all(n["state"] == "up" and n["version"] for n in listed)

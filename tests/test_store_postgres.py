@@ -139,3 +139,18 @@ def test_nodes_racing_for_many_fires_due_at_once_share_them_and_claim_each_once(
     for i in range(300):
         assert sum(got[n][i] is not None for n in "abc") == 1
     assert all(sum(x is not None for x in got[n]) > 0 for n in "abc")
+
+
+def test_rewriting_a_nodes_jobs_keeps_their_digests_and_nodes_see_each_others(pg_url):
+    from store_contract import JobRow
+
+    from cronsup.cluster import disagreements
+
+    a, b, c = (open_store(pg_url, node=n) for n in "abc")
+    for s, digest in ((a, "d1"), (b, "d1"), (c, "d2")):
+        s.set_daemon(DaemonState(pid=1, pid_start=None, started_at=T, host=s.node, boot_id=BOOT, last_seen=T))
+        s.set_jobs([JobRow("backup", "@daily", "true", "", None, True, 1)])
+        s.set_digests({"backup": digest})
+    a.set_jobs([JobRow("backup", "@daily", "true", "", T, True, 1)])  # a rewrite (next run moved)
+    assert a.job_digests() == {"backup": {"a": "d1", "b": "d1", "c": "d2"}}
+    assert disagreements(a.nodes(), a.job_digests(), 60) == {"c": {"backup"}}

@@ -278,8 +278,10 @@ class Writes:
 
     @guarded
     def set_jobs(self, rows: Sequence[JobRow], digests: dict[str, str] | None = None) -> None:
-        digests = digests or {}
         with self._transaction() as conn:
+            # Keep the digests set_digests gave, unless told new ones.
+            kept = dict(conn.execute("SELECT name, digest FROM jobs WHERE node = %s", (self.node,)).fetchall())
+            digests = {**kept, **getattr(self, "_digests", {}), **(digests or {})}
             conn.execute("DELETE FROM jobs WHERE node = %s", (self.node,))
             with conn.cursor() as cur:
                 cur.executemany(
@@ -294,7 +296,8 @@ class Writes:
     @guarded
     def set_digests(self, digests: dict[str, str]) -> None:
         """Each of this node's jobs' definition digest (the cluster claims a job only where
-        the nodes agree on it)."""
+        the nodes agree on it); also kept for the jobs set_jobs writes later."""
+        self._digests = dict(digests)
         with self._transaction() as conn:
             conn.execute("UPDATE jobs SET digest = v.d FROM unnest(%s::text[], %s::text[]) v(name, d) "
                          "WHERE jobs.node = %s AND jobs.name = v.name",
