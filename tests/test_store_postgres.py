@@ -154,3 +154,21 @@ def test_rewriting_a_nodes_jobs_keeps_their_digests_and_nodes_see_each_others(pg
     a.set_jobs([JobRow("backup", "@daily", "true", "", T, True, 1)])  # a rewrite (next run moved)
     assert a.job_digests() == {"backup": {"a": "d1", "b": "d1", "c": "d2"}}
     assert disagreements(a.nodes(), a.job_digests(), 60) == {"c": {"backup"}}
+
+
+def test_a_call_that_gets_no_answer_fails_after_the_timeout_and_the_next_one_reconnects(pg_url, pg_cluster):
+    import time
+
+    from test_several_hosts import Proxy
+
+    proxy = Proxy(pg_cluster.port)
+    dbname = pg_url.split("/")[3].split("?")[0]
+    s = open_store(pg_cluster.url(dbname, port=proxy.port), node=HOST, timeout=1.0)
+    assert claim(s, "a", T) is not None
+    proxy.paused.set()
+    t = time.monotonic()
+    with pytest.raises(RunLogError, match="no answer from the database within 1s"):
+        s.runs("a")
+    assert time.monotonic() - t < 5
+    proxy.paused.clear()
+    assert len(s.runs("a")) == 1
