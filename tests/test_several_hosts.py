@@ -385,3 +385,14 @@ def test_a_host_scoped_job_runs_on_every_host_and_a_job_defined_differently_is_n
     assert max(per_time.values()) == 3 and {r[3] for r in later if r[0] == "rotate"} == {"a", "b", "c"}
     assert {n["node"]: n["differs"] for n in listed} == {"a": [], "b": [], "c": ["shared"]}
     assert all(n["state"] == "up" and n["version"] for n in listed)
+
+
+def test_a_restarted_host_recovers_its_own_runs_at_once_without_waiting_for_their_lease(nodes, pg_url):
+    a = nodes("a", _long_job("30s", "mark")).start()
+    b = nodes("b", _long_job("30s", "mark")).start()
+    run_id = _run_on(a, "long")
+    a.stop(signal.SIGKILL)  # its `sleep 20` lives on, leased for 30 s more
+    a.start()
+    [(status, reason)] = rows(pg_url, f"SELECT status, reason FROM runs WHERE id = {run_id}")
+    assert status == "lost" and "killed when the daemon restarted" in reason
+    assert b.proc.poll() is None
