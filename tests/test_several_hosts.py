@@ -366,7 +366,8 @@ def test_a_pause_through_one_host_pauses_the_job_on_every_host_and_run_goes_thro
 
 def test_a_host_scoped_job_runs_on_every_host_and_a_job_defined_differently_is_not_claimed_there(
         nodes, pg_url):
-    same = 'MAILTO=""\n[job.rotate]\nscope = "host"\nlease = "3s"\n@every 1s true\n[job.shared]\nlease = "3s"\n'
+    same = ('MAILTO=""\n[job.rotate]\nscope = "host"\nlease = "3s"\n@every 1s true\n'
+            '[job.only_b]\nhosts = ["b"]\n@every 1s true\n[job.shared]\nlease = "3s"\n')
     a = nodes("a", same + "@every 1s true\n").start()
     b = nodes("b", same + "@every 1s true\n").start()
     c = nodes("c", same + "@every 1s echo changed\n").start()
@@ -383,6 +384,7 @@ def test_a_host_scoped_job_runs_on_every_host_and_a_job_defined_differently_is_n
     assert {r[3] for r in later if r[0] == "shared"} <= {"a", "b"} and any(r[0] == "shared" for r in later)
     per_time = Counter(r[1] for r in later if r[0] == "rotate")
     assert max(per_time.values()) == 3 and {r[3] for r in later if r[0] == "rotate"} == {"a", "b", "c"}
+    assert {r[3] for r in later if r[0] == "only_b"} == {"b"}
     assert {n["node"]: n["differs"] for n in listed} == {"a": [], "b": [], "c": ["shared"]}
     assert all(n["state"] == "up" and n["version"] for n in listed)
 
