@@ -1,7 +1,7 @@
 """The run store: runs, their output, the daemon's state and jobs, behind one interface.
 
-`open_store(location)` gives the store for a location (a file path today: SQLite); the
-protocol is in protocol.py, the records in records.py.
+`open_store(location)` gives the store for a location (a file path: SQLite; a
+postgresql:// URL: PostgreSQL); the protocol is in protocol.py, the records in records.py.
 """
 
 from __future__ import annotations
