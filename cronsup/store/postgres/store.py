@@ -69,6 +69,10 @@ class PostgresStore(Reads, Writes):
         extra = {}
         if "connect_timeout" not in self.url:
             extra["connect_timeout"] = max(1, int(self.timeout))
+        if "options" not in self.url:
+            # Small indexed queries: compiling them (JIT, for their cost estimates) takes
+            # longer than running them.
+            extra["options"] = "-c jit=off"
         try:
             self._conn = psycopg.connect(self.url, autocommit=True, application_name="cronsup",
                                          **extra)
@@ -76,13 +80,6 @@ class PostgresStore(Reads, Writes):
             raise schema.wrap(self.path, exc) from exc
         except Exception as exc:  # a malformed URL (psycopg.ProgrammingError is an Error)
             raise RunLogError(f"run log {self.path}: {exc}") from exc
-        try:
-            # Small indexed queries: compiling them (JIT, for their cost estimates) takes
-            # longer than running them.
-            self._conn.execute("SET jit = off")
-        except psycopg.Error as exc:
-            self._drop()
-            raise schema.wrap(self.path, exc) from exc
         return self._conn
 
     def _drop(self) -> None:
