@@ -476,7 +476,7 @@ def _start_hint(jobs_path: str, db: str) -> str:
     if paths.is_url(db) and os.environ.get("CRONSUP_NODE"):
         words.append(f"--node {os.environ['CRONSUP_NODE']}")
     if os.path.abspath(db) != os.path.abspath(paths.default_db()):
-        words.append(f"--db {db}")
+        words.append(f"--db {paths.shown(db)}")
     if state_dir():
         words.append(f"--state-dir {state_dir()}")
     return f"`{' '.join(words)}`" + (" (or `systemctl start cronsup`)" if len(words) == 1 else "")
@@ -801,9 +801,9 @@ def _ask(jobs_path: str, db: str, op: str, job: str | None = None) -> dict:
             return request_run(db, job)
         pid = report.daemon_pid(db, state_dir())
         if pid is not None:
-            fail(f"the daemon (pid {pid}) holds the run log {db} but does not answer on {path}; "
+            fail(f"the daemon (pid {pid}) holds the run log {paths.shown(db)} but does not answer on {path}; "
                  "it may still be starting: try again in a moment", EXIT_NO_DAEMON)
-        fail(f"no daemon is running with the run log {db}; start one with "
+        fail(f"no daemon is running with the run log {paths.shown(db)}; start one with "
              f"{_start_hint(jobs_path, db)}", EXIT_NO_DAEMON)
     except control.ControlError as e:
         fail(str(e), EXIT_USAGE if e.kind == "unknown_job" else EXIT_INVALID)
@@ -915,4 +915,6 @@ def resume(job: str, jobs_path: str, db: str) -> None:
         click.echo(f"{job}: resumed{_next_text(answer)}")
     else:
         click.echo(f"{job}: was not paused{_next_text(answer)}")
+
+
 main.add_command(__import__("cronsup.cli_nodes").cli_nodes.nodes)  # `cronsup nodes` (issue 14)

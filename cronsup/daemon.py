@@ -171,7 +171,7 @@ class Daemon(Processes, Upkeep, Versions, Cluster):
             log.warning("CRONSUP_TEST_CLOCK_OFFSET=%g moves this daemon's wall clock: for tests only",
                         clock.test_offset())
         log.info("cronsup %s: %d jobs from %s, run log %s", self.pid, len(self.jobs.jobs),
-                 self.jobs_path, self.db_path)
+                 self.jobs_path, paths.shown(self.db_path))
         self.notifier.send("READY=1", self._status_line())
 
     def check_can_start(self) -> None:
@@ -195,7 +195,7 @@ class Daemon(Processes, Upkeep, Versions, Cluster):
             try:
                 trust.check_directory(directory, {0, os.geteuid()}, sticky_ok=False)
             except trust.Untrusted as e:
-                raise DaemonError(f"refusing the state directory of {self.db_path}: {e}") from None
+                raise DaemonError(f"refusing the state directory of {paths.shown(self.db_path)}: {e}") from None
         for path in paths.state_files(self.db_path, self.state_dir):
             try:
                 st = os.lstat(path)
@@ -215,8 +215,10 @@ class Daemon(Processes, Upkeep, Versions, Cluster):
         except lockfile.LockError as e:
             raise DaemonError(str(e)) from None
         except lockfile.Held as e:
-            raise DaemonError(f"another cronsup daemon (pid {e.pid or '?'}) is running on {self.db_path}; "
-                              "stop it first, or give this one another --db") from None
+            other = ("give this one its own --node and --state-dir" if paths.is_url(self.db_path)
+                     else "give this one another --db")
+            raise DaemonError(f"another cronsup daemon (pid {e.pid or '?'}) is running on "
+                              f"{paths.shown(self.db_path)}; stop it first, or {other}") from None
 
     def _raise_fd_limit(self) -> None:
         """Soft RLIMIT_NOFILE up to the hard limit: each running job holds a pipe here.

@@ -27,6 +27,15 @@ def is_url(db: str) -> bool:
     return "://" in db
 
 
+def shown(db: str) -> str:
+    """The run log as messages name it: a URL without its password."""
+    if is_url(db):
+        from cronsup.store.postgres.schema import display
+
+        return display(db)
+    return db
+
+
 def state_dir(db: str, state_dir: str | None = None) -> str:
     """The directory of what identifies a daemon on this machine (lock, control socket, start
     journal): --state-dir (CRONSUP_STATE_DIR), else the run log's own directory (for a
