@@ -55,9 +55,20 @@ def state_dir() -> str | None:
     return ctx.meta.get("cronsup.state_dir") if ctx is not None else None
 
 
+def _keep_node(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value:  # the PostgreSQL store reads it (default: the host name)
+        os.environ["CRONSUP_NODE"] = value
+
+
 def common_options(func):
-    """--jobs, --db and --state-dir, which every command takes (and CRONSUP_JOBS / CRONSUP_DB /
-    CRONSUP_STATE_DIR)."""
+    """--jobs, --db, --state-dir and --node, which every command takes (and CRONSUP_JOBS /
+    CRONSUP_DB / CRONSUP_STATE_DIR / CRONSUP_NODE)."""
+    func = click.option(
+        "--node", envvar="CRONSUP_NODE", metavar="NAME", expose_value=False, callback=_keep_node,
+        show_default="the host name",
+        help="With a postgresql:// --db: this daemon's name in the cluster (two daemons on one "
+             "machine need two names, and two --state-dir).",
+    )(func)
     func = click.option(
         "--state-dir", envvar="CRONSUP_STATE_DIR", metavar="DIR", expose_value=False,
         callback=_keep_state_dir, show_default="the run log's directory",
@@ -67,7 +78,8 @@ def common_options(func):
     func = click.option(
         "--db", "db", envvar="CRONSUP_DB", metavar="PATH", default=paths.default_db,
         show_default="root: /var/lib/cronsup/runs.db, others: ~/.local/state/cronsup/runs.db",
-        help="The run log; a daemon and the commands given the same --db find each other.",
+        help="The run log: a SQLite file, or postgresql://... shared by several hosts; a "
+             "daemon and the commands given the same --db find each other.",
     )(func)
     func = click.option(
         "--jobs", "jobs_path", envvar="CRONSUP_JOBS", metavar="FILE", default=paths.default_jobs,
@@ -516,8 +528,10 @@ def _start_hint(jobs_path: str, db: str) -> str:
     words = ["cronsup daemon"]
     if os.path.abspath(jobs_path) != os.path.abspath(paths.default_jobs()):
         words.append(f"--jobs {jobs_path}")
+    if paths.is_url(db) and os.environ.get("CRONSUP_NODE"):
+        words.append(f"--node {os.environ['CRONSUP_NODE']}")
     if os.path.abspath(db) != os.path.abspath(paths.default_db()):
-        words.append(f"--db {db}")
+        words.append(f"--db {paths.shown(db)}")
     if state_dir():
         words.append(f"--state-dir {state_dir()}")
     return f"`{' '.join(words)}`" + (" (or `systemctl start cronsup`)" if len(words) == 1 else "")
@@ -849,11 +863,15 @@ def _ask(jobs_path: str, db: str, op: str, job: str | None = None, fields: dict 
     try:
         return control.request(path, op, job, fields=fields)
     except control.NoDaemon:
+        if op == "run" and paths.is_url(db):  # no daemon here: ask the cluster through the store
+            from cronsup.cli_nodes import request_run
+
+            return request_run(db, job)
         pid = report.daemon_pid(db, state_dir())
         if pid is not None:
-            fail(f"the daemon (pid {pid}) holds the run log {db} but does not answer on {path}; "
+            fail(f"the daemon (pid {pid}) holds the run log {paths.shown(db)} but does not answer on {path}; "
                  "it may still be starting: try again in a moment", EXIT_NO_DAEMON)
-        fail(f"no daemon is running with the run log {db}; start one with "
+        fail(f"no daemon is running with the run log {paths.shown(db)}; start one with "
              f"{_start_hint(jobs_path, db)}", EXIT_NO_DAEMON)
     except control.ControlError as e:
         fail(str(e), EXIT_USAGE if e.kind == "unknown_job" else EXIT_INVALID)
@@ -983,7 +1001,8 @@ def resume(job: str, jobs_path: str, db: str) -> None:
 # Commands in modules of their own, registered last (they import main's helpers).
 from cronsup.cli_backfill import backfill as _backfill  # noqa: E402
 from cronsup.cli_metrics import metrics as _metrics  # noqa: E402
+from cronsup.cli_nodes import nodes as _nodes  # noqa: E402
 from cronsup.cli_takeover import release_, takeover_  # noqa: E402
 
-for _command in (takeover_, release_, _backfill, _metrics):
+for _command in (takeover_, release_, _backfill, _metrics, _nodes):
     main.add_command(_command)

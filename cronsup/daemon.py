@@ -27,6 +27,7 @@ from cronsup.cronlive import CronLive
 from cronsup.report import CRON_KV
 from cronsup.events import Receivers
 from cronsup.model import JobsFile
+from cronsup.cluster import Cluster
 from cronsup.processes import Processes, _Pending, _Running
 from cronsup.store import DaemonState, RunLogError, RunningVersion, open_store
 from cronsup.supervisor import Action, Fire, History, Now, Supervisor
@@ -72,7 +73,7 @@ def boot_id() -> str:
         return "unknown"
 
 
-class Daemon(Processes, Upkeep, Versions, CronLive):
+class Daemon(Processes, Upkeep, Versions, CronLive, Cluster):
     """The loop and its wiring; what it does to runs, the run log and the jobs file is in
     the mixins (processes, upkeep, versions, cronlive)."""
 
@@ -80,10 +81,11 @@ class Daemon(Processes, Upkeep, Versions, CronLive):
                  keep_runs: int = 1000, keep_days: float = 90.0, keep_size: int = 256 << 20,
                  sendmail: str | None = None, state_dir: str | None = None,
                  now: Callable[[], Now] = clock.now, receivers: Receivers | None = None,
-                 metrics: tuple[str, int] | None = None, cron_root: str | None = None):
+                 metrics: tuple[str, int] | None = None, cron_root: str | None = None,
+                 node: str | None = None):
         self.jobs_path = os.path.abspath(jobs_path)
         self.cron_root = os.path.abspath(cron_root) if cron_root else None  # None: no --cron
-        self.db_path = os.path.abspath(db_path)
+        self.db_path = db_path if paths.is_url(db_path) else os.path.abspath(db_path)
         self.state_dir = state_dir  # lock, socket, journal (None: beside the run log)
         self.system = system
         self.keep_runs, self.keep_days, self.keep_size = keep_runs, keep_days, keep_size
@@ -99,7 +101,9 @@ class Daemon(Processes, Upkeep, Versions, CronLive):
         self.internal_errors = 0  # exceptions caught at the loop's iteration boundary
         self.doing: str | None = None  # the job being handled, for an internal error's log line
         self.flags = _Flags()
-        self.host = socket.gethostname()
+        # --node (CRONSUP_NODE): this daemon's name among the hosts sharing a PostgreSQL run log.
+        self.host = node or (os.environ.get("CRONSUP_NODE") if paths.is_url(db_path) else None) \
+            or socket.gethostname()
         self.boot_id = boot_id()
         self.pid = os.getpid()
         self.running: dict[int, _Running] = {}  # run id -> process
@@ -142,9 +146,10 @@ class Daemon(Processes, Upkeep, Versions, CronLive):
         self._raise_fd_limit()
         self._lock()
         self._bind_metrics()
-        self.store = paths.store_mark(self.db_path)
+        self.store = paths.store_mark(self.db_path, self.state_dir)
         try:
-            self.log = open_store(self.db_path, now=self.now().wall)
+            self.log = open_store(self.db_path, now=self.now().wall, node=self.host)
+            self._cluster_start()
         except RunLogError as e:
             raise DaemonError(str(e)) from None
         now = self.now()
@@ -178,7 +183,7 @@ class Daemon(Processes, Upkeep, Versions, CronLive):
             log.warning("CRONSUP_TEST_CLOCK_OFFSET=%g moves this daemon's wall clock: for tests only",
                         clock.test_offset())
         log.info("cronsup %s: %d jobs from %s, run log %s", self.pid, len(self.jobs.jobs),
-                 self.jobs_path, self.db_path)
+                 self.jobs_path, paths.shown(self.db_path))
         if self.metrics is not None:
             self.metrics.start()  # after the migration: its reader needs the current schema
         self.notifier.send("READY=1", self._status_line())
@@ -207,8 +212,10 @@ class Daemon(Processes, Upkeep, Versions, CronLive):
         self._lock_fd = None
 
     def _lock(self) -> None:
-        for directory in dict.fromkeys([os.path.dirname(self.db_path),
-                                        paths.state_dir(self.db_path, self.state_dir)]):
+        dirs = [paths.state_dir(self.db_path, self.state_dir)]
+        if not paths.is_url(self.db_path):
+            dirs.insert(0, os.path.dirname(self.db_path))
+        for directory in dict.fromkeys(dirs):
             try:
                 os.makedirs(directory, mode=0o700, exist_ok=True)
             except OSError as e:
@@ -219,7 +226,7 @@ class Daemon(Processes, Upkeep, Versions, CronLive):
             try:
                 trust.check_directory(directory, {0, os.geteuid()}, sticky_ok=False)
             except trust.Untrusted as e:
-                raise DaemonError(f"refusing the state directory of {self.db_path}: {e}") from None
+                raise DaemonError(f"refusing the state directory of {paths.shown(self.db_path)}: {e}") from None
         for path in paths.state_files(self.db_path, self.state_dir):
             try:
                 st = os.lstat(path)
@@ -239,8 +246,10 @@ class Daemon(Processes, Upkeep, Versions, CronLive):
         except lockfile.LockError as e:
             raise DaemonError(str(e)) from None
         except lockfile.Held as e:
-            raise DaemonError(f"another cronsup daemon (pid {e.pid or '?'}) is running on {self.db_path}; "
-                              "stop it first, or give this one another --db") from None
+            other = ("give this one its own --node and --state-dir" if paths.is_url(self.db_path)
+                     else "give this one another --db")
+            raise DaemonError(f"another cronsup daemon (pid {e.pid or '?'}) is running on "
+                              f"{paths.shown(self.db_path)}; stop it first, or {other}") from None
 
     def _raise_fd_limit(self) -> None:
         """Soft RLIMIT_NOFILE up to the hard limit: each running job holds a pipe here.
@@ -276,6 +285,7 @@ class Daemon(Processes, Upkeep, Versions, CronLive):
             last_seen=previous.last_seen if previous else None,
             paused=set(self.log.paused()),
             boot_time=psutil.boot_time(),
+            anchored=self.cluster,
         )
         stored = self.log.history(names, self.boot_id)  # a few queries, whatever the jobs
         h.last_scheduled, h.last_started = stored.last_scheduled, stored.last_started
@@ -493,6 +503,8 @@ class Daemon(Processes, Upkeep, Versions, CronLive):
             timeout = min(timeout, self.notifier.watchdog_interval)
         if self.writes:
             timeout = min(timeout, max(0.0, self.writes.retry_at - self.now().mono))
+        if self.cluster:  # heartbeats, takeover, run requests
+            timeout = min(timeout, max(0.0, min(self._cluster_due, self._requests_due) - self.now().mono))
         return timeout
 
     def _leftovers_gone(self, now: Now) -> bool:

@@ -24,6 +24,20 @@ class Overlap(StrEnum):
     REPLACE = "replace"  # kill the running one's whole tree, then start
 
 
+class Scope(StrEnum):
+    """Where a job runs when several hosts share a PostgreSQL run log."""
+
+    CLUSTER = "cluster"  # each scheduled time on exactly one host
+    HOST = "host"  # on every host (log rotation, local cleanup)
+
+
+class OnLost(StrEnum):
+    """What happens to a run whose host stopped heartbeating (PostgreSQL run log)."""
+
+    MARK = "mark"  # record it `lost`
+    RETRY = "retry"  # record it `lost` and run it again on another host
+
+
 class Catchup(StrEnum):
     """What happens to fires that came due while the daemon was down."""
 
@@ -148,6 +162,11 @@ class JobSpec:
     output_limit: int = 1024 * 1024
     mailto: str | None = None  # the option, else MAILTO=; "" or None: no mail
     enabled: bool = True
+    # Several hosts on one PostgreSQL run log (ignored with SQLite): None is "cluster" there.
+    scope: Scope | None = None
+    hosts: tuple[str, ...] = ()  # the node names that may run it; () for any
+    on_lost: OnLost = OnLost.MARK
+    lease: float = 30.0  # a running run stays its host's this long without a heartbeat
     auto_named: bool = field(default=True, compare=False)  # name derived from the command
 
     @property

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cronsup import suggest
-from cronsup.model import Catchup, Overlap
+from cronsup.model import Catchup, OnLost, Overlap, Scope
 from cronsup.schedule import load_zone
 from cronsup.units import parse_duration, parse_size
 
@@ -185,6 +185,25 @@ def _cut(text: str, limit: int = 40) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
+def _hosts(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise ValueError("expected a non-empty list of node names, such as [\"web1\", \"web2\"]")
+    for name in value:
+        if not isinstance(name, str) or not name or len(name) > 255 or any(
+                c.isspace() or ord(c) < 0x20 for c in name):
+            raise ValueError(f"{name!r} is not a node name")
+    return tuple(dict.fromkeys(value))
+
+
+def _lease(value: Any) -> float:
+    seconds = _duration(value)
+    if seconds < 1:
+        raise ValueError("must be at least 1s (the owner heartbeats every lease/3)")
+    return seconds
+
+
 def _zone(value: Any) -> str:
     name = _string(value)
     load_zone(name)
@@ -213,6 +232,10 @@ SPECS: dict[str, Callable[[Any], Any]] = {
     "output_limit": _size,
     "mailto": _string,
     "enabled": _bool,
+    "scope": _enum(Scope),
+    "hosts": _hosts,
+    "on_lost": _enum(OnLost),
+    "lease": _lease,
 }
 
 

@@ -58,6 +58,7 @@ class Processes:
         Returns the run id given to each Record and Start, by id() of the action.
         """
         ids: dict[int, int] = {}
+        actions = self._cluster_actions(actions, now)  # several hosts: what this one may claim
         kills = [a for a in actions if isinstance(a, Kill)
                  and (a.run_id in self.running or a.run_id in self.ended)]
         if kills:
@@ -65,8 +66,9 @@ class Processes:
         records = [a for a in actions if isinstance(a, Record)]
         if records:
             got = self._write(self.log.insert_runs, [
-                NewRun(r.job.name, r.fire.trigger, r.fire.attempt, r.fire.scheduled_for,
-                       status=r.status, reason=r.reason, finished_at=now.wall, params=r.fire.params)
+                self._cluster_row(r.job, NewRun(r.job.name, r.fire.trigger, r.fire.attempt, r.fire.scheduled_for,
+                                                status=r.status, reason=r.reason, finished_at=now.wall,
+                                                params=r.fire.params))
                 for r in records
             ], host=self.host, boot_id=self.boot_id) or []
             for r, run_id in zip(records, got):
@@ -76,8 +78,8 @@ class Processes:
             for r in records:  # kept for later, a refused row is still a skip or a miss now
                 self._emit_outcome(r.job, r.job.name, ids.get(id(r)), r.outcome, r.fire, now)
         starts = [a for a in actions if isinstance(a, Start)]
-        if starts:
-            ids.update(self._start(starts, now))
+        for part in self._claim_parts(starts):  # one part, but for several hosts
+            ids.update(self._start(part, now))
         ends = [a for a in actions if isinstance(a, EndBackfill)]
         if ends:
             backfilling.ended(self, ends, now)
@@ -105,8 +107,9 @@ class Processes:
                         pass
 
     def _start(self, starts: list[Start], now: Now) -> dict[int, int]:
-        rows = [NewRun(s.job.name, s.fire.trigger, s.fire.attempt, s.fire.scheduled_for,
-                       started_at=now.wall, params=s.fire.params) for s in starts]
+        rows = [self._cluster_row(s.job, NewRun(s.job.name, s.fire.trigger, s.fire.attempt,
+                                                s.fire.scheduled_for, started_at=now.wall,
+                                                params=s.fire.params)) for s in starts]
         try:
             ids = self.log.insert_runs(rows, host=self.host, boot_id=self.boot_id)
         except RunLogError as e:
@@ -120,8 +123,10 @@ class Processes:
         given: dict[int, int] = {}
         for start, run_id in zip(starts, ids):
             if run_id is None:
-                log.info("%s: a run for %s exists already; not running it again", start.job.name,
-                         start.fire.scheduled_for)
+                # Several hosts: another one claimed it, the usual case, said at debug level.
+                (log.debug if self.cluster else log.info)(
+                    "%s: a run for %s exists already; not running it again", start.job.name,
+                    start.fire.scheduled_for)
                 self.supervisor.not_started(start)
                 continue
             given[id(start)] = run_id
@@ -157,6 +162,8 @@ class Processes:
                 failed.append((start, run_id, reason))
                 continue
             self.pending.popleft()
+            if self.cluster:  # the database's clock, as every other time of the run
+                child.started_at += self._db_offset
             self._journal(b"P %d %d %d\n" % (run_id, child.pid, child.start_ticks))
             self._unconfirmed.add(run_id)
             entry = _Running(child=child, job=start.job, fd=child.fd, last_flush=now.mono, fire=start.fire)

@@ -96,6 +96,14 @@ class Status:
         }
 
 
+def _shown(db_path: str) -> str:
+    if paths.is_url(db_path):
+        from cronsup.store.postgres.schema import display
+
+        return display(db_path)
+    return os.path.abspath(db_path)
+
+
 def open_log(db_path: str) -> RunReader | None:
     """The run log read-only, or None when none exists yet."""
     _check_access(db_path)
@@ -107,6 +115,8 @@ def open_log(db_path: str) -> RunReader | None:
 
 def _check_access(db_path: str) -> None:
     """A run log we may not read is an error that says so, not a missing one."""
+    if paths.is_url(db_path):
+        return
     try:
         os.stat(db_path)
     except FileNotFoundError:
@@ -135,7 +145,7 @@ def status(jobs_path: str, db_path: str, now: float, *, state_dir: str | None = 
             rows, config_error = _rows_from_file(jobs_path, now, runlog)
             jobs_file = os.path.abspath(jobs_path)
         result = Status(running=running, pid=pid, jobs_file=jobs_file, config_error=config_error,
-                        db_path=os.path.abspath(db_path), jobs=[], has_log=runlog is not None,
+                        db_path=_shown(db_path), jobs=[], has_log=runlog is not None,
                         started_at=state.started_at if running and state else None,
                         stopped_at=state.stopped_at if state and not running else None,
                         last_seen=state.last_seen if state and not running else None,

@@ -117,6 +117,14 @@ class History:
     paused: set[str] = field(default_factory=set)
     reboot_done: set[str] = field(default_factory=set)  # @reboot jobs already run this boot
     boot_time: float = 0.0
+    # Several hosts share the schedule: @every fires fall on multiples of the interval since
+    # the epoch, so every host computes the same scheduled times (the claim's key).
+    anchored: bool = False
+
+
+def _anchored_delay(step: float, wall: float) -> float:
+    """Seconds from `wall` to the next multiple of `step` after it."""
+    return step - (wall % step) if wall % step else step
 
 
 @dataclass(frozen=True)
@@ -200,6 +208,8 @@ class Supervisor:
             # start runs nothing from before it.
             job.cursor = now.wall
             job.next_fire = self._next_fire(job, job.cursor)
+        elif isinstance(spec.schedule, Every) and self.history.anchored:
+            job.every_due = now.mono + _anchored_delay(spec.schedule.seconds, now.wall)
         elif isinstance(spec.schedule, Every):
             job.every_due = now.mono + spec.schedule.seconds
             base = self._every_base(spec) if startup and self.history.last_seen is not None else None
@@ -253,6 +263,12 @@ class Supervisor:
         n = 1 + int((now.mono - job.every_due) // step)
         first_due = now.wall - (now.mono - job.every_due)  # wall
         job.every_due += step * n
+        if self.history.anchored:
+            # The nominal multiple, whatever the wake-up's lateness; and the count set again
+            # from the wall clock, which may have been corrected to the database's.
+            first_due = round(first_due / step) * step
+            n = int((now.wall - first_due) // step) + 1 if now.wall >= first_due else 1
+            job.every_due = now.mono + (first_due + n * step - now.wall)
         skip = 0
         if since is not None:  # fires while the daemon ran were handled then
             skip = max(0, min(n, int((since - first_due) // step) + 1))
@@ -586,6 +602,11 @@ class Supervisor:
     def not_started(self, start: Start) -> None:
         """The daemon did not start `start`: a run for that time exists, or it could not spawn."""
         self._forget(self._find(start))
+
+    def rerun_lost(self, name: str, fire: Fire, now: Now) -> list[Action]:
+        """A run another host lost (on_lost = "retry"), to start here under the job's policy."""
+        job = self.jobs.get(name)
+        return [] if job is None else self._due(job, fire, now)
 
     def run_now(self, name: str, now: Now, params: tuple[tuple[str, str], ...] = ()) -> list[Action]:
         """`cronsup run JOB [--env K=V]`: a manual start under the job's overlap policy."""

@@ -26,6 +26,7 @@ class Upkeep:
     """Mixed into Daemon: heartbeat, output flushes, pruning, checkpoints, kept writes."""
 
     def _housekeeping(self, now: Now) -> None:
+        self._cluster_upkeep(now)  # several hosts: leases, takeover, requests
         if self.notifier.watchdog_interval and now.mono - self._last_watchdog >= self.notifier.watchdog_interval:
             self._last_watchdog = now.mono
             self.notifier.send("WATCHDOG=1")

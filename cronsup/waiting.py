@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from cronsup import clock, fmt, report
+from cronsup import clock, fmt, paths, report
 from cronsup.model import RunStatus, Trigger
 from cronsup.store import Run, RunReader, open_store
 
@@ -59,6 +59,8 @@ def describe(run: Run) -> str:
 
 def _daemon_alive(db: tuple[str, str | None]) -> bool:
     """Whether a daemon holds the lock of (run log, --state-dir)."""
+    if paths.is_url(db[0]):
+        return True  # several hosts: the run may be another's; leases end a dead host's runs
     return report.daemon_pid(*db) is not None
 
 

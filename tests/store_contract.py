@@ -460,3 +460,11 @@ def test_contract_job_summaries_give_the_latest_start_success_and_ran_run_of_man
     assert (report.last_started, report.last_success, report.last_status, report.running) == (
         T + 1, None, None, 1)
     assert (never.last_started, never.last_status, never.running) == (None, None, 0)
+def test_contract_success_rate_counts_a_retried_fire_as_its_last_attempt_and_errors_against_it(store, reader):
+    ran(store, "r", T, RunStatus.FAILED, attempt=1, duration=2)
+    ran(store, "r", T, RunStatus.SUCCESS, attempt=2, trigger=Trigger.RETRY, duration=4)
+    ran(store, "r", T + 60, RunStatus.FAILED, duration=6)
+    error = claim(store, "r", T + 120)
+    store.finish_run(error, RunStatus.ERROR, finished_at=T + 120, reason="no such user")
+    assert reader.stats_many(["r"], 20) == {"r": (1 / 3, 4.0)} == {"r": reader.stats("r", 20)}
+    assert reader.stats("r", 1) == (0.0, 6.0)  # the newest fire (an error), the newest ran run

@@ -36,8 +36,8 @@ def reader(store, location):
 def test_open_store_gives_sqlite_for_a_path_and_refuses_an_unknown_url(location):
     with open_store(location) as s:
         assert isinstance(s, SqliteStore)
-    with pytest.raises(RunLogError, match="no store for postgresql:// URLs"):
-        open_store("postgresql://db.example/cronsup")
+    with pytest.raises(RunLogError, match="no store for mysql:// URLs"):
+        open_store("mysql://db.example/cronsup")
 
 
 def _fill(store, n_jobs: int) -> list[str]:

@@ -1,7 +1,7 @@
 """The run store: runs, their output, the daemon's state and jobs, behind one interface.
 
-`open_store(location)` gives the store for a location (a file path today: SQLite); the
-protocol is in protocol.py, the records in records.py.
+`open_store(location)` gives the store for a location (a file path: SQLite; a
+postgresql:// URL: PostgreSQL); the protocol is in protocol.py, the records in records.py.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from cronsup.store.records import (
     StoredCounter,
     StoredHistory,
 )
+from cronsup.store.postgres import schema as pg_schema
 from cronsup.store.sqlite import SqliteStore
 
 __all__ = [
@@ -39,11 +40,15 @@ __all__ = [
 
 
 def open_store(location: str | os.PathLike[str], *, readonly: bool = False, **options) -> RunStore:
-    """The store at `location`: a file path opens SQLite (options as SqliteStore.open).
-
-    A URL scheme such as postgresql:// will choose another class; none is known yet.
-    """
+    """The store at `location`: a postgresql:// (or postgres://) URL opens PostgreSQL
+    (options as PostgresStore.open), a file path SQLite (options as SqliteStore.open)."""
     text = os.fspath(location)
+    if pg_schema.is_url(text):
+        from cronsup.store.postgres import PostgresStore
+
+        return PostgresStore.open(text, readonly=readonly, **options)
+    options.pop("node", None)
+    options.pop("lease", None)
     if "://" in text:
         scheme = text.split("://", 1)[0]
         raise RunLogError(f"run log {text}: no store for {scheme}:// URLs in this cronsup")

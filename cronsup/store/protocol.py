@@ -1,7 +1,7 @@
 """What a run store must do: the daemon's writes and the readers' queries, nothing of SQL.
 
-SQLite (cronsup.store.sqlite) is the first store; a PostgreSQL one is another class that
-passes tests/store_contract.py. Times are float epoch seconds; no method reads a clock.
+SQLite (cronsup.store.sqlite) is the first store; PostgreSQL (cronsup.store.postgres) is
+another class that passes tests/store_contract.py, and a ClusterStore (below) for several hosts. Times are float epoch seconds; no method reads a clock.
 """
 
 from __future__ import annotations
@@ -141,3 +141,34 @@ class RunStore(RunWriter, RunReader, Protocol):
 
     def __enter__(self) -> RunStore: ...
     def __exit__(self, *exc_info: object) -> None: ...
+
+
+class ClusterStore(RunStore, Protocol):
+    """A store several daemons (nodes) share: PostgreSQL (cronsup.store.postgres). `cluster`
+    is True; the daemon uses these only then (cronsup/cluster.py). Runs it claims carry this
+    process's owner token: finish_run, mark_started and save_output of a run another node
+    took over write nothing. tests/test_store_postgres.py tests them."""
+
+    cluster: bool
+    node: str
+    timeout: float  # seconds a call may wait for an answer
+
+    def db_now(self) -> float:
+        """The database's clock: every node schedules and leases by it."""
+
+    def heartbeat_runs(self, run_ids: Iterable[int]) -> set[int]:
+        """Extend these runs' leases; the ids still this process's."""
+
+    def expire_leases(self, grace: float, reason: str) -> list[Run]:
+        """Mark `lost` the running runs whose lease lapsed `grace` leases ago; each is
+        returned to one caller only."""
+
+    def nodes(self) -> list[dict[str, Any]]: ...
+    def job_digests(self) -> dict[str, dict[str, str | None]]: ...
+    def set_digests(self, digests: dict[str, str]) -> None: ...
+    def set_node_facts(self, **facts: Any) -> None: ...
+    def request_run(self, job: str, asked_by: str) -> int: ...
+    def take_requests(self, jobs: Sequence[str]) -> list[tuple[int, str]]: ...
+    def answer_request(self, request_id: int, run_id: int | None) -> None: ...
+    def cancel_request(self, request_id: int) -> bool: ...
+    def request(self, request_id: int) -> tuple[str | None, int | None]: ...

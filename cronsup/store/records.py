@@ -118,6 +118,12 @@ class NewRun:
     started_at: float | None = None
     finished_at: float | None = None
     params: tuple[tuple[str, str], ...] = ()
+    # Several hosts (PostgreSQL; SQLite ignores these): the node of a `scope = "host"` job
+    # ("" for the cluster's), the run's lease, and whether a running run of the job on any
+    # node makes this one `skipped` (overlap = "skip", decided in the claiming transaction).
+    node_key: str = ""
+    lease: float | None = None
+    exclusive: bool = False
 
 
 @dataclass(frozen=True, slots=True)

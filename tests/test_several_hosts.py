@@ -1,0 +1,408 @@
+"""Several daemons sharing one PostgreSQL run log (SPEC section 9), against a real throwaway
+server: every fire once, a dead or stopped host's runs taken over, a cut connection, a skewed
+clock, the server stopped and started."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import psycopg
+import pytest
+from conftest import wait_until
+from pgcluster import pg_cluster, pg_url  # noqa: F401 (fixtures)
+
+from cronsup import control
+
+
+class Node:
+    """`cronsup daemon --db postgresql://... --node NAME --state-dir DIR` in a temp dir."""
+
+    def __init__(self, tmp: Path, name: str, url: str, jobs: Path, env: dict[str, str] | None = None):
+        self.name, self.url, self.jobs = name, url, jobs
+        self.state = tmp / f"state-{name}"
+        self.log_path = tmp / f"daemon-{name}.log"
+        self.env = dict(os.environ, CRONSUP_SENDMAIL="/bin/true", **(env or {}))
+        self.proc: subprocess.Popen | None = None
+
+    def args(self) -> list[str]:
+        return ["--jobs", str(self.jobs), "--db", self.url, "--node", self.name, "--state-dir", str(self.state)]
+
+    def start(self, wait: bool = True) -> Node:
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "cronsup", "daemon", *self.args()],
+                                     stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
+        if wait:
+            wait_until(self.ready, 30, what=f"node {self.name} to start")
+        return self
+
+    def ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"node {self.name} exited {self.proc.returncode}:\n{self.output()}")
+        try:
+            return control.request(str(self.state / "cronsup.sock"), "ping", timeout=2)["pid"] == self.proc.pid
+        except control.ControlError:
+            return False
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            if sig == signal.SIGSTOP:
+                return
+            self.proc.wait(60)
+
+    def cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "cronsup", *args, *self.args()], capture_output=True,
+                              text=True, timeout=60, env=dict(self.env, **(env or {})))
+
+
+def rows(url: str, sql: str = "SELECT job, scheduled_for, attempt, host, status, reason, id FROM runs ORDER BY id"):
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql).fetchall()
+
+
+@pytest.fixture
+def nodes(tmp_path, pg_url):
+    made: list[Node] = []
+
+    def make(name: str, jobs_text: str, env: dict[str, str] | None = None, url: str | None = None) -> Node:
+        jobs = tmp_path / f"jobs-{name}"
+        jobs.write_text(textwrap.dedent(jobs_text))
+        node = Node(tmp_path, name, url or pg_url, jobs, env)
+        made.append(node)
+        return node
+
+    yield make
+    for node in made:
+        if node.proc and node.proc.poll() is None:
+            node.proc.send_signal(signal.SIGCONT)
+            node.proc.kill()
+            node.proc.wait(30)
+
+
+def _no_fire_twice(url: str) -> list:
+    """(job, scheduled time) pairs that ran more than once (over attempts too)."""
+    ran = rows(url, "SELECT job, scheduled_for, node_key, count(*) FROM runs WHERE status IN "
+                    "('success', 'failed', 'running') GROUP BY 1, 2, 3 HAVING count(*) > 1")
+    return ran
+
+
+def test_three_daemons_run_every_fire_of_a_hundred_jobs_exactly_once(nodes, pg_url, tmp_path):
+    out = tmp_path / "ran"
+    jobs = "MAILTO=\"\"\n" + "".join(
+        f"[job.j{i:03d}]\n@every 2s echo $CRONSUP_RUN_ID >> {out}\n" for i in range(100))
+    # Every minute, with the database's clock (which every host follows) moved so that a
+    # minute starts during the test.
+    offset = 60 - time.time() % 60 - 8 + 60
+    jobs += f"[job.minutely]\n* * * * * echo $CRONSUP_RUN_ID >> {out}\n"
+    dbname = pg_url.split("/")[3].split("?")[0]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"ALTER DATABASE \"{dbname}\" SET cronsup.test_clock_offset = '{offset}'")
+    three = [nodes(n, jobs) for n in ("a", "b", "c")]
+    for node in three:
+        node.start(wait=False)
+    for node in three:
+        wait_until(node.ready, 30, what=f"node {node.name}")
+    started = rows(pg_url, "SELECT extract(epoch from now())::float8")[0][0] + offset
+    wait_until(lambda: rows(pg_url, "SELECT count(*) FROM runs WHERE job = 'minutely'")[0][0] >= 1, 30,
+               what="the minutely job's fire")
+    time.sleep(4)  # a few more fires of every @every job (no condition to wait for)
+    for node in three:
+        node.proc.send_signal(signal.SIGTERM)
+    for node in three:
+        node.stop()
+    found = rows(pg_url)
+    assert _no_fire_twice(pg_url) == []
+    by_job: dict[str, list[float]] = {}
+    for job, t, attempt, host, status, reason, run_id in found:
+        # Killed by the stop at the end; or skipped (overlap = "skip" across hosts) because the
+        # fire before was still recorded running on another host, its end not yet written.
+        assert status == "success" or (status, reason) == ("killed", "stopped with the daemon") or (
+            status == "skipped" and reason.startswith("still running on ")), (job, t, host, status, reason)
+        by_job.setdefault(job, []).append(t)
+    assert len(by_job) == 101
+    assert sum(r[4] == "success" for r in found) > len(found) / 2
+    for job, times in by_job.items():
+        if job == "minutely":
+            assert len(times) == 1 and times[0] % 60 == 0
+            continue
+        times.sort()
+        assert all(t % 2 == 0 for t in times)
+        # None missing: every multiple of 2 between the first and the last fire ran.
+        assert times == [times[0] + 2 * k for k in range(len(times))], job
+        assert times[0] <= started + 4
+    assert set(Counter(r[3] for r in found)) == {"a", "b", "c"}
+    # Every run that ran was recorded, and every recorded run ran, once.
+    ran = [int(x) for x in out.read_text().split()]
+    assert len(ran) == len(set(ran)) and set(ran) <= {r[6] for r in found}
+    assert {r[6] for r in found if r[4] == "success"} <= set(ran)
+    assert all("this host's clock" in n.output() for n in three)  # the moved database clock
+
+
+def _long_job(lease: str, on_lost: str) -> str:
+    return f"""\
+        MAILTO=""
+        [job.long]
+        lease = "{lease}"
+        on_lost = "{on_lost}"
+        @every 1h sleep 20
+        """
+
+
+def _run_on(node: Node, job: str) -> int:
+    done = node.cli("run", job)
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout.split("started run ")[1].split()[0])
+
+
+def test_kill_9_of_the_host_running_a_long_job_loses_the_run_and_another_host_runs_it_again(nodes, pg_url):
+    a, b, c = (nodes(n, _long_job("2s", "retry")).start() for n in ("a", "b", "c"))
+    run_id = _run_on(a, "long")
+    [(pid,)] = rows(pg_url, f"SELECT pid FROM runs WHERE id = {run_id} AND pid IS NOT NULL") or [(None,)]
+    killed_at = time.monotonic()
+    a.stop(signal.SIGKILL)  # the host dies: its job with it
+    if pid:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    lost = wait_until(lambda: rows(pg_url, f"SELECT status, reason FROM runs WHERE id = {run_id} "
+                                           "AND status = 'lost'"), 20, what="the run to be lost")
+    took = time.monotonic() - killed_at
+    assert "heartbeating" in lost[0][1]
+    assert took < 2 + 2 / 3 + 2 + 4, took  # lease, grace, a heartbeat's period, slack for the load
+    again = wait_until(lambda: rows(pg_url, "SELECT host, attempt, trigger, status FROM runs "
+                                            f"WHERE job = 'long' AND id > {run_id}"), 20,
+                       what="the run again on another host")
+    assert len(again) == 1
+    host, attempt, trigger, status = again[0]
+    assert host in ("b", "c") and attempt == 2 and trigger == "retry" and status == "running"
+
+
+def test_a_host_stopped_past_its_lease_records_nothing_over_the_cluster_and_claims_again_later(nodes, pg_url):
+    a, b = (nodes(n, _long_job("2s", "mark").replace("sleep 20", "sleep 5")).start() for n in ("a", "b"))
+    run_id = _run_on(a, "long")
+    a.stop(signal.SIGSTOP)
+    wait_until(lambda: rows(pg_url, f"SELECT 1 FROM runs WHERE id = {run_id} AND status = 'lost'"), 20,
+               what="the stopped host's run to be lost")
+    time.sleep(0.5)
+    a.proc.send_signal(signal.SIGCONT)
+    # Back, it learns at its next heartbeat that the run is not its own any more.
+    wait_until(lambda: "the cluster marked it lost" in a.output(), 20, what="node a to notice")
+    [(status, reason)] = rows(pg_url, f"SELECT status, reason FROM runs WHERE id = {run_id}")
+    assert status == "lost" and "heartbeating" in reason
+    assert rows(pg_url, "SELECT count(*) FROM runs")[0][0] == 1  # on_lost = "mark": not run again
+    # It heartbeats again and takes work: a manual run through it starts.
+    second = _run_on(a, "long")
+    assert rows(pg_url, f"SELECT host, status FROM runs WHERE id = {second}") == [("a", "running")]
+
+
+class Proxy:
+    """A TCP proxy to the server that can pause (hold every byte) and drop every connection."""
+
+    def __init__(self, target_port: int):
+        self.target = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.paused = threading.Event()
+        self.conns: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.conns += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                while self.paused.is_set():
+                    time.sleep(0.05)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def drop(self) -> None:
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
+
+
+def _every_second_jobs(out: Path, n: int = 10, only: str | None = None) -> str:
+    """n jobs every second; with `only`, the first half may run on that node alone."""
+    return "MAILTO=\"\"\n" + "".join(
+        f"[job.e{i}]\nlease = \"3s\"\n" + (f"hosts = [\"{only}\"]\n" if only and i < n // 2 else "")
+        + f"@every 1s echo $CRONSUP_RUN_ID >> {out}\n" for i in range(n))
+
+
+def test_a_connection_paused_and_dropped_by_a_proxy_gives_no_duplicate_and_no_unrecorded_run(
+        nodes, pg_url, pg_cluster, tmp_path):
+    out = tmp_path / "ran"
+    proxy = Proxy(pg_cluster.port)
+    dbname = pg_url.split("/")[3].split("?")[0]
+    # Half the jobs may run on a alone: a, through the proxy, has work whoever is faster.
+    a = nodes("a", _every_second_jobs(out, only="a"), url=pg_cluster.url(dbname, port=proxy.port)).start()
+    b = nodes("b", _every_second_jobs(out, only="a")).start()
+    time.sleep(2)
+    proxy.paused.set()  # a's calls get no answer
+    time.sleep(2.5)
+    proxy.drop()
+    proxy.paused.clear()
+    time.sleep(3)  # a reconnects and claims again
+    proxy.drop()  # dropped while idle or mid-call
+    time.sleep(2)
+    a.stop()
+    b.stop()
+    found = rows(pg_url)
+    assert _no_fire_twice(pg_url) == []
+    ran = [int(x) for x in out.read_text().split()]
+    assert len(ran) == len(set(ran))
+    recorded_ran = {r[6] for r in found if r[4] in ("success", "failed", "lost")}
+    assert set(ran) <= recorded_ran  # every run that ran has its row
+    assert all(r[4] != "running" for r in found)
+    assert {r[3] for r in found if r[4] == "success"} == {"a", "b"}
+    assert {r[3] for r in found if r[0] in ("e0", "e1", "e2", "e3", "e4")} == {"a"}
+    assert "heartbeat again" in a.output()  # it lost the database and found it again
+
+
+def test_a_host_whose_clock_is_five_minutes_off_runs_nothing_twice(nodes, pg_url, tmp_path):
+    out = tmp_path / "ran"
+    a = nodes("a", _every_second_jobs(out, 6, only="a"), env={"CRONSUP_TEST_CLOCK_OFFSET": "300"}).start()
+    b = nodes("b", _every_second_jobs(out, 6, only="a")).start()
+    time.sleep(5)
+    a.stop()
+    b.stop()
+    assert "this host's clock is -300" in a.output() or "this host's clock is +300" in a.output()
+    assert _no_fire_twice(pg_url) == []
+    found = rows(pg_url)
+    hosts = {r[3] for r in found}
+    assert hosts == {"a", "b"}
+    now = rows(pg_url, "SELECT extract(epoch from now())::float8")[0][0]
+    assert all(abs(r[1] - now) < 60 for r in found)  # scheduled by the database's clock
+
+
+def test_postgresql_stopped_and_started_again_the_daemons_go_on_without_duplicates(nodes, pg_url, pg_cluster, tmp_path):
+    # A cluster of its own: stopping the shared one would stop the other tests' databases.
+    from pgcluster import Cluster
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="cronsup-pg-stop-"))
+    os.chmod(root, 0o755)
+    own = Cluster(root)
+    own.init()
+    try:
+        url = own.url(own.new_database())
+        out = tmp_path / "ran"
+        a = nodes("a", _every_second_jobs(out, 5), url=url).start()
+        b = nodes("b", _every_second_jobs(out, 5), url=url).start()
+        time.sleep(2)
+        own.stop("fast")
+        stopped = time.time()
+        time.sleep(4)
+        own.start()
+        before = rows(url, "SELECT count(*) FROM runs")[0][0]
+        wait_until(lambda: rows(url, f"SELECT count(*) FROM runs WHERE scheduled_for > {stopped + 4} "
+                                     "AND status = 'success'")[0][0] >= 5, 30, what="runs to resume")
+        a.stop()
+        b.stop()
+        assert before > 0
+        assert _no_fire_twice(url) == []
+        ran = [int(x) for x in out.read_text().split()]
+        assert len(ran) == len(set(ran))
+        assert set(ran) <= {r[6] for r in rows(url) if r[4] in ("success", "failed", "lost")}
+        assert "cannot heartbeat" in a.output() + b.output()
+    finally:
+        own.stop("immediate")
+
+
+def test_a_pause_through_one_host_pauses_the_job_on_every_host_and_run_goes_through_the_store(
+        nodes, pg_url, tmp_path):
+    out = tmp_path / "ran"
+    jobs = f'MAILTO=""\n[job.tick]\nlease = "3s"\n@every 1s echo $CRONSUP_RUN_ID >> {out}\n'
+    a, b = nodes("a", jobs).start(), nodes("b", jobs).start()
+    wait_until(lambda: rows(pg_url, "SELECT 1 FROM runs"), 15, what="a first run")
+    assert a.cli("pause", "tick").returncode == 0
+    # b learns of it at its next heartbeat (lease/3 = 1s); after that nothing is claimed.
+    wait_until(lambda: "tick: paused (through another host)" in b.output(), 15, what="b to follow")
+    time.sleep(0.5)
+    count = rows(pg_url, "SELECT count(*) FROM runs")[0][0]
+    time.sleep(2.5)
+    assert rows(pg_url, "SELECT count(*) FROM runs")[0][0] == count
+    # `cronsup run` on a machine with no daemon: the request goes through the store.
+    elsewhere = Node(tmp_path, "elsewhere", pg_url, a.jobs)
+    done = elsewhere.cli("run", "tick", "--wait")
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "started run" in done.stdout and "success" in done.stdout
+    [(host, trigger)] = rows(pg_url, "SELECT host, trigger FROM runs WHERE trigger = 'manual'")
+    assert host in ("a", "b")
+
+
+def test_a_host_scoped_job_runs_on_every_host_and_a_job_defined_differently_is_not_claimed_there(
+        nodes, pg_url):
+    same = ('MAILTO=""\n[job.rotate]\nscope = "host"\nlease = "3s"\n@every 1s true\n'
+            '[job.only_b]\nhosts = ["b"]\n@every 1s true\n[job.shared]\nlease = "3s"\n')
+    a = nodes("a", same + "@every 1s true\n").start()
+    b = nodes("b", same + "@every 1s true\n").start()
+    c = nodes("c", same + "@every 1s echo changed\n").start()
+    wait_until(lambda: "shared: this host's definition differs" in c.output(), 20, what="c to see it differs")
+    since = rows(pg_url, "SELECT coalesce(max(id), 0) FROM runs")[0][0]
+    wait_until(lambda: len({r[1] for r in rows(pg_url) if r[0] == "rotate" and r[6] > since
+                            and r[4] == "success"}) >= 3, 20, what="a few rotate fires")
+    listed = json.loads(a.cli("nodes", "--json").stdout)["nodes"]
+    for node in (a, b, c):
+        node.proc.send_signal(signal.SIGTERM)
+    for node in (a, b, c):
+        node.stop()
+    later = [r for r in rows(pg_url) if r[6] > since and r[4] == "success"]
+    assert {r[3] for r in later if r[0] == "shared"} <= {"a", "b"} and any(r[0] == "shared" for r in later)
+    per_time = Counter(r[1] for r in later if r[0] == "rotate")
+    assert max(per_time.values()) == 3 and {r[3] for r in later if r[0] == "rotate"} == {"a", "b", "c"}
+    assert {r[3] for r in later if r[0] == "only_b"} == {"b"}
+    assert {n["node"]: n["differs"] for n in listed} == {"a": [], "b": [], "c": ["shared"]}
+    assert all(n["state"] == "up" and n["version"] for n in listed)
+
+
+def test_a_restarted_host_recovers_its_own_runs_at_once_without_waiting_for_their_lease(nodes, pg_url):
+    a = nodes("a", _long_job("30s", "mark")).start()
+    b = nodes("b", _long_job("30s", "mark")).start()
+    run_id = _run_on(a, "long")
+    a.stop(signal.SIGKILL)  # its `sleep 20` lives on, leased for 30 s more
+    a.start()
+    [(status, reason)] = rows(pg_url, f"SELECT status, reason FROM runs WHERE id = {run_id}")
+    assert status == "lost" and "killed when the daemon restarted" in reason
+    assert b.proc.poll() is None

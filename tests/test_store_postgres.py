@@ -1,0 +1,174 @@
+"""The store contract (tests/store_contract.py) run on PostgreSQL, and what only it does:
+a URL opens it, claims across nodes, fences, leases, a connection lost and made again."""
+
+from __future__ import annotations
+
+import pytest
+from pgcluster import pg_cluster, pg_url  # noqa: F401 (fixtures)
+from store_contract import *  # noqa: F401,F403 (the contract's tests, collected here)
+from store_contract import BOOT, HOST, T, claim
+
+from cronsup.model import RunStatus, Trigger
+from cronsup.store import NewRun, RunLogError, RunLogMissing, open_store
+from cronsup.store.postgres import PostgresStore
+
+
+@pytest.fixture
+def store(pg_url):
+    s = open_store(pg_url, node=HOST)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def reader(store, pg_url):
+    r = open_store(pg_url, readonly=True, node=HOST)
+    yield r
+    r.close()
+
+
+def test_a_postgresql_url_opens_the_postgresql_store_and_hides_its_password(pg_url):
+    with open_store(pg_url) as s:
+        assert isinstance(s, PostgresStore) and s.schema_version() >= 1
+    with pytest.raises(RunLogError) as e:
+        open_store("postgresql://cronsup_test:s3cret@127.0.0.1:1/nothing", connect_timeout=1)
+    assert "s3cret" not in str(e.value) and "127.0.0.1" in str(e.value)
+
+
+def test_a_reader_of_a_database_no_daemon_has_initialised_says_so(pg_cluster):
+    url = pg_cluster.url(pg_cluster.new_database())
+    with pytest.raises(RunLogMissing, match="not been initialised"):
+        open_store(url, readonly=True)
+
+
+def test_two_nodes_claim_each_fire_once_and_each_sees_its_own_daemon_row(pg_url):
+    a, b = open_store(pg_url, node="a"), open_store(pg_url, node="b")
+    fires = [NewRun(f"j{i}", Trigger.SCHEDULE, 1, T) for i in range(50)]
+    got_a = a.insert_runs(fires, host="a", boot_id=BOOT)
+    got_b = b.insert_runs(fires, host="b", boot_id=BOOT)
+    assert None not in got_a and got_b == [None] * 50
+    assert [r.host for r in a.running_runs()] == ["a"] * 50 and b.running_runs() == []
+
+
+def test_a_node_cannot_finish_start_or_write_output_of_a_run_it_does_not_own(pg_url, store):
+    other = open_store(pg_url, node=HOST)  # the same node name, another process's token
+    run_id = claim(store, "backup", T)
+    assert not other.finish_run(run_id, RunStatus.SUCCESS, finished_at=T + 1)
+    assert not other.mark_started(run_id, 1, None, T)
+    other.save_output(run_id, b"not mine", False)
+    assert store.output(run_id) is None
+    assert store.finish_run(run_id, RunStatus.SUCCESS, finished_at=T + 1)
+
+
+def test_a_lapsed_lease_makes_the_run_lost_and_the_old_owner_records_nothing_over_it(pg_url):
+    owner = open_store(pg_url, node="a", lease=0.2)
+    other = open_store(pg_url, node="b")
+    run_id = claim(owner, "long", T)
+    assert owner.heartbeat_runs([run_id]) == {run_id}
+    assert other.expire_leases(100.0, "lease lapsed") == []
+    lost = []
+    import time
+    deadline = time.monotonic() + 10
+    while not lost and time.monotonic() < deadline:
+        lost = other.expire_leases(0.5, "lease lapsed")
+    assert [r.id for r in lost] == [run_id] and lost[0].status is RunStatus.LOST
+    assert owner.heartbeat_runs([run_id]) == set()
+    assert not owner.finish_run(run_id, RunStatus.SUCCESS, finished_at=T + 9)
+    assert other.run(run_id).status is RunStatus.LOST
+
+
+def test_a_dropped_connection_fails_one_call_and_the_next_reconnects(pg_url, pg_cluster, store):
+    claim(store, "a", T)
+    pid = store._conn.info.backend_pid
+    pg_cluster.admin(f"SELECT pg_terminate_backend({pid})")
+    with pytest.raises(RunLogError):
+        store.runs("a")
+    assert len(store.runs("a")) == 1
+    assert claim(store, "a", T + 60) is not None
+
+
+def test_a_claim_whose_commit_answer_was_lost_is_found_by_its_token(pg_url, store, monkeypatch):
+    # The commit reached the server, the answer did not: the claim is ours, given once.
+    real = PostgresStore._insert_runs
+
+    def commit_then_fail(self, runs, host, boot_id, token):
+        real(self, runs, host, boot_id, token)
+        raise RunLogError("run log: server closed the connection unexpectedly")
+
+    monkeypatch.setattr(PostgresStore, "_insert_runs", commit_then_fail)
+    [run_id] = store.insert_runs([NewRun("a", Trigger.SCHEDULE, 1, T)], host=HOST, boot_id=BOOT)
+    assert run_id is not None and store.run(run_id).status is RunStatus.RUNNING
+
+
+def test_an_exclusive_claim_while_the_job_runs_on_another_node_is_recorded_skipped(pg_url):
+    a, b = open_store(pg_url, node="a"), open_store(pg_url, node="b")
+    [first] = a.insert_runs([NewRun("j", Trigger.SCHEDULE, 1, T, exclusive=True)], host="a", boot_id=BOOT)
+    [second] = b.insert_runs([NewRun("j", Trigger.SCHEDULE, 1, T + 60, exclusive=True)], host="b", boot_id=BOOT)
+    assert first is not None and second is None
+    skipped = [r for r in b.runs("j") if r.scheduled_for == T + 60]
+    assert [(r.status, r.reason) for r in skipped] == [(RunStatus.SKIPPED, "still running on a")]
+    [side] = b.insert_runs([NewRun("j", Trigger.SCHEDULE, 1, T + 120)], host="b", boot_id=BOOT)
+    assert side is not None  # overlap = "allow" claims side by side
+
+
+def test_a_host_scoped_fire_is_claimed_once_per_node(pg_url):
+    a, b = open_store(pg_url, node="a"), open_store(pg_url, node="b")
+    runs = lambda node: [NewRun("rotate", Trigger.SCHEDULE, 1, T, node_key=node)]  # noqa: E731
+    assert a.insert_runs(runs("a"), host="a", boot_id=BOOT) != [None]
+    assert b.insert_runs(runs("b"), host="b", boot_id=BOOT) != [None]
+    assert b.insert_runs(runs("b"), host="b", boot_id=BOOT) == [None]
+
+
+def test_nodes_racing_for_many_fires_due_at_once_share_them_and_claim_each_once(pg_url):
+    import threading
+
+    stores = [open_store(pg_url, node=n) for n in "abc"]
+    fires = [NewRun(f"j{i:03d}", Trigger.SCHEDULE, 1, T) for i in range(300)]
+    got: dict[str, list] = {}
+    go = threading.Barrier(3)
+
+    def claim_all(s):
+        go.wait()
+        got[s.node] = s.insert_runs(fires, host=s.node, boot_id=BOOT)
+
+    threads = [threading.Thread(target=claim_all, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for i in range(300):
+        assert sum(got[n][i] is not None for n in "abc") == 1
+    assert all(sum(x is not None for x in got[n]) > 0 for n in "abc")
+
+
+def test_rewriting_a_nodes_jobs_keeps_their_digests_and_nodes_see_each_others(pg_url):
+    from store_contract import JobRow
+
+    from cronsup.cluster import disagreements
+
+    a, b, c = (open_store(pg_url, node=n) for n in "abc")
+    for s, digest in ((a, "d1"), (b, "d1"), (c, "d2")):
+        s.set_daemon(DaemonState(pid=1, pid_start=None, started_at=T, host=s.node, boot_id=BOOT, last_seen=T))
+        s.set_jobs([JobRow("backup", "@daily", "true", "", None, True, 1)])
+        s.set_digests({"backup": digest})
+    a.set_jobs([JobRow("backup", "@daily", "true", "", T, True, 1)])  # a rewrite (next run moved)
+    assert a.job_digests() == {"backup": {"a": "d1", "b": "d1", "c": "d2"}}
+    assert disagreements(a.nodes(), a.job_digests(), 60) == {"c": {"backup"}}
+
+
+def test_a_call_that_gets_no_answer_fails_after_the_timeout_and_the_next_one_reconnects(pg_url, pg_cluster):
+    import time
+
+    from test_several_hosts import Proxy
+
+    proxy = Proxy(pg_cluster.port)
+    dbname = pg_url.split("/")[3].split("?")[0]
+    s = open_store(pg_cluster.url(dbname, port=proxy.port), node=HOST, timeout=1.0)
+    assert claim(s, "a", T) is not None
+    proxy.paused.set()
+    t = time.monotonic()
+    with pytest.raises(RunLogError, match="no answer from the database within 1s"):
+        s.runs("a")
+    assert time.monotonic() - t < 5
+    proxy.paused.clear()
+    assert len(s.runs("a")) == 1
