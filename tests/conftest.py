@@ -168,3 +168,22 @@ def daemon(tmp_path):
     d = DaemonProcess(tmp_path)
     yield d
     d.kill()
+    kill_jobs_of(str(d.db))
+
+
+def kill_jobs_of(db: str) -> None:
+    """SIGKILL every process still carrying this run log's mark: a test that failed halfway
+    must not leave its jobs (some ignore SIGTERM) running for the rest of the suite."""
+    from cronsup.paths import store_mark
+
+    mark = b"CRONSUP_STORE=" + store_mark(db).encode()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if mark not in f.read().split(b"\0"):
+                    continue
+            os.kill(int(name), signal.SIGKILL)
+        except OSError:
+            continue
