@@ -99,6 +99,21 @@ class RunReader(Protocol):
     def history(self, jobs: Sequence[str], boot_id: str) -> StoredHistory:
         """What the daemon's start-up needs of these jobs, in a constant number of queries."""
 
+    # -- the web view's reads --
+    def recent_runs_many(self, jobs: Sequence[str], n: int = 30) -> dict[str, list[Run]]:
+        """Each job's last `n` runs, newest first, in a constant number of queries."""
+
+    def runs_filtered(self, job: str | None, *, statuses: Sequence[RunStatus] | None = None,
+                      since: float | None = None, until: float | None = None,
+                      before_id: int | None = None, limit: int = 50) -> list[Run]:
+        """Runs of a job (None: all) newest first, by status and start time in [since, until)."""
+
+    def output_part(self, run_id: int, offset: int, size: int) -> tuple[bytes, int, bool] | None:
+        """Part of a run's output: (bytes, whole length, truncated); None if none was saved."""
+
+    def superseded(self, runs: Sequence[Run]) -> set[int]:
+        """Ids of those runs that a later attempt of the same fire followed."""
+
 
 class RunStore(RunWriter, RunReader, Protocol):
     """A whole store: what `open_store` returns."""
