@@ -897,3 +897,7 @@ def resume(job: str, jobs_path: str, db: str) -> None:
         click.echo(f"{job}: resumed{_next_text(answer)}")
     else:
         click.echo(f"{job}: was not paused{_next_text(answer)}")
+
+from cronsup.cli_web import web as _web  # noqa: E402 (registered last: its module imports this one)
+
+main.add_command(_web)
