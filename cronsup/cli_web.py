@@ -22,10 +22,10 @@ def parse_listen(text: str) -> tuple[str, int]:
         host = host[1:-1]
     try:
         number = int(port)
-        if not 0 < number < 65536:
+        if not 0 <= number < 65536:
             raise ValueError
     except ValueError:
-        raise click.BadParameter(f"{text!r}: the port must be a number from 1 to 65535") from None
+        raise click.BadParameter(f"{text!r}: the port must be a number from 1 to 65535 (0: any free port)") from None
     return host or "0.0.0.0", number
 
 
@@ -109,15 +109,33 @@ def web(listen: str, auth_file: str | None, system: bool, hash_user: str | None,
     if problem:
         fail(problem)
     app = create_app(src, auth=guard)
+    sock = _bind(host, port, listen)
+    port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    click.echo(f"cronsup web: serving http://{shown}:{port}/ (run log {db}, jobs file {jobs_path}"
+    # The URL on stdout (for scripts and `make run`), the rest on stderr.
+    click.echo(f"cronsup web: serving the run log {db} (jobs file {jobs_path}"
                f"{', auth file ' + auth_file if auth_file else ''}); Ctrl-C stops", err=True)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                            server_header=False, proxy_headers=False, lifespan="off")
-    server = uvicorn.Server(config)
+    click.echo(f"http://{shown}:{port}/")
+    sys.stdout.flush()
+    config = uvicorn.Config(app, log_level="warning", access_log=False, server_header=False,
+                            proxy_headers=False, lifespan="off")
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _bind(host: str, port: int, listen: str) -> socket.socket:
+    """The listening socket, bound here so a busy port is one clear line (and port 0 works)."""
     try:
-        server.run()
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except OSError as e:
-        fail(f"--listen {listen}: {e.strerror or e}")
-    if getattr(server, "started", True) is False:
-        fail(f"--listen {listen}: could not listen there (in use, or not an address of this host?)")
+        fail(f"--listen {listen}: {host}: {e.strerror or e}", EXIT_USAGE)
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        fail(f"--listen {listen}: cannot listen there: {e.strerror or e}")
+    sock.set_inheritable(True)
+    return sock

@@ -55,7 +55,7 @@ def _env() -> jinja2.Environment:
 
 
 def create_app(src: data.Source, *, auth: AuthFile | None = None,
-               now: Callable[[], float] = clock.wall) -> Starlette:
+               now: Callable[[], float] = clock.wall) -> Guard:
     env = _env()
 
     def page(template: str, request: Request, status_code: int = 200, **values) -> HTMLResponse:
@@ -168,9 +168,8 @@ def create_app(src: data.Source, *, auth: AuthFile | None = None,
         Route("/api", lambda request: _json({"pages": API_INDEX}), methods=["GET", "HEAD"]),
         Mount("/static", StaticFiles(directory=os.path.join(HERE, "static")), name="static"),
     ]
-    app = Starlette(routes=routes)
-    app.add_middleware(Guard, auth=auth)
-    return app
+    # Guard outside Starlette's own error handling, so a 500 carries the headers too.
+    return Guard(Starlette(routes=routes), auth=auth)
 
 
 API_INDEX = {

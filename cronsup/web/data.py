@@ -11,10 +11,11 @@ import os
 import threading
 from dataclasses import dataclass
 
-from cronsup import report, units
+from cronsup import paths, report, units
 from cronsup.model import AfterJobs, Cron, Every, JobSpec, Reboot, RunStatus
 from cronsup.runjson import iso, run_json
-from cronsup.store import FAILED_STATUSES, RAN_STATUSES, JobRow, Run, RunLogError, RunReader
+from cronsup.store import FAILED_STATUSES, RAN_STATUSES, DaemonState, JobRow, Run, RunLogError, RunReader
+from cronsup.upkeep import HEARTBEAT
 
 STRIP_RUNS = 30  # the overview's strip of each job's last runs
 STATS_RUNS = report.STATS_RUNS  # success rate and median over a job's last this many runs
@@ -49,8 +50,17 @@ class Source:
         """The run log read-only for one request, None while none exists."""
         return report.open_log(self.db)
 
-    def daemon_pid(self) -> int | None:
-        return report.daemon_pid(self.db, self.state_dir)
+    def daemon_pid(self, state: DaemonState | None, now: float) -> int | None:
+        """The running daemon's pid, None when none runs. A view whose user may read the run
+        log but not the daemon's lock (0600, root's) goes by the daemon's heartbeat instead."""
+        pid = report.daemon_pid(self.db, self.state_dir)
+        if pid is not None or state is None:
+            return pid
+        lock = paths.daemon_lock(self.db, self.state_dir)
+        if os.path.exists(lock) and not os.access(lock, os.R_OK) and state.stopped_at is None \
+                and (state.last_seen or state.started_at) >= now - 3 * HEARTBEAT:
+            return state.pid
+        return None
 
     def specs(self, runlog: RunReader | None) -> tuple[list[JobSpec], list[str]]:
         """The jobs of the jobs file and its errors (one line each). A bad file gives the
@@ -194,8 +204,8 @@ def overview(src: Source, now: float, query: str = "", sort: str = "file", desc:
     runlog = src.open()
     try:
         specs, errors = src.specs(runlog)
-        pid = src.daemon_pid()
         state = runlog.daemon() if runlog else None
+        pid = src.daemon_pid(state, now)
         running_daemon = pid is not None and state is not None
         rows: list[JobRow] = runlog.jobs() if running_daemon else []
         if not rows:
@@ -308,7 +318,8 @@ def job(src: Source, name: str, now: float, *, status: str | None = None, since:
         specs, errors = src.specs(runlog)
         by_spec = {s.name: s for s in specs}
         spec = by_spec.get(name)
-        rows = {row.name: row for row in runlog.jobs()} if runlog and src.daemon_pid() else {}
+        state = runlog.daemon() if runlog else None
+        rows = {row.name: row for row in runlog.jobs()} if runlog and src.daemon_pid(state, now) else {}
         row = rows.get(name)
         runs = runlog.runs_filtered(name, statuses=statuses, since=t_since, until=t_until,
                                     before_id=before_id, limit=PAGE_RUNS + 1) if runlog else []
