@@ -16,6 +16,7 @@ from conftest import wait_until
 
 class WebServer:
     def __init__(self, jobs: Path, db: Path, *args: str, env: dict[str, str] | None = None):
+        self.jobs, self.db = jobs, db
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cronsup", "web", "--listen", "127.0.0.1:0", "--jobs", str(jobs),
              "--db", str(db), *args],

@@ -74,7 +74,8 @@ def chart(runs: list[dict], width: int = 900, height: int = 260) -> Markup:
         t = t0 + (t1 - t0) * i / 4
         xx = x(t)
         label = dt.datetime.fromtimestamp(t, zone).strftime("%m-%d %H:%M" if t1 - t0 > 86400 else "%H:%M:%S")
-        parts.append(f'<text class="axis" x="{xx:.1f}" y="{height - 12}" text-anchor="middle">{escape(label)}</text>')
+        anchor = "start" if i == 0 else "end" if i == 4 else "middle"
+        parts.append(f'<text class="axis" x="{xx:.1f}" y="{height - 12}" text-anchor="{anchor}">{escape(label)}</text>')
     path = " ".join(f"{'M' if i == 0 else 'L'}{x(r['_t']):.1f},{y(r['_d']):.1f}" for i, r in enumerate(points))
     parts.append(f'<path class="trend" d="{path}"/>')
     for r in points:
