@@ -341,9 +341,12 @@ def test_contract_checkpoint_and_busy_timeout_are_accepted(store):
 
 def test_contract_recent_runs_of_many_jobs_are_each_jobs_newest_first(store, reader):
     ids = {job: [ran(store, job, T + 60 * i) for i in range(5)] for job in ("a", "b")}
-    found = reader.recent_runs_many(["a", "b", "none"], n=3)
+    claim(store, "b", T + 600)
+    found = reader.recent_marks_many(["a", "b", "none"], n=3)
     assert [r.id for r in found["a"]] == ids["a"][::-1][:3]
-    assert [r.id for r in found["b"]] == ids["b"][::-1][:3]
+    assert [r.status for r in found["b"]] == ["running", "success", "success"]
+    newest = reader.run(ids["a"][-1])
+    assert found["a"][0] == (newest.id, "success", newest.started_at, newest.finished_at, newest.scheduled_for)
     assert found["none"] == []
 
 

@@ -109,7 +109,7 @@ def test_the_overview_lists_every_job_with_schedule_last_result_strip_rate_and_m
     assert [r["id"] for r in data["running"]] == [site.ids["x"]]
     page = site.html("/")
     assert page.count('<tr class="job"') == 5
-    assert 'data-status="timeout"' in page and 'class="s-failed"' in page
+    assert '<rect class="s-timeout"' in page and '<rect class="s-failed"' in page
 
 
 def test_the_overview_searches_by_name_and_sorts(site):

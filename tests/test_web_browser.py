@@ -113,7 +113,7 @@ def test_the_overview_shows_every_job_with_its_last_runs_coloured_by_status(live
     hello = 'tr.job[data-job="hello"]'
     assert page.inner_text(f"{hello} a.status") == "success"
     assert colour(page, f"{hello} a.status", "backgroundColor") == GREEN
-    assert colour(page, 'tr.job[data-job="broken"] svg.strip rect[data-status="failed"]') == RED
+    assert colour(page, 'tr.job[data-job="broken"] svg.strip rect.s-failed') == RED
     assert page.locator(f"{hello} svg.strip rect").count() >= 3
     assert page.inner_text(f"{hello} .desc") == DESC  # markup in a description is text
     assert "daemon running" in page.inner_text("p.daemon")

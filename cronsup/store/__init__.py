@@ -19,6 +19,7 @@ from cronsup.store.records import (
     Run,
     RunLogError,
     RunLogMissing,
+    RunMark,
     RunningVersion,
     StoredHistory,
 )
@@ -26,7 +27,7 @@ from cronsup.store.sqlite import SqliteStore
 
 __all__ = [
     "FAILED_STATUSES", "RAN_STATUSES", "DaemonState", "GoodJobs", "JobRow", "NewRun", "Run",
-    "RunLogError", "RunLogMissing", "RunReader", "RunStore", "RunWriter", "RunningVersion",
+    "RunLogError", "RunLogMissing", "RunMark", "RunReader", "RunStore", "RunWriter", "RunningVersion",
     "SqliteStore", "StoredHistory", "open_store",
 ]
 

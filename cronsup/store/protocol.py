@@ -16,6 +16,7 @@ from cronsup.store.records import (
     JobRow,
     NewRun,
     Run,
+    RunMark,
     RunningVersion,
     StoredHistory,
 )
@@ -100,8 +101,8 @@ class RunReader(Protocol):
         """What the daemon's start-up needs of these jobs, in a constant number of queries."""
 
     # -- the web view's reads --
-    def recent_runs_many(self, jobs: Sequence[str], n: int = 30) -> dict[str, list[Run]]:
-        """Each job's last `n` runs, newest first, in a constant number of queries."""
+    def recent_marks_many(self, jobs: Sequence[str], n: int = 30) -> dict[str, list[RunMark]]:
+        """Each job's last `n` runs, newest first, as RunMarks, in a constant number of queries."""
 
     def runs_filtered(self, job: str | None, *, statuses: Sequence[RunStatus] | None = None,
                       since: float | None = None, until: float | None = None,

@@ -7,6 +7,7 @@ the daemon see nothing else of it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from cronsup.model import RunStatus, Trigger
 
@@ -81,6 +82,16 @@ class Run:
         if self.started_at is None or self.finished_at is None:
             return None
         return self.finished_at - self.started_at
+
+
+class RunMark(NamedTuple):
+    """A run as a strip of recent runs shows it: what it is, how it ended, when."""
+
+    id: int
+    status: str
+    started_at: float | None
+    finished_at: float | None
+    scheduled_for: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,25 +15,9 @@ def _cls(status: str | None) -> str:
     return f"s-{status}" if status else "s-none"
 
 
-def _tip(run: dict) -> str:
+def _tip(run: dict) -> str:  # a chart point's hover text
     took = run.get("shown_took") or "-"
     return f"run {run['id']} · {run['status']} · {run['shown_start']} · {took}"
-
-
-def strip(runs: list[dict], slots: int = 30) -> Markup:
-    """A job's last runs as a row of cells, oldest left; each links to its run."""
-    w, h, gap = 8, 16, 2
-    cells = []
-    start = slots - len(runs)
-    for i, run in enumerate(runs):
-        x = (start + i) * (w + gap)
-        cells.append(
-            f'<a href="{escape(run["url"])}"><rect class="{_cls(run["status"])}" x="{x}" y="0" '
-            f'width="{w}" height="{h}" rx="1" data-status="{escape(run["status"])}">'
-            f"<title>{escape(_tip(run))}</title></rect></a>")
-    width = slots * (w + gap) - gap
-    return Markup(f'<svg class="strip" width="{width}" height="{h}" viewBox="0 0 {width} {h}" '
-                  f'role="img" aria-label="last {len(runs)} runs">{"".join(cells)}</svg>')
 
 
 def chart(runs: list[dict], width: int = 900, height: int = 260) -> Markup:
