@@ -92,6 +92,7 @@ def first_paint(url: str) -> list[float]:
         for i in range(8):
             page = browser.new_page()
             page.goto(url, wait_until="load")
+            page.wait_for_timeout(200)  # the paint entry is recorded just after
             fcp = page.evaluate("() => performance.getEntriesByName('first-contentful-paint')[0].startTime")
             if i >= 2:
                 paints.append(fcp)

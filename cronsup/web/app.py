@@ -125,6 +125,7 @@ def create_app(src: data.Source, *, auth: AuthFile | None = None,
         """A part of a run's output from ?offset= (the live view and "load more" ask this)."""
         try:
             offset = data.parse_id(q(request, "offset"), "offset") or 0
+            size = min(max(data.parse_id(q(request, "size"), "size") or data.OUTPUT_MORE, 1), data.OUTPUT_MAX)
             runlog = src.open()
             if runlog is None:
                 return _json({"error": "no run log yet"}, 404)
@@ -132,7 +133,7 @@ def create_app(src: data.Source, *, auth: AuthFile | None = None,
                 found = runlog.run(request.path_params["run_id"])
                 if found is None:
                     return _json({"error": f"no run {request.path_params['run_id']} in the run log"}, 404)
-                part = data.output(runlog, found, max(offset, 0))
+                part = data.output(runlog, found, max(offset, 0), size)
             finally:
                 runlog.close()
         except data.BadRequest as e:
@@ -176,7 +177,7 @@ API_INDEX = {
     "/api/overview": "every job (?q= name search, ?sort=file|name|next|last|status|rate|median, ?order=desc)",
     "/api/jobs/NAME": "one job (?status=failed,timeout|failures, ?since=, ?until=, ?before=RUN_ID)",
     "/api/runs/ID": "one run with a part of its output (?offset=BYTES)",
-    "/api/runs/ID/output": "a part of a run's output (?offset=BYTES)",
+    "/api/runs/ID/output": "a part of a run's output (?offset=BYTES, ?size=BYTES up to 1 MiB, default 256 KiB)",
     "/api/failures": "final failures of every job (?since=24h, ?until=, ?before=RUN_ID)",
     "/api/graph": "the after chains: nodes and edges",
 }

@@ -32,7 +32,9 @@ STRIP_RUNS = 30  # the overview's strip of each job's last runs
 STATS_RUNS = report.STATS_RUNS  # success rate and median over a job's last this many runs
 CHART_RUNS = 500  # the job page's chart: at most this many runs of the range
 PAGE_RUNS = 50  # rows of a runs table
-OUTPUT_PART = 64 * 1024  # output bytes a page or a request carries at once
+OUTPUT_PART = 32 * 1024  # output bytes a run page carries: small, for a quick first paint
+OUTPUT_MORE = 256 * 1024  # what "load more" and the live view ask for at once (at most OUTPUT_MAX)
+OUTPUT_MAX = 1024 * 1024
 _NOT_AN_END = (RunStatus.RUNNING, RunStatus.SKIPPED, RunStatus.MISSED)
 
 
