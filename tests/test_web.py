@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import html as htmllib
+import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 from webserver import WebServer
@@ -353,3 +357,72 @@ def test_the_systemd_unit_runs_the_web_view_as_an_unprivileged_user():
     assert re.search(r"^User=cronsup-web$", unit, re.M) and re.search(r"^Group=cronsup$", unit, re.M)
     assert re.search(r"^ExecStart=/usr/local/bin/cronsup web .*--db /var/lib/cronsup/runs.db", unit, re.M)
     assert "NoNewPrivileges=yes" in textwrap.dedent(unit)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv to switch users")
+def test_an_unprivileged_user_in_the_run_logs_group_can_serve_it_as_the_readme_says(daemon):
+    import grp
+
+    group = grp.getgrnam("nogroup").gr_gid
+    home = Path(tempfile.mkdtemp(prefix="cronsup-web-"))  # tmp_path's parents are root's 0700
+    try:
+        daemon.db = home / "state" / "runs.db"
+        daemon.write("[job.tick]\n@every 1s echo tick\n")
+        daemon.jobs.chmod(0o644)
+        jobs = home / "jobs"
+        shutil.copy(daemon.jobs, jobs)
+        daemon.start()
+        daemon.finished("tick", 1, timeout=30)
+        home.chmod(0o755)
+        state = daemon.db.parent
+        state.chmod(0o751)  # StateDirectoryMode=0751: others may pass, not list
+        for name in ("runs.db", "runs.db-wal", "runs.db-shm"):  # the README's chgrp and chmod
+            os.chown(state / name, 0, group)
+            (state / name).chmod(0o640)
+        as_nobody = ("setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups")
+        server = WebServer(jobs, daemon.db, prefix=as_nobody)
+        try:
+            uid = [line for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines()
+                   if line.startswith("Uid:")]
+            assert uid and "0" not in uid[0].split()[1:]  # really not root
+            data = server.json("/api/overview")
+            assert data["daemon"]["running"] is True  # by its heartbeat: the lock is root's 0600
+            tick = data["jobs"][0]
+            assert tick["name"] == "tick" and tick["last"]["status"] == "success"
+            assert server.json(f"/api/runs/{tick['last']['id']}/output")["text"] == "tick\n"
+        finally:
+            server.stop()
+        state.chmod(0o700)  # as the daemon makes it: the user cannot reach the run log, and is told so
+        done = subprocess.run([*as_nobody, sys.executable, "-m", "cronsup", "web", "--listen", "127.0.0.1:0",
+                               "--jobs", str(jobs), "--db", str(daemon.db)], capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 1 and "permission denied" in done.stderr, done.stderr
+    finally:
+        daemon.kill()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_the_overview_follows_a_run_from_running_to_its_end(tmp_path):
+    jobs = tmp_path / "jobs"
+    jobs.write_text("[job.lonely]\n@every 5m /bin/true\n")
+    log = Log(tmp_path / "runs.db")
+    log.run("lonely", 600, took=4)
+    running = log.run("lonely", 30, RunStatus.RUNNING)
+    server = WebServer(jobs, tmp_path / "runs.db")
+    try:
+        for _ in range(2):  # the second look may reuse what the first made
+            job = server.json("/api/overview")["jobs"][0]
+            assert [r["status"] for r in job["strip"]] == ["success", "running"]
+            assert job["success_rate"] == 1.0 and job["last"]["status"] == "success"
+            assert "<rect class=\"s-running\"" in server.html("/")
+        log.store.finish_run(running, RunStatus.FAILED, finished_at=NOW, exit_code=2)
+        job = server.json("/api/overview")["jobs"][0]
+        assert [r["status"] for r in job["strip"]] == ["success", "failed"]
+        assert job["success_rate"] == 0.5 and job["last"]["id"] == running and job["median_duration_s"] == 17
+        assert "<rect class=\"s-running\"" not in server.html("/")
+        settled = server.json("/api/overview")["jobs"][0]
+        log.run("lonely", 5)
+        assert len(server.json("/api/overview")["jobs"][0]["strip"]) == 3 and len(settled["strip"]) == 2
+    finally:
+        server.stop()
+        log.store.close()

@@ -15,10 +15,12 @@ from conftest import wait_until
 
 
 class WebServer:
-    def __init__(self, jobs: Path, db: Path, *args: str, env: dict[str, str] | None = None):
+    def __init__(self, jobs: Path, db: Path, *args: str, env: dict[str, str] | None = None,
+                 prefix: tuple[str, ...] = ()):
+        """`prefix`: a command to run it under, such as setpriv switching to another user."""
         self.jobs, self.db = jobs, db
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cronsup", "web", "--listen", "127.0.0.1:0", "--jobs", str(jobs),
+            [*prefix, sys.executable, "-m", "cronsup", "web", "--listen", "127.0.0.1:0", "--jobs", str(jobs),
              "--db", str(db), *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env or dict(os.environ))
         line = self.proc.stdout.readline().strip()

@@ -10,6 +10,7 @@ import datetime as dt
 import os
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from markupsafe import Markup, escape
 
@@ -58,20 +59,26 @@ class Source:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._parsed: tuple[tuple, list[JobSpec], list[str]] | None = None
-        # Each job's strip as drawn, kept while its runs are the same ended runs: a finished
-        # run never changes, so the overview of 1,000 jobs redraws only the strips that moved.
-        self._strips: dict[str, tuple[list[RunMark], Markup]] = {}
+        # What the overview made of each job's last runs, kept while those runs are the same
+        # ended runs (a finished run never changes): the strip as SVG and as JSON, the success
+        # rate and median, the last result. The overview of 1,000 jobs then redoes only the
+        # jobs whose runs moved.
+        self._kept: dict[tuple[str, str], tuple[list[RunMark], Any]] = {}
 
-    def strip(self, job: str, found: list[RunMark], now: float, stamps: Stamps) -> Markup:
-        kept = self._strips.get(job)
-        if kept is not None and kept[0] == found:
-            return kept[1]
-        drawn = strip_svg(found, now, stamps, STRIP_RUNS)
-        if not any(m.status == "running" for m in found):  # "so far" changes with every look
-            if len(self._strips) > 50_000:
-                self._strips.clear()
-            self._strips[job] = (found, drawn)
-        return drawn
+    def kept(self, kind: str, job: str, found: list[RunMark]) -> Any:
+        """What was kept for `found` (the job's last runs as now read), or None."""
+        entry = self._kept.get((kind, job))
+        return entry[1] if entry is not None and entry[0] == found else None
+
+    def keep(self, kind: str, job: str, found: list[RunMark], value: Any, settled: bool) -> None:
+        """Keep `value` while the job's last runs are `found`; only when `settled` (no run of
+        the job is running: its end would change what was made)."""
+        if not settled:
+            self._kept.pop((kind, job), None)
+            return
+        if len(self._kept) > 200_000:
+            self._kept.clear()
+        self._kept[(kind, job)] = (found, value)
 
     def open(self) -> RunReader | None:
         """The run log read-only for one request, None while none exists."""
@@ -333,16 +340,32 @@ def overview(src: Source, now: float, query: str = "", sort: str = "file", desc:
                                    line=0, description="removed from the jobs file; this run goes on until it ends"))
                 names.append(name)
             paused = runlog.paused()
-            stats = runlog.stats_many(names, STATS_RUNS)
             recent = runlog.recent_marks_many(names, STRIP_RUNS)
+            settled = {n for n in names if n not in active}
+            todo = [n for n in names if src.kept("stats", n, recent[n]) is None]
+            fresh = runlog.stats_many(todo, STATS_RUNS) if todo else {}
+            for n in todo:
+                src.keep("stats", n, recent[n], fresh[n], n in settled)
+            stats = {n: fresh[n] if n in fresh else src.kept("stats", n, recent[n]) for n in names}
             # LAST is the newest run that ran to an end, as in `status`.
-            finished = runlog.last_finished(names, _NOT_AN_END, within=50)
+            todo = [n for n in names if src.kept("last", n, recent[n]) is None]
+            got = runlog.last_finished(todo, _NOT_AN_END, within=50) if todo else {}
+            for n in todo:
+                src.keep("last", n, recent[n], (got.get(n),), n in settled)
+            finished = {n: got.get(n) if n in got else (src.kept("last", n, recent[n]) or (None,))[0]
+                        for n in names}
         stamps = Stamps()
         jobs = []
         for row in rows:
             last = finished.get(row.name)
             rate, median = stats.get(row.name, (None, None))
             spec = by_spec.get(row.name)
+            found = recent.get(row.name, [])
+            kind = "svg" if html else "json"
+            strip = src.kept(kind, row.name, found)
+            if strip is None:
+                strip = strip_svg(found, now, stamps, STRIP_RUNS) if html else marks(found, now, stamps)
+                src.keep(kind, row.name, found, strip, row.name not in active)
             jobs.append({
                 "name": row.name, "url": f"/jobs/{row.name}", "description": row.description,
                 "schedule": row.schedule, "zone": schedule_zone(spec), "command": row.command,
@@ -353,8 +376,7 @@ def overview(src: Source, now: float, query: str = "", sort: str = "file", desc:
                 "success_rate": None if rate is None else round(rate, 3),
                 "median_duration_s": None if median is None else round(median, 3),
                 "shown_median": duration(median),
-                **({"strip_svg": src.strip(row.name, recent.get(row.name, []), now, stamps)} if html else
-                   {"strip": marks(recent.get(row.name, []), now, stamps)}),
+                **({"strip_svg": strip} if html else {"strip": strip}),
                 "running": [brief(r, now) for r in active.get(row.name, [])],
             })
         total = len(jobs)
