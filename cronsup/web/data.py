@@ -64,6 +64,14 @@ class Source:
         # rate and median, the last result. The overview of 1,000 jobs then redoes only the
         # jobs whose runs moved.
         self._kept: dict[tuple[str, str], tuple[list[RunMark], Any]] = {}
+        self._next: dict[str, tuple[JobSpec, float | None, float]] = {}
+
+    def next_run(self, spec: JobSpec, now: float) -> float | None:
+        """A stopped daemon's job's next fire from its spec, kept until it has passed."""
+        entry = self._next.get(spec.name)
+        if entry is None or entry[0] != spec or (entry[1] is not None and entry[1] <= now) or entry[2] > now:
+            entry = self._next[spec.name] = (spec, report.next_run(spec, now), now)
+        return entry[1]
 
     def kept(self, kind: str, job: str, found: list[RunMark]) -> Any:
         """What was kept for `found` (the job's last runs as now read), or None."""
@@ -323,7 +331,7 @@ def overview(src: Source, now: float, query: str = "", sort: str = "file", desc:
         rows: list[JobRow] = runlog.jobs() if running_daemon else []
         if not rows:
             rows = [JobRow(name=s.name, schedule=s.schedule.text, command=s.command,
-                           description=s.description, next_run=report.next_run(s, now),
+                           description=s.description, next_run=src.next_run(s, now),
                            enabled=s.enabled, line=s.line) for s in specs]
         by_spec = {s.name: s for s in specs}
         names = [row.name for row in rows]
