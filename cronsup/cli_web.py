@@ -99,10 +99,13 @@ def web(listen: str, auth_file: str | None, system: bool, hash_user: str | None,
         except auth.AuthFileError as e:
             fail(str(e))
 
-    import uvicorn
+    try:
+        import uvicorn
 
+        from cronsup.web.app import create_app
+    except ImportError as e:
+        fail(f"cronsup web needs the web extra ({e.name} is missing): pip install 'cronsup[web]'")
     from cronsup.web import data
-    from cronsup.web.app import create_app
 
     src = data.Source(db=db, jobs=jobs_path, state_dir=state_dir(), system=system)
     problem = data.check_readable(src)
