@@ -153,6 +153,7 @@ def test_a_running_runs_output_grows_in_the_page(live, page):
     page.goto(live.url + run["url"])
     assert page.inner_text("#run-status") == "running"
     wait_until(lambda: "line 3" in page.inner_text("#output"), timeout=30, what="the first lines")
+    wait_until(lambda: int(page.inner_text("#output-bytes")) > 20, timeout=30, what="its size to follow")
     before = page.inner_text("#output").count("\n")
     # (polled from here: the page's CSP forbids the string evaluation wait_for_function uses)
     wait_until(lambda: page.inner_text("#output").count("\n") > before + 5, timeout=30, what="more lines")
@@ -192,9 +193,9 @@ def test_the_graph_draws_the_chain_with_nodes_coloured_by_their_last_result(live
     assert sorted(nodes.evaluate_all("els => els.map(e => e.dataset.job)")) == ["after-hello", "hello"]
     assert colour(page, '#graph g.node[data-job="hello"] rect') == GREEN
     assert page.locator('#graph path.edge[data-from="hello"][data-to="after-hello"]').count() == 1
+    shot(live, page, "web-graph")
     page.click('#graph g.node[data-job="after-hello"]')
     page.wait_for_url("**/jobs/after-hello")
-    shot(live, page, "web-graph")
 
 
 def test_a_long_output_shows_its_first_part_and_loads_the_rest_on_demand(live, page, tmp_path):

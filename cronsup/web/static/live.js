@@ -49,6 +49,8 @@
         next = part.next;
       }
       pre.dataset.next = String(next);
+      var bytes = document.getElementById("output-bytes");
+      if (bytes) bytes.textContent = String(part.size);
       setStatus(part.status);
       if (part.running || part.next < part.size) {
         setTimeout(follow, part.running ? 1000 : 0);
