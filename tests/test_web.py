@@ -426,3 +426,20 @@ def test_the_overview_follows_a_run_from_running_to_its_end(tmp_path):
     finally:
         server.stop()
         log.store.close()
+
+
+def test_a_job_whose_name_holds_url_characters_links_to_its_own_page(tmp_path):
+    jobs = tmp_path / "jobs"
+    jobs.write_text("[job.lonely]\n@every 5m /bin/true\n")
+    log = Log(tmp_path / "runs.db")
+    odd = "a?b#c%d e"
+    log.run(odd, 30, RunStatus.RUNNING)
+    log.store.close()
+    server = WebServer(jobs, tmp_path / "runs.db")
+    try:
+        job = next(j for j in server.json("/api/overview")["jobs"] if j["name"] == odd)
+        assert job["url"] == "/jobs/a%3Fb%23c%25d%20e"
+        assert server.json("/api" + job["url"])["name"] == odd
+        assert "a?b#c%d e" in htmllib.unescape(server.html(job["url"]))
+    finally:
+        server.stop()

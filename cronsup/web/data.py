@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import threading
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -296,6 +297,11 @@ def parse_id(text: str | None, what: str) -> int | None:
         raise BadRequest(f"{what}={text!r}: a run id (a number)") from None
 
 
+def job_url(name: str) -> str:
+    """A job page's path, its name quoted (a name may hold '?', '#' or '%')."""
+    return "/jobs/" + urllib.parse.quote(name, safe="")
+
+
 def brief(run: Run, now: float) -> dict:
     """A run for tables, strips and charts: its JSON plus what a page shows of it."""
     data = run_json(run)
@@ -303,6 +309,7 @@ def brief(run: Run, now: float) -> dict:
     if run.status is RunStatus.RUNNING and run.started_at is not None:
         took = now - run.started_at
     data["url"] = f"/runs/{run.id}"
+    data["job_url"] = job_url(run.job)
     data["shown_start"] = shown(run.started_at or run.scheduled_for)
     data["shown_took"] = duration(took) + (" so far" if run.status is RunStatus.RUNNING else "")
     data["due_only"] = run.started_at is None
@@ -375,7 +382,7 @@ def overview(src: Source, now: float, query: str = "", sort: str = "file", desc:
                 strip = strip_svg(found, now, stamps, STRIP_RUNS) if html else marks(found, now, stamps)
                 src.keep(kind, row.name, found, strip, row.name not in active)
             jobs.append({
-                "name": row.name, "url": f"/jobs/{row.name}", "description": row.description,
+                "name": row.name, "url": job_url(row.name), "description": row.description,
                 "schedule": row.schedule, "zone": schedule_zone(spec), "command": row.command,
                 "enabled": row.enabled, "paused": row.name in paused,
                 "next_run": iso(row.next_run), "shown_next": shown(row.next_run) if row.next_run else
@@ -477,7 +484,7 @@ def job(src: Source, name: str, now: float, *, status: str | None = None, since:
         table.append(item)
     next_run = row.next_run if row else (report.next_run(spec, now) if spec else None)
     return {
-        "name": name, "url": f"/jobs/{name}",
+        "name": name, "url": job_url(name),
         "description": spec.description if spec else (row.description if row else ""),
         "schedule": spec.schedule.text if spec else (row.schedule if row else "-"),
         "zone": schedule_zone(spec), "command": spec.command if spec else (row.command if row else ""),
@@ -485,8 +492,8 @@ def job(src: Source, name: str, now: float, *, status: str | None = None, since:
         "enabled": spec.enabled if spec else (row.enabled if row else False), "paused": paused,
         "options": options(spec) if spec else [],
         "next_run": iso(next_run), "next_fires": next_fires(spec, next_run, now),
-        "upstream": [{"name": n, "url": f"/jobs/{n}"} for n in (spec.after if spec else ())],
-        "downstream": [{"name": s.name, "url": f"/jobs/{s.name}"} for s in specs if name in s.after],
+        "upstream": [{"name": n, "url": job_url(n)} for n in (spec.after if spec else ())],
+        "downstream": [{"name": s.name, "url": job_url(s.name)} for s in specs if name in s.after],
         "success_rate": None if rate is None else round(rate, 3),
         "median_duration_s": None if median is None else round(median, 3),
         "shown_median": duration(median), "stats_over_runs": STATS_RUNS,
@@ -565,7 +572,7 @@ def run(src: Source, run_id: int, now: float, offset: int = 0) -> dict:
         runlog.close()
     data = brief(found, now)
     data.update({
-        "job_url": f"/jobs/{found.job}", "retried_ok": retried.get(run_id), "final": not superseded,
+        "job_url": job_url(found.job), "retried_ok": retried.get(run_id), "final": not superseded,
         "signal_name": units.signal_name(found.signal) if found.signal else None,
         "shown_finished": shown(found.finished_at), "shown_scheduled": shown(found.scheduled_for),
         "shown_cpu": None if found.cpu_s is None else f"{found.cpu_s:.2f}s",
@@ -670,7 +677,7 @@ def graph(src: Source, now: float) -> dict:
     nodes = []
     for s in chained:
         run_ = last.get(s.name)
-        nodes.append({"name": s.name, "url": f"/jobs/{s.name}", "depth": level(s.name),
+        nodes.append({"name": s.name, "url": job_url(s.name), "depth": level(s.name),
                       "schedule": s.schedule.text, "status": str(run_.status) if run_ else None,
                       "last": brief(run_, now) if run_ else None})
     edges = [{"from": a, "to": s.name} for s in chained for a in s.after if a in by_name]
