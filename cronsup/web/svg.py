@@ -10,6 +10,31 @@ import math
 
 from markupsafe import Markup, escape
 
+from cronsup.model import RunStatus
+from cronsup.store import RunMark
+from cronsup.web.source import Stamps, duration, mark_took
+
+
+_STATUSES = frozenset(str(status) for status in RunStatus)
+
+
+def strip_svg(found: list[RunMark], now: float, stamps: Stamps, slots: int) -> Markup:
+    """A strip's runs as SVG for the page: each cell links to its run and names it on hover.
+    Built in one pass, as 1,000 jobs make 30,000 cells. Nothing in a cell comes from a job:
+    ids are numbers, statuses one of RunStatus, times and zone names ours (escaped once)."""
+    start = slots - len(found)
+    cells = []
+    for i, m in enumerate(reversed(found)):
+        status = m.status if m.status in _STATUSES else "unknown"
+        took = mark_took(m, now)
+        when = stamps.shown(m.started_at if m.started_at is not None else m.scheduled_for)
+        cells.append(f'<a href="/runs/{int(m.id)}"><rect class="s-{status}" x="{(start + i) * 10}">'
+                     f"<title>run {int(m.id)} · {status} · {when} · {duration(took)}"
+                     f"{' so far' if status == 'running' else ''}</title></rect></a>")
+    width = slots * 10 - 2
+    return Markup(f'<svg class="strip" width="{width}" height="16" viewBox="0 0 {width} 16" role="img" '
+                  f'aria-label="last {len(found)} runs">{"".join(cells)}</svg>')
+
 
 def _cls(status: str | None) -> str:
     return f"s-{status}" if status else "s-none"

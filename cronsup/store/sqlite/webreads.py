@@ -9,7 +9,7 @@ from typing import Any
 
 from cronsup.model import RunStatus
 from cronsup.store.records import Run, RunMark
-from cronsup.store.sqlite.reads import _RUN_COLUMNS, _SELECT_RUNS, _run_from_row
+from cronsup.store.sqlite.reads import _SELECT_RUNS, _run_from_row
 from cronsup.store.sqlite.schema import _guarded, _placeholders
 
 
