@@ -41,6 +41,14 @@
 
   function follow() {
     get(next).then(function (part) {
+      if (part.truncated && part.running) {
+        // Past output_limit the run log keeps the first and last halves, and the last half
+        // moves with every flush: offsets into it mean nothing, so stop following here.
+        var note = document.getElementById("live");
+        if (note) note.textContent = "The output passed output_limit: its middle is cut while it runs. Reload the page for its latest part.";
+        setStatus(part.status);
+        return;
+      }
       if (part.restart) {  // the middle of a long output was cut: show it again from the start
         pre.textContent = "";
         next = 0;
