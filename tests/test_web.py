@@ -350,13 +350,20 @@ def test_the_overview_costs_the_same_number_of_queries_for_ten_jobs_and_for_a_th
     assert count(10) == count(1000)
 
 
-def test_the_systemd_unit_runs_the_web_view_as_an_unprivileged_user():
+def test_the_systemd_unit_runs_the_web_view_as_an_unprivileged_user_and_systemd_accepts_it(tmp_path):
     from conftest import ROOT
+    from test_systemd import ANALYZE, CRONSUP, verify
 
-    unit = (ROOT / "systemd" / "cronsup-web.service").read_text()
+    path = ROOT / "systemd" / "cronsup-web.service"
+    unit = path.read_text()
     assert re.search(r"^User=cronsup-web$", unit, re.M) and re.search(r"^Group=cronsup$", unit, re.M)
-    assert re.search(r"^ExecStart=/usr/local/bin/cronsup web .*--db /var/lib/cronsup/runs.db", unit, re.M)
+    assert re.search(r"^ExecStart=/usr/local/bin/cronsup web --listen 127.0.0.1:8467 .*--db /var/lib/cronsup/runs.db$",
+                     unit, re.M)
     assert "NoNewPrivileges=yes" in textwrap.dedent(unit)
+    if ANALYZE is not None:
+        copy = tmp_path / "cronsup-web.service"  # with this checkout's program, which exists here
+        copy.write_text(unit.replace("/usr/local/bin/cronsup", str(CRONSUP)))
+        assert verify(copy, tmp_path) == ""
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv to switch users")
