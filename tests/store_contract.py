@@ -350,6 +350,13 @@ def test_contract_recent_runs_of_many_jobs_are_each_jobs_newest_first(store, rea
     assert found["none"] == []
 
 
+def test_contract_newest_ids_are_each_jobs_highest_run_id(store, reader):
+    ran(store, "a", T)
+    newest = claim(store, "a", T - 60)  # claimed later for an earlier time: the higher id
+    b = ran(store, "b", T)
+    assert reader.newest_ids(["a", "b", "none"]) == {"a": newest, "b": b}
+
+
 def test_contract_runs_filtered_by_status_time_and_page(store, reader):
     statuses = [RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.TIMEOUT, RunStatus.SUCCESS, RunStatus.FAILED]
     ids = [ran(store, "a", T + 60 * i, s) for i, s in enumerate(statuses)]

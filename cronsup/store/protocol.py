@@ -104,6 +104,9 @@ class RunReader(Protocol):
     def recent_marks_many(self, jobs: Sequence[str], n: int = 30) -> dict[str, list[RunMark]]:
         """Each job's last `n` runs, newest first, as RunMarks, in a constant number of queries."""
 
+    def newest_ids(self, jobs: Sequence[str]) -> dict[str, int]:
+        """Each job's highest run id (jobs without runs left out), in a constant number of queries."""
+
     def runs_filtered(self, job: str | None, *, statuses: Sequence[RunStatus] | None = None,
                       since: float | None = None, until: float | None = None,
                       before_id: int | None = None, limit: int = 50) -> list[Run]:

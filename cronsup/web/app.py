@@ -23,7 +23,7 @@ from starlette.staticfiles import StaticFiles
 
 from cronsup import clock
 from cronsup.store import RunLogError
-from cronsup.web import data, svg
+from cronsup.web import data, rows, svg
 from cronsup.web.auth import AuthFile, AuthFileError
 
 log = logging.getLogger("cronsup.web")
@@ -48,7 +48,7 @@ def _env() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.join(HERE, "templates")),
                              autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True)
-    env.globals.update(chart=svg.chart, graph_svg=svg.graph)
+    env.globals.update(chart=svg.chart, graph_svg=svg.graph, job_rows=rows.job_rows)
     env.filters["when"] = lambda t: "-" if not t else data.shown(dt.datetime.fromisoformat(t).timestamp())
     env.filters["pct"] = lambda v: "-" if v is None else f"{v * 100:.0f}%"
     return env

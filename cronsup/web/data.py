@@ -79,7 +79,7 @@ def overview(src: Source, now: float, query: str = "", sort: str = "file", desc:
                                    line=0, description="removed from the jobs file; this run goes on until it ends"))
                 names.append(name)
             paused = runlog.paused()
-            recent = runlog.recent_marks_many(names, STRIP_RUNS)
+            recent = src.recent(runlog, names, set(active), now)
             settled = {n for n in names if n not in active}
             todo = [n for n in names if src.kept("stats", n, recent[n]) is None]
             fresh = runlog.stats_many(todo, STATS_RUNS) if todo else {}

@@ -34,6 +34,7 @@ PAGE_RUNS = 50  # rows of a runs table
 OUTPUT_PART = 32 * 1024  # output bytes a run page carries: small, for a quick first paint
 OUTPUT_MORE = 256 * 1024  # what "load more" and the live view ask for at once (at most OUTPUT_MAX)
 OUTPUT_MAX = 1024 * 1024
+KEEP_MARKS = 300.0  # seconds a settled job's last runs are reused without reading them again
 _NOT_AN_END = (RunStatus.RUNNING, RunStatus.SKIPPED, RunStatus.MISSED)
 
 
@@ -63,6 +64,7 @@ class Source:
         # jobs whose runs moved.
         self._kept: dict[tuple[str, str], tuple[list[RunMark], Any]] = {}
         self._next: dict[str, tuple[JobSpec, float | None, float]] = {}
+        self._marks: dict[str, tuple[int | None, list[RunMark], float]] = {}
 
     def next_run(self, spec: JobSpec, now: float) -> float | None:
         """A stopped daemon's job's next fire from its spec, kept until it has passed."""
@@ -70,6 +72,29 @@ class Source:
         if entry is None or entry[0] != spec or (entry[1] is not None and entry[1] <= now) or entry[2] > now:
             entry = self._next[spec.name] = (spec, report.next_run(spec, now), now)
         return entry[1]
+
+    def recent(self, runlog: RunReader, names: list[str], active: set[str], now: float) -> dict[str, list[RunMark]]:
+        """Each job's last STRIP_RUNS runs. A job with no run going whose newest run id is the
+        one seen last time has the same last runs (ended runs never change): those are not
+        read again for KEEP_MARKS seconds (pruning by age can still remove old ones), so a
+        reload of 1,000 settled jobs reads one id per job."""
+        newest = runlog.newest_ids(names)
+        todo = []
+        found: dict[str, list[RunMark]] = {}
+        for name in names:
+            kept = self._marks.get(name)
+            if name not in active and kept is not None and kept[0] == newest.get(name) and kept[2] > now - KEEP_MARKS:
+                found[name] = kept[1]
+            else:
+                todo.append(name)
+        fresh = runlog.recent_marks_many(todo, STRIP_RUNS) if todo else {}
+        for name in todo:
+            marks = found[name] = fresh[name]
+            if name in active or any(m.status == "running" for m in marks):
+                self._marks.pop(name, None)
+            else:
+                self._marks[name] = (newest.get(name), marks, now)
+        return found
 
     def kept(self, kind: str, job: str, found: list[RunMark]) -> Any:
         """What was kept for `found` (the job's last runs as now read), or None."""

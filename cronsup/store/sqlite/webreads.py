@@ -26,14 +26,22 @@ class WebReads:
         """Each job's last `n` runs, newest first, as light RunMarks, in one query (one index
         walk per job): the overview's strips of 1,000 jobs need no full Run records."""
         found: dict[str, list[RunMark]] = {job: [] for job in jobs}
-        for job, *mark in self._conn.execute(
+        make = tuple.__new__  # RunMark(*row) costs a Python call per row; 30,000 rows here
+        for row in self._conn.execute(
             "SELECT j.value, r.id, r.status, r.started_at, r.finished_at, r.scheduled_for FROM json_each(?) j "
             "JOIN runs r ON r.id IN (SELECT id FROM runs INDEXED BY runs_job_id WHERE job = j.value "
             "ORDER BY id DESC LIMIT ?) ORDER BY j.key, r.id DESC",
             (json.dumps(list(found)), max(int(n), 0)),
         ):
-            found[job].append(RunMark(*mark))
+            found[row[0]].append(make(RunMark, row[1:]))
         return found
+
+    @_guarded
+    def newest_ids(self, jobs: Sequence[str]) -> dict[str, int]:
+        """Each job's highest run id (jobs without runs left out), one index seek per job."""
+        return {job: run_id for job, run_id in self._conn.execute(
+            "SELECT j.value, (SELECT MAX(id) FROM runs WHERE job = j.value) FROM json_each(?) j",
+            (json.dumps(list(jobs)),)) if run_id is not None}
 
     @_guarded
     def runs_filtered(self, job: str | None, *, statuses: Sequence[RunStatus] | None = None,
