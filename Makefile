@@ -13,9 +13,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# The daemon in the foreground on the example jobs file, with its run log in .run/.
+# The daemon in the foreground on the example jobs file, with its run log in .run/, and the
+# web view in the background on http://127.0.0.1:8467/ (WEB_LISTEN=...); Ctrl-C stops both.
+WEB_LISTEN ?= 127.0.0.1:8467
 run: $(STAMP)
 	$(BIN)/cronsup check examples/jobs
+	@mkdir -p -m 700 .run; \
+	$(BIN)/cronsup web --jobs examples/jobs --db .run/runs.db --listen $(WEB_LISTEN) > .run/web.url 2> .run/web.log & web=$$!; \
+	trap 'kill $$web 2>/dev/null; wait $$web 2>/dev/null' EXIT; trap 'exit 130' INT TERM; \
+	for i in 1 2 3 4 5 6 7 8 9 10; do [ -s .run/web.url ] && break; kill -0 $$web 2>/dev/null || break; sleep 0.5; done; \
+	if [ -s .run/web.url ]; then echo "web view: $$(cat .run/web.url)  (log: .run/web.log)"; \
+	else echo "web view did not start:"; cat .run/web.log; fi; \
 	$(BIN)/cronsup daemon --jobs examples/jobs --db .run/runs.db
 
 test: $(STAMP)

@@ -1003,6 +1003,7 @@ from cronsup.cli_backfill import backfill as _backfill  # noqa: E402
 from cronsup.cli_metrics import metrics as _metrics  # noqa: E402
 from cronsup.cli_nodes import nodes as _nodes  # noqa: E402
 from cronsup.cli_takeover import release_, takeover_  # noqa: E402
+from cronsup.cli_web import web as _web  # noqa: E402
 
-for _command in (takeover_, release_, _backfill, _metrics, _nodes):
+for _command in (takeover_, release_, _backfill, _metrics, _nodes, _web):
     main.add_command(_command)

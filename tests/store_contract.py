@@ -468,3 +468,54 @@ def test_contract_success_rate_counts_a_retried_fire_as_its_last_attempt_and_err
     store.finish_run(error, RunStatus.ERROR, finished_at=T + 120, reason="no such user")
     assert reader.stats_many(["r"], 20) == {"r": (1 / 3, 4.0)} == {"r": reader.stats("r", 20)}
     assert reader.stats("r", 1) == (0.0, 6.0)  # the newest fire (an error), the newest ran run
+# -- the web view's reads -------------------------------------------------------------------------
+
+
+def test_contract_recent_runs_of_many_jobs_are_each_jobs_newest_first(store, reader):
+    ids = {job: [ran(store, job, T + 60 * i) for i in range(5)] for job in ("a", "b")}
+    claim(store, "b", T + 600)
+    found = reader.recent_marks_many(["a", "b", "none"], n=3)
+    assert [r.id for r in found["a"]] == ids["a"][::-1][:3]
+    assert [r.status for r in found["b"]] == ["running", "success", "success"]
+    newest = reader.run(ids["a"][-1])
+    assert found["a"][0] == (newest.id, "success", newest.started_at, newest.finished_at, newest.scheduled_for)
+    assert found["none"] == []
+
+
+def test_contract_newest_ids_are_each_jobs_highest_run_id(store, reader):
+    ran(store, "a", T)
+    newest = claim(store, "a", T - 60)  # claimed later for an earlier time: the higher id
+    b = ran(store, "b", T)
+    assert reader.newest_ids(["a", "b", "none"]) == {"a": newest, "b": b}
+
+
+def test_contract_runs_filtered_by_status_time_and_page(store, reader):
+    statuses = [RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.TIMEOUT, RunStatus.SUCCESS, RunStatus.FAILED]
+    ids = [ran(store, "a", T + 60 * i, s) for i, s in enumerate(statuses)]
+    other = ran(store, "b", T + 30, RunStatus.FAILED)
+    failed = reader.runs_filtered("a", statuses=[RunStatus.FAILED])
+    assert [r.id for r in failed] == [ids[4], ids[1]]
+    assert [r.id for r in reader.runs_filtered("a", statuses=[RunStatus.FAILED, RunStatus.TIMEOUT])] == \
+        [ids[4], ids[2], ids[1]]
+    assert [r.id for r in reader.runs_filtered("a", since=T + 60, until=T + 180)] == [ids[2], ids[1]]
+    assert [r.id for r in reader.runs_filtered("a", before_id=ids[3], limit=2)] == [ids[2], ids[1]]
+    assert [r.id for r in reader.runs_filtered(None, statuses=[RunStatus.FAILED])] == [other, ids[4], ids[1]]
+    assert [r.id for r in reader.runs_filtered(None, statuses=[RunStatus.FAILED], before_id=other,
+                                               since=T + 120)] == [ids[4]]
+
+
+def test_contract_output_is_read_in_parts(store, reader):
+    run_id = ran(store, "a", T)
+    store.save_output(run_id, b"0123456789", False)
+    assert reader.output_part(run_id, 2, 3) == (b"234", 10, False)
+    assert reader.output_part(run_id, 8, 100) == (b"89", 10, False)
+    assert reader.output_part(run_id, 20, 5) == (b"", 10, False)
+    assert reader.output_part(ran(store, "b", T), 0, 5) is None
+
+
+def test_contract_superseded_names_attempts_a_later_attempt_followed(store, reader):
+    first = ran(store, "a", T, RunStatus.FAILED)
+    second = ran(store, "a", T, RunStatus.FAILED, attempt=2)
+    alone = ran(store, "a", T + 60, RunStatus.FAILED)
+    runs = [reader.run(i) for i in (first, second, alone)]
+    assert reader.superseded(runs) == {first}

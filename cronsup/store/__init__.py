@@ -24,6 +24,7 @@ from cronsup.store.records import (
     RunLogError,
     RunLogMissing,
     JobSummary,
+    RunMark,
     RunningVersion,
     StoredCounter,
     StoredHistory,
@@ -33,7 +34,7 @@ from cronsup.store.sqlite import SqliteStore
 
 __all__ = [
     "FAILED_STATUSES", "RAN_STATUSES", "Backfill", "BackfillSlot", "DaemonState", "GoodJobs", "JobRow", "NewRun", "Run",
-    "RunLogError", "RunLogMissing", "RunReader", "RunStore", "RunWriter", "RunningVersion",
+    "RunLogError", "RunLogMissing", "RunMark", "RunReader", "RunStore", "RunWriter", "RunningVersion",
     "SqliteStore", "StoredHistory", "open_store",
     "DURATION_BUCKETS", "NOTIFICATIONS_FAILED_COUNTER", "JobSummary", "StoredCounter",
 ]

@@ -20,6 +20,7 @@ from cronsup.store.records import (
     JobSummary,
     NewRun,
     Run,
+    RunMark,
     RunningVersion,
     StoredCounter,
     StoredHistory,
@@ -123,6 +124,7 @@ class RunReader(Protocol):
     def backfill_slots(self, backfill_id: int) -> list[BackfillSlot]: ...
     def runs_scheduled_between(self, job: str, start: float, end: float) -> list[Run]:
         """Runs with start <= scheduled_for < end, by scheduled time then attempt."""
+
     def counters(self) -> list[StoredCounter]:
         """Every counter, in one query."""
 
@@ -131,6 +133,24 @@ class RunReader(Protocol):
 
     def snapshot(self) -> AbstractContextManager[None]:
         """A context in which every read sees the same committed state (one scrape)."""
+
+    # -- the web view's reads --
+    def recent_marks_many(self, jobs: Sequence[str], n: int = 30) -> dict[str, list[RunMark]]:
+        """Each job's last `n` runs, newest first, as RunMarks, in a constant number of queries."""
+
+    def newest_ids(self, jobs: Sequence[str]) -> dict[str, int]:
+        """Each job's highest run id (jobs without runs left out), in a constant number of queries."""
+
+    def runs_filtered(self, job: str | None, *, statuses: Sequence[RunStatus] | None = None,
+                      since: float | None = None, until: float | None = None,
+                      before_id: int | None = None, limit: int = 50) -> list[Run]:
+        """Runs of a job (None: all) newest first, by status and start time in [since, until)."""
+
+    def output_part(self, run_id: int, offset: int, size: int) -> tuple[bytes, int, bool] | None:
+        """Part of a run's output: (bytes, whole length, truncated); None if none was saved."""
+
+    def superseded(self, runs: Sequence[Run]) -> set[int]:
+        """Ids of those runs that a later attempt of the same fire followed."""
 
 
 class RunStore(RunWriter, RunReader, Protocol):

@@ -105,6 +105,16 @@ class Run:
         return self.finished_at - self.started_at
 
 
+class RunMark(NamedTuple):
+    """A run as a strip of recent runs shows it: what it is, how it ended, when."""
+
+    id: int
+    status: str
+    started_at: float | None
+    finished_at: float | None
+    scheduled_for: float
+
+
 @dataclass(frozen=True, slots=True)
 class NewRun:
     """A run to record before its process starts (or a skipped/missed one that never will)."""

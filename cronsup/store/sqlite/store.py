@@ -20,12 +20,13 @@ from cronsup.store.records import RunLogError, RunLogMissing
 from cronsup.store.sqlite import schema
 from cronsup.store.sqlite.reads import Reads
 from cronsup.store.sqlite.schema import _Corrupt, _guarded, _readonly_uri, _wrap
+from cronsup.store.sqlite.webreads import WebReads
 from cronsup.store.sqlite.writes import Writes
 
 log = logging.getLogger(__name__)
 
 
-class SqliteStore(Reads, Writes):
+class SqliteStore(Reads, WebReads, Writes):
     """A connection to the run log. `SqliteStore.open(path)` for the daemon, `readonly=True` for the CLI.
 
     Not for concurrent use from several threads (the daemon uses it from its loop's thread).

@@ -1,0 +1,170 @@
+"""Time the web view: the overview of 1,000 jobs, a job page on 1,000,000 runs, a run page with 1 MiB of output.
+
+    .venv/bin/python bench/bench_web.py [--jobs 1000] [--runs-per-job 100] [--big-job-runs 1000000]
+                                        [--dir DIR] [--no-browser]
+
+Builds two run logs with bench_runlog.build (1,000 jobs; one job with a million runs) and a
+jobs file for each, starts `cronsup web` (a real uvicorn) on each, and reads the server time
+of each page from its Server-Timing header (the app's time from request to response start),
+median of 20 requests after 3 warm-ups. With Chromium (Debian's, /usr/bin/chromium), also the
+first contentful paint of a run page whose output is 1 MiB. Prints figures; writes nothing
+else (but DIR, when given, is kept for the next run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path.insert(0, HERE)
+
+from bench_runlog import build  # noqa: E402
+
+from cronsup.model import RunStatus, Trigger  # noqa: E402
+from cronsup.store import NewRun, SqliteStore  # noqa: E402
+
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+
+
+def serve(jobs: str, db: str) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, "-m", "cronsup", "web", "--listen", "127.0.0.1:0", "--jobs", jobs,
+                             "--db", db], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    url = proc.stdout.readline().strip().rstrip("/")
+    for _ in range(200):
+        try:
+            urllib.request.urlopen(url + "/static/style.css", timeout=5).read()
+            break
+        except OSError:
+            time.sleep(0.05)
+    return proc, url
+
+
+def server_ms(url: str, n: int = 20) -> tuple[float, float, float, float, int, float]:
+    """Server time in ms from Server-Timing: wall median, best, worst; CPU median; the size;
+    and the first request's wall time (before the view has kept anything)."""
+    times, cpus, size, first = [], [], 0, 0.0
+    for i in range(n + 3):
+        with urllib.request.urlopen(url, timeout=60) as response:
+            body = response.read()
+            timing = dict(part.strip().split(";dur=") for part in response.headers["server-timing"].split(","))
+        if i == 0:
+            first = float(timing["app"])
+        if i >= 3:
+            times.append(float(timing["app"]))
+            cpus.append(float(timing["cpu"]))
+            size = len(body)
+    return statistics.median(times), min(times), max(times), statistics.median(cpus), size, first
+
+
+def load_factor(db: str) -> str:
+    """`stats()` of every job, the query bench_runlog.py measured at 28 ms on a quiet machine
+    (1,000 jobs x 1,000 runs): how much slower this machine is right now."""
+    with SqliteStore.open(db, readonly=True) as log:
+        names = [j.name for j in log.jobs()]
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            for name in names:
+                log.stats(name)
+            times.append(time.perf_counter() - t)
+    return f"stats() x {len(names)}: {statistics.median(times) * 1000:.0f} ms (28 ms on the quiet machine)"
+
+
+def jobs_file(path: str, names: list[str]) -> None:
+    with open(path, "w") as f:
+        for i, name in enumerate(names):
+            f.write(f"[job.{name}]\ndescription = \"bench job {i}\"\n*/{1 + i % 30} * * * * /usr/local/bin/{name}\n")
+
+
+def first_paint(url: str) -> list[float]:
+    from playwright.sync_api import sync_playwright
+
+    paints = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+        for i in range(8):
+            page = browser.new_page()
+            page.goto(url, wait_until="load")
+            page.wait_for_timeout(200)  # the paint entry is recorded just after
+            fcp = page.evaluate("() => performance.getEntriesByName('first-contentful-paint')[0].startTime")
+            if i >= 2:
+                paints.append(fcp)
+            page.close()
+        browser.close()
+    return paints
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--runs-per-job", type=int, default=100)
+    parser.add_argument("--big-job-runs", type=int, default=1_000_000)
+    parser.add_argument("--dir", help="build here and keep it (default: a temporary directory, removed after)")
+    parser.add_argument("--no-browser", action="store_true")
+    args = parser.parse_args()
+    work = args.dir or tempfile.mkdtemp(prefix="bench-web-")
+    os.makedirs(work, exist_ok=True)
+    procs = []
+    try:
+        many, big = os.path.join(work, "many.db"), os.path.join(work, "big.db")
+        if not os.path.exists(many):
+            secs = build(many, args.jobs, args.runs_per_job)
+            print(f"build: {args.jobs:,} jobs x {args.runs_per_job:,} runs in {secs:.1f} s")
+        if not os.path.exists(big):
+            secs = build(big, 1, args.big_job_runs)
+            print(f"build: 1 job x {args.big_job_runs:,} runs in {secs:.1f} s")
+            with SqliteStore.open(big) as store:  # and a finished run with 1 MiB of coloured output
+                [run_id] = store.insert_runs([NewRun("job-0000", Trigger.MANUAL, 1, 1.0)], host="h", boot_id="b")
+                store.mark_started(run_id, 1, None, 1.0)
+                line = b"\x1b[32mok\x1b[0m line %07d of a long output, with some <markup> & text\n"
+                data = b"".join(line % i for i in range(1 << 20))[: 1 << 20]
+                store.finish_run(run_id, RunStatus.SUCCESS, finished_at=2.0, exit_code=0, output=(data, False))
+        jobs_file(os.path.join(work, "many.jobs"), [f"job-{j:04d}" for j in range(args.jobs)])
+        jobs_file(os.path.join(work, "big.jobs"), ["job-0000"])
+        print(f"load: {os.getloadavg()[0]:.1f}; {load_factor(many)}")
+        proc, many_url = serve(os.path.join(work, "many.jobs"), many)
+        procs.append(proc)
+        proc, big_url = serve(os.path.join(work, "big.jobs"), big)
+        procs.append(proc)
+        with SqliteStore.open(big, readonly=True) as log:
+            newest = log.runs("job-0000", limit=1)[0].id
+        for what, url in [(f"overview, {args.jobs:,} jobs (HTML)", many_url + "/"),
+                          (f"overview, {args.jobs:,} jobs (JSON)", many_url + "/api/overview"),
+                          (f"job page, {args.big_job_runs:,} runs (HTML)", big_url + "/jobs/job-0000"),
+                          (f"job page, {args.big_job_runs:,} runs (JSON)", big_url + "/api/jobs/job-0000"),
+                          (f"job page, {args.big_job_runs:,} runs, status=failed", big_url + "/jobs/job-0000?status=failed"),
+                          (f"job page, {args.big_job_runs:,} runs, 2nd page", big_url + f"/jobs/job-0000?before={newest - 50}"),
+                          ("run page, 1 MiB output (HTML)", big_url + f"/runs/{newest}"),
+                          ("failures, all time (1,000 jobs)", many_url + "/failures?since=2000-01-01"),
+                          ("graph", many_url + "/graph")]:
+            med, best, worst, cpu, size, first = server_ms(url)
+            print(f"{what:<48} median {med:7.1f} ms  best {best:7.1f}  worst {worst:7.1f}  cpu {cpu:7.1f}  "
+                  f"first {first:7.1f}  ({size / 1024:.0f} KiB)")
+        if not args.no_browser and os.path.exists("/usr/bin/chromium"):
+            # The graph page (1 KiB) is the browser's floor on this machine at this moment.
+            for what, url in [("run page, 1 MiB output: first contentful paint", big_url + f"/runs/{newest}"),
+                              ("graph page, 1 KiB: first contentful paint", big_url + "/graph")]:
+                paints = first_paint(url)
+                print(f"{what:<48} median {statistics.median(paints):7.1f} ms  best {min(paints):7.1f}  "
+                      f"worst {max(paints):7.1f}")
+        print(f"load: {os.getloadavg()[0]:.1f}; {load_factor(many)}")
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait()
+        if not args.dir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
