@@ -103,12 +103,14 @@ class Writes:
         with self._transaction() as conn:
             # Ids in commit order across nodes: follow() reads by id.
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_INSERT,))
-            # Overlap across nodes, decided under the lock: a job running anywhere (same
-            # node_key) makes an exclusive claim a `skipped` row.
+            # Overlap across nodes, decided under the lock: a job running on another node
+            # (same node_key) makes an exclusive claim a `skipped` row. This process's own
+            # runs are its supervisor's to weigh (as with SQLite): a run that ended here but
+            # whose end is still queued, or a backfill's --max-parallel slots, are no overlap.
             wanted = [n.job for n in runs if n.exclusive and n.status is RunStatus.RUNNING]
             busy = {} if not wanted else {(job, key): host for job, key, host in conn.execute(
                 "SELECT job, node_key, min(host) FROM runs WHERE status = 'running' AND job = ANY(%s) "
-                "GROUP BY job, node_key", (wanted,))}
+                "AND owner IS DISTINCT FROM %s GROUP BY job, node_key", (wanted, self.owner))}
             planned = []
             for new in runs:
                 status, reason = new.status, new.reason
