@@ -33,13 +33,14 @@ class Node:
         self.log_path = tmp / f"daemon-{name}.log"
         self.env = dict(os.environ, CRONSUP_SENDMAIL="/bin/true", **(env or {}))
         self.proc: subprocess.Popen | None = None
+        self.daemon_args: list[str] = []  # for `daemon` only (e.g. --metrics)
 
     def args(self) -> list[str]:
         return ["--jobs", str(self.jobs), "--db", self.url, "--node", self.name, "--state-dir", str(self.state)]
 
     def start(self, wait: bool = True) -> Node:
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "cronsup", "daemon", *self.args()],
+        self.proc = subprocess.Popen([sys.executable, "-m", "cronsup", "daemon", *self.args(), *self.daemon_args],
                                      stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
         if wait:
             wait_until(self.ready, 30, what=f"node {self.name} to start")
@@ -406,3 +407,62 @@ def test_a_restarted_host_recovers_its_own_runs_at_once_without_waiting_for_thei
     [(status, reason)] = rows(pg_url, f"SELECT status, reason FROM runs WHERE id = {run_id}")
     assert status == "lost" and "killed when the daemon restarted" in reason
     assert b.proc.poll() is None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _runs_totals(exposition: str) -> dict[tuple[str, str], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.labels["job"], s.labels["status"]): s.value
+            for family in text_string_to_metric_families(exposition) for s in family.samples
+            if s.name == "cronsup_job_runs_total"}
+
+
+def test_metrics_of_a_postgresql_run_log_count_the_runs_of_every_host_live_and_from_the_cli(nodes, pg_url):
+    import urllib.request
+
+    jobs = 'MAILTO=""\n[job.tick]\nlease = "3s"\n@every 1s true\n[job.fails]\n@every 1s false\n'
+    a, b = nodes("a", jobs), nodes("b", jobs)
+    port = _free_port()
+    a.daemon_args = ["--metrics", f"127.0.0.1:{port}"]
+    a.start(), b.start()
+    wait_until(lambda: rows(pg_url, "SELECT count(DISTINCT host) FROM runs WHERE status = 'success'")[0][0] == 2
+               and rows(pg_url, "SELECT count(*) FROM runs WHERE status = 'failed'")[0][0] >= 2, 30,
+               what="finished runs on both hosts")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        live = _runs_totals(answer.read().decode())
+    assert live[("tick", "success")] >= 2 and live[("fails", "failed")] >= 2
+    a.stop(), b.stop()
+    # With no daemon: `cronsup metrics` reads the same counters, the cluster's (both hosts' runs).
+    done = a.cli("metrics")
+    assert done.returncode == 0, done.stderr
+    found = _runs_totals(done.stdout)
+    ended = rows(pg_url, "SELECT job, status, count(*) FROM runs WHERE status != 'running' GROUP BY 1, 2")
+    assert {(job, status): n for job, status, n in ended} == {k: v for k, v in found.items() if v}
+    assert all(found[k] >= v for k, v in live.items())
+    assert 'cronsup_job_last_exit_code{job="fails"} 1' in done.stdout
+
+
+def test_a_backfill_through_a_postgresql_daemon_runs_each_time_once_and_survives_a_restart(nodes, pg_url):
+    jobs = 'MAILTO=""\n[job.slow]\ntimezone = "UTC"\n0 * * * * sleep 0.3\n'
+    a = nodes("a", jobs).start()
+    started = a.cli("backfill", "slow", "--from", "2026-11-29T00:00", "--to", "2026-11-29T12:00",
+                    "--max-parallel", "2")
+    assert started.returncode == 0, started.stderr + started.stdout
+    wait_until(lambda: rows(pg_url, "SELECT count(*) FROM runs WHERE status = 'success'")[0][0] >= 3, 30,
+               what="three slots done")
+    a.stop()
+    a.start()  # goes on from the slots recorded in the store
+    wait_until(lambda: rows(pg_url, "SELECT state FROM backfills")[0][0] == "done", 30, what="the backfill's end")
+    found = rows(pg_url, "SELECT scheduled_for, status FROM runs WHERE trigger = 'backfill' ORDER BY scheduled_for")
+    times = [t for t, _ in found]
+    assert len(times) == len(set(times)) == 12
+    # Every slot has its run; only the runs the stop interrupted (2 at once) may have failed.
+    assert rows(pg_url, "SELECT count(*) FROM backfill_slots WHERE run_id IS NULL")[0][0] == 0
+    assert [s for _, s in found if s != "success"] in ([], ["killed"], ["killed", "killed"])
+    assert rows(pg_url, "SELECT count(*) FROM runs WHERE status = 'skipped'")[0][0] == 0  # its own runs are no overlap

@@ -172,3 +172,55 @@ def test_a_call_that_gets_no_answer_fails_after_the_timeout_and_the_next_one_rec
     assert time.monotonic() - t < 5
     proxy.paused.clear()
     assert len(s.runs("a")) == 1
+
+
+def test_an_upgraded_postgresql_run_log_starts_its_counters_from_the_runs_it_holds(pg_cluster):
+    import psycopg
+
+    from cronsup.store.postgres import schema
+
+    url = pg_cluster.url(pg_cluster.new_database())
+    with psycopg.connect(url, autocommit=True) as conn:  # the first schema, as issue 14 left it
+        conn.execute("CREATE TABLE cronsup_schema (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO cronsup_schema VALUES (1)")
+        for statement in schema.MIGRATIONS[0]:
+            conn.execute(statement)
+        for k, (status, duration) in enumerate([("success", 0.5), ("success", 20.0), ("failed", 2.0),
+                                                ("lost", None), ("running", None)]):
+            conn.execute(
+                "INSERT INTO runs (job, trigger, attempt, scheduled_for, started_at, finished_at, status, "
+                "host, boot_id) VALUES ('backup', 'schedule', 1, %s, %s, %s, %s, 'h', 'b')",
+                (T + 60 * k, T + 60 * k, None if duration is None else T + 60 * k + duration, status))
+    with open_store(url) as s:
+        assert s.schema_version() == schema.SCHEMA_VERSION
+        found = {(c.name, c.labels): c.value for c in s.counters()}
+    assert {dict(k)["status"]: v for (n, k), v in found.items() if n == "runs"} == {
+        "success": 2, "failed": 1, "lost": 1}
+    assert {dict(k)["le"]: v for (n, k), v in found.items() if n == "run_duration_bucket"} == {
+        "1": 1, "5": 1, "30": 1}
+    assert found[("run_duration_sum", (("job", "backup"),))] == pytest.approx(22.5)
+
+
+def test_a_lease_expired_by_another_node_is_counted_once_as_lost(pg_url):
+    owner = open_store(pg_url, node="a", lease=0.05)
+    others = [open_store(pg_url, node=n) for n in ("b", "c")]
+    run_id = claim(owner, "long", T)
+    import time
+    deadline = time.monotonic() + 10
+    lost: list = []
+    while not lost and time.monotonic() < deadline:
+        lost = [r for o in others for r in o.expire_leases(0.5, "lease lapsed")]
+    assert [r.id for r in lost] == [run_id]
+    assert not owner.finish_run(run_id, RunStatus.SUCCESS, finished_at=T + 9)
+    assert [(dict(c.labels), c.value) for c in others[0].counters() if c.name == "runs"] == [
+        ({"job": "long", "status": "lost"}, 1)]
+
+
+def test_a_snapshot_sees_one_state_while_another_node_writes(store, reader):
+    ran_id = claim(store, "backup", T)
+    store.finish_run(ran_id, RunStatus.SUCCESS, finished_at=T + 1)
+    with reader.snapshot():
+        before = reader.counters()
+        store.finish_run(claim(store, "backup", T + 60), RunStatus.FAILED, finished_at=T + 61)
+        assert reader.counters() == before and reader.job_summaries(["backup"])["backup"].last_status is RunStatus.SUCCESS
+    assert reader.counters() != before and reader.job_summaries(["backup"])["backup"].last_status is RunStatus.FAILED

@@ -29,7 +29,7 @@ from cronsup.store.records import (
 _RUN_COLUMNS = (
     "r.id, r.job, r.trigger, r.attempt, r.scheduled_for, r.started_at, r.finished_at, "
     "r.status, r.exit_code, r.signal, r.pid, r.pid_start, r.host, r.boot_id, r.reason, "
-    "r.cpu_s, r.max_rss, o.truncated"
+    "r.cpu_s, r.max_rss, o.truncated, r.params"
 )
 _RUN_FROM = "runs r LEFT JOIN outputs o ON o.run_id = r.id"
 _SELECT_RUNS = f"SELECT {_RUN_COLUMNS} FROM {_RUN_FROM}"
@@ -47,7 +47,7 @@ WITH RECURSIVE names(job) AS (
 
 def _run_from_row(row: Sequence[Any]) -> Run:
     (id_, job, trigger, attempt, scheduled_for, started_at, finished_at, status, exit_code,
-     signal, pid, pid_start, host, boot_id, reason, cpu_s, max_rss, truncated) = row
+     signal, pid, pid_start, host, boot_id, reason, cpu_s, max_rss, truncated, params) = row
     return Run(
         id=id_, job=job, trigger=Trigger(trigger), attempt=attempt,
         scheduled_for=scheduled_for, started_at=started_at, finished_at=finished_at,
@@ -56,7 +56,16 @@ def _run_from_row(row: Sequence[Any]) -> Run:
         max_rss=max_rss,
         output_truncated=None if truncated is None else truncated == 1,
         output_pruned=truncated == _OUTPUT_PRUNED,
+        params=_params(params),
     )
+
+
+def _params(text: str | None) -> tuple[tuple[str, str], ...]:
+    """runs.params (a JSON object) as (key, value) pairs; anything else reads as none."""
+    found = _json(text)
+    if not isinstance(found, dict):
+        return ()
+    return tuple((str(k), str(v)) for k, v in found.items())
 
 
 def _json(value: str | None) -> Any:
@@ -250,6 +259,14 @@ class Reads:
             "LEFT JOIN outputs o ON o.run_id = r.id"
         )
         return {run.job: run for run in self._runs(sql, (list(jobs), within, skip))}
+
+    @guarded
+    def runs_scheduled_between(self, job: str, start: float, end: float) -> list[Run]:
+        """The job's runs whose scheduled time is in [start, end), by scheduled time and
+        attempt: what a backfill of that range finds."""
+        return self._runs(
+            f"{_SELECT_RUNS} WHERE r.job = %s AND r.scheduled_for >= %s AND r.scheduled_for < %s "
+            "ORDER BY r.scheduled_for, r.attempt, r.id", (job, start, end))
 
     @guarded
     def history(self, jobs: Sequence[str], boot_id: str) -> StoredHistory:

@@ -9,7 +9,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from cronsup.model import RunStatus
+from cronsup.model import RunStatus, Trigger
+from cronsup.store.postgres.ledger import Bumps, apply_bumps, claim_slot, count_finished
 from cronsup.store.postgres.schema import (
     _DAEMON_FIELDS,
     _DAEMON_UPDATABLE,
@@ -102,12 +103,14 @@ class Writes:
         with self._transaction() as conn:
             # Ids in commit order across nodes: follow() reads by id.
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_INSERT,))
-            # Overlap across nodes, decided under the lock: a job running anywhere (same
-            # node_key) makes an exclusive claim a `skipped` row.
+            # Overlap across nodes, decided under the lock: a job running on another node
+            # (same node_key) makes an exclusive claim a `skipped` row. This process's own
+            # runs are its supervisor's to weigh (as with SQLite): a run that ended here but
+            # whose end is still queued, or a backfill's --max-parallel slots, are no overlap.
             wanted = [n.job for n in runs if n.exclusive and n.status is RunStatus.RUNNING]
             busy = {} if not wanted else {(job, key): host for job, key, host in conn.execute(
                 "SELECT job, node_key, min(host) FROM runs WHERE status = 'running' AND job = ANY(%s) "
-                "GROUP BY job, node_key", (wanted,))}
+                "AND owner IS DISTINCT FROM %s GROUP BY job, node_key", (wanted, self.owner))}
             planned = []
             for new in runs:
                 status, reason = new.status, new.reason
@@ -124,16 +127,24 @@ class Writes:
                     cursors.append(conn.execute(
                         "INSERT INTO runs (job, trigger, attempt, scheduled_for, started_at, "
                         "finished_at, status, host, boot_id, reason, claim, owner, node_key, lease_s, "
-                        f"lease_until) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-                        f"CASE WHEN %s THEN {DB_NOW} + %s END) "
-                        "ON CONFLICT (job, scheduled_for, attempt, node_key) DO NOTHING RETURNING id",
+                        f"lease_until, params) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+                        f"CASE WHEN %s THEN {DB_NOW} + %s END, %s) "
+                        "ON CONFLICT (job, scheduled_for, attempt, node_key) DO NOTHING "
+                        "RETURNING id, started_at, finished_at",
                         (new.job, str(new.trigger), new.attempt, new.scheduled_for,
-                         new.started_at if running else None,
+                         new.started_at if status is new.status else None,
                          new.finished_at if status is new.status else new.started_at, str(status),
-                         host, boot_id, reason, token, self.owner, new.node_key, lease, running, lease)))
+                         host, boot_id, reason, token, self.owner, new.node_key, lease, running, lease,
+                         json.dumps(dict(new.params)) if new.params else None)))
+            bumps: Bumps = {}
             for (new, status, _), cur in zip(planned, cursors):
                 row = cur.fetchone()
                 ids.append(row[0] if row and status is new.status else None)
+                if new.trigger == Trigger.BACKFILL:
+                    claim_slot(conn, new, row[0] if row else None)
+                if row and status is not RunStatus.RUNNING:  # a skipped or missed row ends here
+                    count_finished(bumps, new.job, status, row[1], row[2])
+            apply_bumps(conn, bumps)
         return ids
 
     @guarded
@@ -183,11 +194,16 @@ class Writes:
             cur = conn.execute(
                 "UPDATE runs SET status = %s, finished_at = %s, exit_code = %s, signal = %s, "
                 "reason = %s, cpu_s = %s, max_rss = %s, lease_until = NULL "
-                "WHERE id = %s AND status = 'running' AND owner = %s",
+                "WHERE id = %s AND status = 'running' AND owner = %s RETURNING job, started_at",
                 (str(status), finished_at, exit_code, signal, reason, cpu_s, max_rss, run_id,
                  self.owner),
             )
-            done = cur.rowcount == 1
+            row = cur.fetchone()
+            done = row is not None
+            if done:
+                bumps: Bumps = {}
+                count_finished(bumps, row[0], status, row[1], finished_at)
+                apply_bumps(conn, bumps)
             if output is not None and done:
                 conn.execute(
                     "INSERT INTO outputs (run_id, truncated, data) VALUES (%s, %s, %s) "
@@ -200,11 +216,16 @@ class Writes:
     def finish_runs_lost(self, run_ids: Iterable[int], reason: str, finished_at: float) -> int:
         ids = list(run_ids)
         with self._transaction() as conn:
-            return conn.execute(
+            jobs = [job for (job,) in conn.execute(
                 "UPDATE runs SET status = 'lost', reason = %s, finished_at = %s, lease_until = NULL, owner = NULL "
-                "WHERE id = ANY(%s) AND status = 'running'",
+                "WHERE id = ANY(%s) AND status = 'running' RETURNING job",
                 (reason, finished_at, ids),
-            ).rowcount
+            ).fetchall()]
+            bumps: Bumps = {}
+            for job in jobs:
+                count_finished(bumps, job, RunStatus.LOST, None, None)
+            apply_bumps(conn, bumps)
+        return len(jobs)
 
     # -- leases ---------------------------------------------------------------------------
 
@@ -236,7 +257,12 @@ class Writes:
                 "FROM gone g ORDER BY g.id",
                 (reason, grace),
             ).fetchall()
-        return [_run_from_row(row) for row in rows]
+            lost = [_run_from_row(row) for row in rows]
+            bumps: Bumps = {}
+            for run in lost:  # counted once: the UPDATE gives each row to one node
+                count_finished(bumps, run.job, RunStatus.LOST, None, None)
+            apply_bumps(conn, bumps)
+        return lost
 
     # -- this node's state ----------------------------------------------------------------
 
