@@ -227,8 +227,10 @@ class Processes:
                       fire: Fire, now: Now, output: bytes = b"", truncated: bool = False) -> None:
         """The one event an outcome makes (success, failure, recovery, retry, skipped, missed)."""
         name = self.failing.name(job, run_id, outcome)
+        next_run = outcome.retry_at if outcome.retry_at is not None else (
+            self.supervisor.next_run(job) if job in self.supervisor.jobs else None)
         self.receivers.emit(Event(name, job, spec, run_id, outcome, self.host, now.wall, fire.trigger,
-                                  fire.attempt, fire.scheduled_for, output, truncated))
+                                  fire.attempt, fire.scheduled_for, output, truncated, next_run))
 
     def _earlier_status(self, job: str, run_id: int) -> RunStatus | None:
         """The status of the job's last run that ended before run `run_id` (for `recovery`)."""

@@ -12,10 +12,17 @@ from cronsup.store.protocol import RunReader, RunStore, RunWriter
 from cronsup.store.records import (
     FAILED_STATUSES,
     RAN_STATUSES,
+    DELIVERED,
+    DROPPED,
+    GAVE_UP,
+    PENDING,
     DaemonState,
+    Delivery,
+    DeliveryAttempt,
     GoodJobs,
     JobRow,
     NewRun,
+    OutboxItem,
     Run,
     RunLogError,
     RunLogMissing,
@@ -27,7 +34,8 @@ from cronsup.store.sqlite import SqliteStore
 __all__ = [
     "FAILED_STATUSES", "RAN_STATUSES", "DaemonState", "GoodJobs", "JobRow", "NewRun", "Run",
     "RunLogError", "RunLogMissing", "RunReader", "RunStore", "RunWriter", "RunningVersion",
-    "SqliteStore", "StoredHistory", "open_store",
+    "SqliteStore", "StoredHistory", "open_store", "DELIVERED", "DROPPED", "GAVE_UP", "PENDING",
+    "Delivery", "DeliveryAttempt", "OutboxItem",
 ]
 
 

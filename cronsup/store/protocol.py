@@ -12,9 +12,12 @@ from typing import Any, Protocol
 from cronsup.model import RunStatus
 from cronsup.store.records import (
     DaemonState,
+    Delivery,
+    DeliveryAttempt,
     GoodJobs,
     JobRow,
     NewRun,
+    OutboxItem,
     Run,
     RunningVersion,
     StoredHistory,
@@ -57,6 +60,16 @@ class RunWriter(Protocol):
 
     def prune_output(self, max_bytes: int) -> int: ...
     def checkpoint(self) -> bool: ...
+    # The alerts' outbox (its sender may use a store of its own, in its own thread).
+    def add_deliveries(self, items: Sequence[OutboxItem], max_pending: int) -> list[OutboxItem]:
+        """Queue alerts; beyond `max_pending` waiting, drop the oldest: those are returned."""
+
+    def due_deliveries(self, now: float, limit: int, skip: Sequence[int] = ()) -> list[OutboxItem]: ...
+    def next_delivery_at(self) -> float | None: ...
+    def pending_deliveries(self) -> int: ...
+    def record_delivery(self, attempt: DeliveryAttempt, state: str) -> None:
+        """An attempt and the item's new state (pending: again at attempt.next_try)."""
+
     def set_busy_timeout(self, seconds: float) -> None: ...
     def close(self) -> None: ...
 
@@ -98,6 +111,12 @@ class RunReader(Protocol):
 
     def history(self, jobs: Sequence[str], boot_id: str) -> StoredHistory:
         """What the daemon's start-up needs of these jobs, in a constant number of queries."""
+
+    def deliveries(self, run_id: int) -> list[Delivery]:
+        """A run's alerts with their attempts, oldest first."""
+
+    def failing_channels(self) -> dict[str, list[DeliveryAttempt]]:
+        """Per job, the latest attempt of each channel whose latest attempt failed."""
 
 
 class RunStore(RunWriter, RunReader, Protocol):

@@ -18,6 +18,7 @@ import sqlite3
 
 from cronsup.store.records import RunLogError, RunLogMissing
 from cronsup.store.sqlite import schema
+from cronsup.store.sqlite.outbox import Outbox
 from cronsup.store.sqlite.reads import Reads
 from cronsup.store.sqlite.schema import _Corrupt, _guarded, _readonly_uri, _wrap
 from cronsup.store.sqlite.writes import Writes
@@ -25,7 +26,7 @@ from cronsup.store.sqlite.writes import Writes
 log = logging.getLogger(__name__)
 
 
-class SqliteStore(Reads, Writes):
+class SqliteStore(Reads, Writes, Outbox):
     """A connection to the run log. `SqliteStore.open(path)` for the daemon, `readonly=True` for the CLI.
 
     Not for concurrent use from several threads (the daemon uses it from its loop's thread).
