@@ -597,6 +597,10 @@ def _status_lines(st, now: float, colour: bool, jobs_path: str, db: str) -> list
         rows.append(_status_row(job, now, colour, style))
         if job.description:
             rows.append(style(fmt.cut(f"  {job.description}", fmt.width() or 100), dim=True))
+        for attempt in job.alerts_failing:
+            then = "given up" if attempt.next_try is None else f"next try {fmt.stamp(attempt.next_try, now)}"
+            rows.append(style(f"  ↳ alerts failing: {attempt.channel} {attempt.shown}: {attempt.answer} "
+                              f"({fmt.relative(attempt.at, now)}; {then})", fg="red"))
         for run in job.running:
             since = f"for {fmt.format_duration(now - run.started_at, coarse=True)}" if run.started_at \
                 else "not started yet"
@@ -897,3 +901,5 @@ def resume(job: str, jobs_path: str, db: str) -> None:
         click.echo(f"{job}: resumed{_next_text(answer)}")
     else:
         click.echo(f"{job}: was not paused{_next_text(answer)}")
+
+from cronsup.cli_notify import notify_test; main.add_command(notify_test)  # noqa: E402,E702

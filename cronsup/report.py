@@ -7,12 +7,12 @@ before any run log exists. Only reads: nothing here writes the run log or talks 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cronsup import lockfile, paths
 from cronsup.model import RunStatus
 from cronsup.runjson import iso, run_json
-from cronsup.store import JobRow, Run, RunLogError, RunLogMissing, RunningVersion, RunReader, open_store
+from cronsup.store import DeliveryAttempt, JobRow, Run, RunLogError, RunLogMissing, RunningVersion, RunReader, open_store
 
 STATS_RUNS = 20  # success rate and median duration are over a job's last this many runs
 
@@ -39,6 +39,8 @@ class JobStatus:
     retry_at: float | None = None  # a retry waiting to start
     retry_attempt: int | None = None
     retry_attempts: int | None = None
+    # Alert channels whose latest attempt failed (the target shown as scheme and host only).
+    alerts_failing: list[DeliveryAttempt] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {
@@ -51,6 +53,9 @@ class JobStatus:
             "success_rate": None if self.success_rate is None else round(self.success_rate, 3),
             "median_duration_s": None if self.median_s is None else round(self.median_s, 3),
             "stats_over_runs": STATS_RUNS,
+            "alerts_failing": [{"channel": a.channel, "target": a.shown, "at": iso(a.at),
+                                "answer": a.answer, "next_try": iso(a.next_try)}
+                               for a in self.alerts_failing],
         }
 
 
@@ -153,6 +158,9 @@ def status(jobs_path: str, db_path: str, now: float, *, state_dir: str | None = 
             if row.name in unfinished:
                 job.last_finished = finished.get(row.name)
             result.jobs.append(job)
+        failing = _failing_channels(runlog)
+        for job in result.jobs:
+            job.alerts_failing = failing.get(job.name, [])
         # A run still going for a job a reload removed: its processes live on until it
         # ends, so it is listed, not hidden.
         for name in sorted(set(active) - set(names)):
@@ -163,6 +171,13 @@ def status(jobs_path: str, db_path: str, now: float, *, state_dir: str | None = 
     finally:
         if runlog is not None:
             runlog.close()
+
+
+def _failing_channels(runlog: RunReader) -> dict[str, list[DeliveryAttempt]]:
+    try:
+        return runlog.failing_channels()
+    except RunLogError:  # a run log from before the outbox
+        return {}
 
 
 def _internal_errors(runlog: RunReader) -> int:
