@@ -201,10 +201,14 @@ def _retry_after(value: str | None) -> float | None:
 def webhook(http: Http, job: JobSpec, target: str, body: bytes, msg_id: str) -> Answer:
     try:
         url = resolve(target)
-        headers = {"Content-Type": "application/json"}
+        # The id (the same at every try, for receivers that drop repeats) and time always;
+        # the signature with a secret.
+        now = int(clock.wall())
+        headers = {"Content-Type": "application/json", "webhook-id": msg_id,
+                   "webhook-timestamp": str(now)}
         if job.webhook_secret_file:
             key = signing_key(read_secret(job.webhook_secret_file))
-            headers.update(signature_headers(key, msg_id, int(clock.wall()), body))
+            headers.update(signature_headers(key, msg_id, now, body))
     except SecretError as e:
         return Answer(False, str(e), retry=True)  # a file being fixed: worth another try
     return http.post(url, body, headers)
@@ -270,7 +274,7 @@ def command(job: JobSpec, variables: dict[str, str], output: bytes,
             _kill_group(proc)
             return Answer(False, f"took over {timeout:g}s and was killed", retry=True)
         first = said.decode("utf-8", "replace").strip().splitlines()[-1:] if said else []
-        detail = f": {first[0][:200]}" if first else ""
+        detail = f": {first[0][:300]}" if first else ""
         if proc.returncode == 0:
             return Answer(True, "exit code 0" + detail)
         if proc.returncode < 0:
