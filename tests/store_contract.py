@@ -14,11 +14,17 @@ import pytest
 
 from cronsup.model import RunStatus, Trigger
 from cronsup.store import (
+    DELIVERED,
+    DROPPED,
     FAILED_STATUSES,
+    GAVE_UP,
+    PENDING,
     DaemonState,
+    DeliveryAttempt,
     GoodJobs,
     JobRow,
     NewRun,
+    OutboxItem,
     RunLogError,
     RunningVersion,
 )
@@ -334,3 +340,63 @@ def test_contract_checkpoint_and_busy_timeout_are_accepted(store):
     claim(store, "a", T)
     store.set_busy_timeout(0.05)
     assert store.checkpoint() in (True, False)
+
+
+# -- the alerts' outbox ------------------------------------------------------------------------
+
+
+def alert(run_id, job="a", channel="webhook", shown="https://h", at=T, event="failure"):
+    return OutboxItem(run_id, job, event, channel, f"{shown}/secret", shown, b'{"x":1}', at)
+
+
+def test_contract_due_alerts_come_soonest_first_and_attempts_move_them_on(store, reader):
+    run = ran(store, "a", T, RunStatus.FAILED)
+    assert store.add_deliveries([alert(run), alert(run, channel="command", shown="notify_command")], 100) == []
+    first, second = store.due_deliveries(T + 1, 10)
+    assert (first.state, first.tries, first.target, first.payload) == (PENDING, 0, "https://h/secret", b'{"x":1}')
+    assert store.due_deliveries(T + 1, 10, skip=[first.id]) == [second]
+    store.record_delivery(DeliveryAttempt(first.id, "a", "webhook", "https://h", T + 1, False,
+                                          "503 Service Unavailable", T + 5), PENDING)
+    store.record_delivery(DeliveryAttempt(second.id, "a", "command", "notify_command", T + 1, True,
+                                          "exit code 0", None), DELIVERED)
+    assert store.due_deliveries(T + 2, 10) == [] and store.next_delivery_at() == T + 5
+    assert store.pending_deliveries() == 1
+    [again] = store.due_deliveries(T + 5, 10)
+    assert again.id == first.id and again.tries == 1
+    store.record_delivery(DeliveryAttempt(first.id, "a", "webhook", "https://h", T + 5, False,
+                                          "404 Not Found", None), GAVE_UP)
+    shown = reader.deliveries(run)
+    assert [(d.item.channel, d.item.state) for d in shown] == [("webhook", GAVE_UP), ("command", DELIVERED)]
+    assert [a.answer for a in shown[0].attempts] == ["503 Service Unavailable", "404 Not Found"]
+    assert store.next_delivery_at() is None
+
+
+def test_contract_a_full_outbox_drops_its_oldest_waiting_alerts(store, reader):
+    run = ran(store, "a", T, RunStatus.FAILED)
+    store.add_deliveries([alert(run, at=T + i) for i in range(3)], 5)
+    dropped = store.add_deliveries([alert(run, at=T + 10 + i) for i in range(4)], 5)
+    assert [d.created_at for d in dropped] == [T, T + 1]
+    assert store.pending_deliveries() == 5
+    assert [d.item.state for d in reader.deliveries(run)][:3] == [DROPPED, DROPPED, PENDING]
+
+
+def test_contract_failing_channels_are_those_whose_latest_attempt_failed(store, reader):
+    run = ran(store, "a", T, RunStatus.FAILED)
+    store.add_deliveries([alert(run), alert(run, shown="https://other")], 10)
+    one, two = store.due_deliveries(T, 10)
+    store.record_delivery(DeliveryAttempt(one.id, "a", "webhook", "https://h", T, False, "timeout", T + 1), PENDING)
+    store.record_delivery(DeliveryAttempt(two.id, "a", "webhook", "https://other", T, False, "500", T + 1), PENDING)
+    store.record_delivery(DeliveryAttempt(two.id, "a", "webhook", "https://other", T + 1, True, "200 OK", None),
+                          DELIVERED)
+    failing = reader.failing_channels()
+    assert list(failing) == ["a"] and [(f.shown, f.answer) for f in failing["a"]] == [("https://h", "timeout")]
+
+
+def test_contract_pruning_a_run_removes_its_finished_alerts_but_not_waiting_ones(store, reader):
+    old = [ran(store, "a", T + i, RunStatus.FAILED) for i in range(3)]
+    store.add_deliveries([alert(old[0]), alert(old[1])], 10)
+    done, _ = store.due_deliveries(T, 10)
+    store.record_delivery(DeliveryAttempt(done.id, "a", "webhook", "https://h", T, True, "200 OK", None), DELIVERED)
+    store.prune(max_runs_per_job=1, max_age_s=90 * 86400, now=T + 10)
+    assert reader.deliveries(old[0]) == []
+    assert store.pending_deliveries() == 1  # its run is gone, the alert still goes out

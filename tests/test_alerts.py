@@ -379,3 +379,25 @@ def test_ping_urls_follow_the_healthchecks_protocol():
     assert channels.ping_url(base, "fail", "R", None) == "https://hc-ping.com/abc/fail?rid=R"
     assert channels.ping_url("https://h/p?create=1", "fail", "R", 0) == "https://h/p/fail?create=1&rid=R"
 
+
+
+def test_consecutive_failures_count_fires_not_attempts(tmp_path):
+    from cronsup.model import RunStatus, Trigger
+    from cronsup.store import NewRun, SqliteStore
+
+    with SqliteStore.open(str(tmp_path / "runs.db")) as store:
+        def ran(at, status, attempt=1):
+            [run_id] = store.insert_runs([NewRun("j", Trigger.SCHEDULE if attempt == 1 else Trigger.RETRY,
+                                                 attempt, at)], host="h", boot_id="b")
+            store.finish_run(run_id, status, finished_at=at + 1)
+            return run_id
+
+        ran(100, RunStatus.SUCCESS)
+        ran(200, RunStatus.FAILED)
+        ran(300, RunStatus.FAILED)
+        ran(300, RunStatus.TIMEOUT, attempt=2)  # one fire, retried: one final failure
+        first = ran(400, RunStatus.FAILED)
+        current = ran(400, RunStatus.FAILED, attempt=2)
+        assert alerts.failures_before(store, "j", current, 400) == (2, "timeout")
+        assert alerts.failures_before(store, "j", first, 400) == (2, "timeout")
+        assert alerts.failures_before(store, "j", 2, 200) == (0, "success")
