@@ -49,6 +49,7 @@ MAX_RETRY_AFTER = 3600.0  # a Retry-After longer than this is capped
 GIVE_UP_AGE = 86400.0  # an alert older than a day is not worth sending any more
 WORKERS = 8  # deliveries at once: a hung endpoint holds one for at most 10 s
 BATCH = 200  # events written to the outbox per transaction
+LANE_SIZE = 20_000  # events the alerts lane may fall behind by: a burst of 10,000 starts and ends
 _RID_NAMESPACE = uuid.UUID("5b7c1f0e-6a47-4a43-9d0e-0c3a5c7e2f11")
 
 _failed = Counter()  # deliveries given up (or dropped), per channel, since the start

@@ -88,8 +88,8 @@ class Daemon(Processes, Upkeep, Versions):
         self.alerts: alerts.Sender | None = None  # the outbox's sender (not with a test's receivers)
         if receivers is None:
             self.alerts = alerts.Sender(self.db_path, lambda: self.jobs)
-            receivers = Receivers([events.MailReceiver(user=runner.user_name(os.geteuid()), sendmail=sendmail),
-                                   alerts.AlertReceiver(self.alerts)])
+            receivers = Receivers([events.MailReceiver(user=runner.user_name(os.geteuid()), sendmail=sendmail)])
+            receivers.add(alerts.AlertReceiver(self.alerts), alerts.LANE_SIZE)
         self.receivers = receivers
         self.spawn = runner.spawn  # tests may swap the spawner
         self._old_handlers: dict[int, object] = {}

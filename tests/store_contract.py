@@ -400,3 +400,16 @@ def test_contract_pruning_a_run_removes_its_finished_alerts_but_not_waiting_ones
     store.prune(max_runs_per_job=1, max_age_s=90 * 86400, now=T + 10)
     assert reader.deliveries(old[0]) == []
     assert store.pending_deliveries() == 1  # its run is gone, the alert still goes out
+
+
+def test_contract_an_alert_waits_behind_an_earlier_one_of_its_run_to_the_same_target(store):
+    run = ran(store, "a", T, RunStatus.FAILED)
+    store.add_deliveries([alert(run, channel="healthcheck", event="start"),
+                          alert(run, channel="healthcheck", event="failure"),
+                          alert(run, channel="webhook", event="failure")], 10)
+    due = store.due_deliveries(T, 10)
+    assert [(d.channel, d.event) for d in due] == [("healthcheck", "start"), ("webhook", "failure")]
+    store.record_delivery(DeliveryAttempt(due[0].id, "a", "healthcheck", "https://h", T, True, "200 OK", None),
+                          DELIVERED)
+    assert [(d.channel, d.event) for d in store.due_deliveries(T, 10)] == [
+        ("healthcheck", "failure"), ("webhook", "failure")]

@@ -61,10 +61,14 @@ class Outbox:
 
     @_guarded
     def due_deliveries(self, now: float, limit: int, skip: Sequence[int] = ()) -> list[OutboxItem]:
-        """Pending items whose next try is due, soonest first, not those in `skip`."""
+        """Pending items whose next try is due, soonest first, not those in `skip`, nor one
+        waiting behind an earlier item of its run to the same target (a healthcheck's end
+        ping goes after its start ping)."""
         rows = self._conn.execute(
-            f"SELECT {_ITEM} FROM outbox WHERE state = ? AND next_try <= ? ORDER BY next_try, id "
-            "LIMIT ?", (PENDING, now, limit + len(skip))).fetchall()
+            f"SELECT {_ITEM} FROM outbox o WHERE state = ? AND next_try <= ? AND NOT EXISTS "
+            "(SELECT 1 FROM outbox e WHERE e.run_id = o.run_id AND e.id < o.id AND e.state = ? "
+            "AND e.channel = o.channel AND e.target = o.target) ORDER BY next_try, id LIMIT ?",
+            (PENDING, now, PENDING, limit + len(skip))).fetchall()
         skipped = set(skip)
         return [_item(r) for r in rows if r[8] not in skipped][:limit]
 
