@@ -17,6 +17,7 @@ import argparse
 import http.server
 import json
 import os
+import signal
 import sqlite3
 import statistics
 import sys
@@ -151,6 +152,11 @@ def main() -> None:
     ap.add_argument("--lead", type=float, default=12.0)
     ap.add_argument("--json", help="append each result as a JSON line to this file")
     a = ap.parse_args()
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt  # unwinds through burst's finally: daemon stopped, dir removed
+
+    signal.signal(signal.SIGTERM, on_signal)
     os.chdir(REPO)
     receiver = Receiver()
     try:

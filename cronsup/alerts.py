@@ -48,6 +48,7 @@ MAX_RETRY_DELAY = 300.0
 MAX_RETRY_AFTER = 3600.0  # a Retry-After longer than this is capped
 GIVE_UP_AGE = 86400.0  # an alert older than a day is not worth sending any more
 WORKERS = 8  # deliveries at once: a hung endpoint holds one for at most 10 s
+MIN_WAIT = 0.01  # the sender's shortest sleep, should a due item not be taken (a race)
 BATCH = 200  # events written to the outbox per transaction
 LANE_SIZE = 20_000  # events the alerts lane may fall behind by: a burst of 10,000 starts and ends
 _RID_NAMESPACE = uuid.UUID("5b7c1f0e-6a47-4a43-9d0e-0c3a5c7e2f11")
@@ -309,11 +310,20 @@ class Sender:
             if events or results:
                 continue  # more may have come meanwhile
             self._dispatch(store)
-            nxt = self._try(store.next_delivery_at)
-            wait = 1.0 if nxt is None else max(0.0, min(1.0, nxt - clock.wall()))
+            # Asleep until an event, a result or the next item due (in flight ones left out):
+            # an idle sender never wakes, a hung delivery is not polled.
+            wait: float | None = None
+            if self._free():
+                try:
+                    nxt = store.next_delivery_at(list(self._inflight))
+                except RunLogError as e:
+                    log.warning("alerts: %s", e)
+                    nxt = clock.wall() + 1.0  # look again in a second
+                if nxt is not None:
+                    wait = max(MIN_WAIT, nxt - clock.wall())
             with self._wake:
                 if not (self._events or self._results or self._stop):
-                    self._wake.wait(wait if self._free() else 1.0)
+                    self._wake.wait(wait)
 
     def _try(self, method, *args):
         try:

@@ -413,3 +413,14 @@ def test_contract_an_alert_waits_behind_an_earlier_one_of_its_run_to_the_same_ta
                           DELIVERED)
     assert [(d.channel, d.event) for d in store.due_deliveries(T, 10)] == [
         ("healthcheck", "failure"), ("webhook", "failure")]
+
+
+def test_contract_the_next_alert_due_leaves_out_those_in_flight_and_those_waiting_behind(store):
+    run = ran(store, "a", T, RunStatus.FAILED)
+    store.add_deliveries([alert(run, channel="healthcheck", event="start", at=T),
+                          alert(run, channel="healthcheck", event="failure", at=T + 1),
+                          alert(run, channel="webhook", at=T + 2)], 10)
+    start, hook = store.due_deliveries(T + 5, 10)  # the end ping is not due before its start
+    assert store.next_delivery_at() == T
+    assert store.next_delivery_at(skip=[start.id]) == T + 2  # the end ping waits behind its start
+    assert store.next_delivery_at(skip=[start.id, hook.id]) is None

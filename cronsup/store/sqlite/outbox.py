@@ -73,9 +73,15 @@ class Outbox:
         return [_item(r) for r in rows if r[8] not in skipped][:limit]
 
     @_guarded
-    def next_delivery_at(self) -> float | None:
-        (t,) = self._conn.execute("SELECT MIN(next_try) FROM outbox WHERE state = ?",
-                                  (PENDING,)).fetchone()
+    def next_delivery_at(self, skip: Sequence[int] = ()) -> float | None:
+        """When the next item `due_deliveries` would give comes due (those in `skip`, and
+        those waiting behind another, left out); None when none waits."""
+        (t,) = self._conn.execute(
+            "SELECT MIN(next_try) FROM outbox o WHERE state = ? AND NOT EXISTS "
+            "(SELECT 1 FROM outbox e WHERE e.run_id = o.run_id AND e.id < o.id AND e.state = ? "
+            "AND e.channel = o.channel AND e.target = o.target)"
+            f"{f' AND id NOT IN ({_placeholders(len(skip))})' if skip else ''}",
+            (PENDING, PENDING, *skip)).fetchone()
         return t
 
     @_guarded
