@@ -48,6 +48,8 @@ MAX_RETRY_DELAY = 300.0
 MAX_RETRY_AFTER = 3600.0  # a Retry-After longer than this is capped
 GIVE_UP_AGE = 86400.0  # an alert older than a day is not worth sending any more
 WORKERS = 8  # deliveries at once: a hung endpoint holds one for at most 10 s
+QUIET = 0.2  # the sender waits until the loop has emitted no event for this long...
+MAX_DEFER = 5.0  # ...but no longer than this
 MIN_WAIT = 0.01  # the sender's shortest sleep, should a due item not be taken (a race)
 BATCH = 200  # events written to the outbox per transaction
 LANE_SIZE = 20_000  # events the alerts lane may fall behind by: a burst of 10,000 starts and ends
@@ -229,6 +231,8 @@ class AlertReceiver:
     def __call__(self, event: Event) -> None:
         if channels_of(event.spec, event.event):
             self.sender.submit(event)
+        else:
+            self.sender.busy()  # a start or an end all the same: the loop is at work
 
 
 class Sender:
@@ -250,6 +254,8 @@ class Sender:
         self._limits: dict[str, int] = {}  # Ping-Body-Limit per healthcheck target
         self._work: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._last_event = 0.0  # clock.mono of the latest event the loop emitted
+        self._stopping = threading.Event()
         self.http = channels.Http()
 
     def start(self) -> None:
@@ -259,15 +265,22 @@ class Sender:
             for n in range(self.workers):
                 threading.Thread(target=self._worker, name=f"cronsup-alert-{n}", daemon=True).start()
 
+    def busy(self) -> None:
+        """The loop is handling runs (an event came): the sender keeps out of its way."""
+        self._last_event = clock.mono()
+
     def submit(self, event: Event) -> None:
         self.start()
+        self.busy()
         with self._wake:
             self._events.append(event)
-            self._wake.notify()
+            if len(self._events) == 1:
+                self._wake.notify()
 
     def close(self, grace: float) -> None:
         """Write what was handed over into the outbox (deliveries in flight are abandoned:
         their items stay pending for the next start)."""
+        self._stopping.set()
         with self._wake:
             self._stop = True
             self._wake.notify()
@@ -287,43 +300,58 @@ class Sender:
                     if self._stop or self._wake.wait_for(lambda: self._stop, 5.0):
                         return
         try:
-            self._loop(store)
-        except Exception:  # noqa: BLE001 - log it; the loop's events still reach mail
-            log.exception("alerts: the sender stopped on an internal error")
+            while True:
+                try:
+                    if not self._step(store):
+                        return
+                except Exception:  # noqa: BLE001 - one bug must not stop every alert
+                    log.exception("alerts: internal error in the sender; it goes on")
+                    self._stopping.wait(1.0)
         finally:
             store.close()
 
-    def _loop(self, store: RunStore) -> None:
-        while True:
-            with self._wake:
-                events = [self._events.popleft() for _ in range(min(BATCH, len(self._events)))]
-                results = [self._results.popleft() for _ in range(len(self._results))]
-                stopping = self._stop
-            if events:
-                self._queue(store, events)
-            for item, answer, at in results:
-                self._record(store, item, answer, at)
-            if stopping:
-                if not self._events:
-                    return
-                continue
-            if events or results:
-                continue  # more may have come meanwhile
-            self._dispatch(store)
-            # Asleep until an event, a result or the next item due (in flight ones left out):
-            # an idle sender never wakes, a hung delivery is not polled.
-            wait: float | None = None
-            if self._free():
-                try:
-                    nxt = store.next_delivery_at(list(self._inflight))
-                except RunLogError as e:
-                    log.warning("alerts: %s", e)
-                    nxt = clock.wall() + 1.0  # look again in a second
-                if nxt is not None:
-                    wait = max(MIN_WAIT, nxt - clock.wall())
-            with self._wake:
-                if not (self._events or self._results or self._stop):
-                    self._wake.wait(wait)
+    def _keep_out_of_the_way(self) -> None:
+        """Wait while the loop is busy with a burst of runs (events coming in), up to
+        MAX_DEFER: the sender's work would compete with it for the interpreter."""
+        since = clock.mono()
+        while not self._stopping.is_set():
+            now = clock.mono()
+            quiet = now - self._last_event
+            if quiet >= QUIET or now - since >= MAX_DEFER:
+                return
+            self._stopping.wait(QUIET - quiet)
+
+    def _step(self, store: RunStore) -> bool:
+        """One pass: take events and results, dispatch, sleep; False once stopped."""
+        self._keep_out_of_the_way()
+        with self._wake:
+            events = [self._events.popleft() for _ in range(min(BATCH, len(self._events)))]
+            results = [self._results.popleft() for _ in range(len(self._results))]
+            stopping = self._stop
+        if events:
+            self._queue(store, events)
+        for item, answer, at in results:
+            self._record(store, item, answer, at)
+        if stopping:
+            return bool(self._events)
+        if events or results:
+            return True  # more may have come meanwhile
+        self._dispatch(store)
+        # Asleep until an event, a result or the next item due (in flight ones left out):
+        # an idle sender never wakes, a hung delivery is not polled.
+        wait: float | None = None
+        if self._free():
+            try:
+                nxt = store.next_delivery_at(list(self._inflight))
+            except RunLogError as e:
+                log.warning("alerts: %s", e)
+                nxt = clock.wall() + 1.0  # look again in a second
+            if nxt is not None:
+                wait = max(MIN_WAIT, nxt - clock.wall())
+        with self._wake:
+            if not (self._events or self._results or self._stop):
+                self._wake.wait(wait)
+        return True
 
     def _try(self, method, *args):
         try:
@@ -371,7 +399,7 @@ class Sender:
         if free <= 0:
             return
         due = self._try(store.due_deliveries, clock.wall(), free, list(self._inflight)) or []
-        jobs = self.jobs()
+        jobs = {job.name: job for job in self.jobs().jobs} if due else {}
         for item in due:
             output = b""
             if item.channel == COMMAND and item.run_id is not None:
