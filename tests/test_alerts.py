@@ -179,7 +179,7 @@ def test_a_healthcheck_gets_start_then_the_exit_code_with_one_run_id_and_a_body_
     rid = parse_qs(urlsplit(start.path).query)["rid"]
     assert rid == parse_qs(urlsplit(end.path).query)["rid"] and len(rid[0]) == 36
     assert parse_qs(urlsplit(end.path).query)["t"] == [SECRET_QUERY]  # the URL's own query kept
-    assert end.body == b"9abcdef\n"[-8:]  # the output's tail, shrunk to Ping-Body-Limit
+    assert end.body == b"0123456789abcdef\n"[-8:]  # the output's tail, shrunk to Ping-Body-Limit
     run_now(daemon, "hcok")
     wait_until(lambda: len([r for r in receiver.requests if r.path.startswith("/ok/")]) >= 2, 20,
                what="the success ping")
@@ -403,3 +403,25 @@ def test_consecutive_failures_count_fires_not_attempts(tmp_path):
         assert alerts.failures_before(store, "j", current, 400) == (2, "timeout")
         assert alerts.failures_before(store, "j", first, 400) == (2, "timeout")
         assert alerts.failures_before(store, "j", 2, 200) == (0, "success")
+
+
+def test_a_full_outbox_drops_its_oldest_alerts_logs_it_and_counts_them_as_failed(tmp_path, caplog):
+    from cronsup.events import Event
+    from cronsup.model import Every, JobSpec, JobsFile, Outcome, RunStatus, Trigger
+    from cronsup.store import SqliteStore
+
+    db = str(tmp_path / "runs.db")
+    SqliteStore.open(db).close()
+    spec = JobSpec("j", Every("@every 1h", 3600), "exit 1", 1, webhook=("http://127.0.0.1:1/x",))
+    sender = alerts.Sender(db, lambda: JobsFile("jobs", (spec,)), workers=0, max_pending=2)
+    before = alerts.gave_up_counts().get("webhook", 0)
+    for n in range(3):
+        sender.submit(Event("failure", "j", spec, None, Outcome(RunStatus.FAILED, "exit code 1"), "h",
+                            1000.0 + n, Trigger.SCHEDULE, 1, 1000.0 + n))
+    wait_until(lambda: sender.dropped == 1, 10, what="a drop")
+    sender.close(2)
+    assert alerts.gave_up_counts()["webhook"] == before + 1
+    assert "dropped the 1 oldest unsent" in caplog.text and "127.0.0.1:1" in caplog.text
+    assert "/x" not in caplog.text
+    with SqliteStore.open(db, readonly=True) as store:
+        assert store.due_deliveries(2000.0, 10)[0].created_at == 1001.0
