@@ -33,7 +33,6 @@ from cronsup.store import (
     Run,
     RunLogError,
     RunStore,
-    open_store,
 )
 
 log = logging.getLogger("cronsup")
@@ -238,9 +237,10 @@ class AlertReceiver:
 class Sender:
     """The outbox's one thread (its own run log connection) and its delivery workers."""
 
-    def __init__(self, db_path: str, jobs: Callable[[], JobsFile], *, workers: int = WORKERS,
-                 max_pending: int = MAX_PENDING):
+    def __init__(self, db_path: str, jobs: Callable[[], JobsFile], connect: Callable[[], RunStore], *,
+                 workers: int = WORKERS, max_pending: int = MAX_PENDING):
         self.db_path = db_path
+        self.connect = connect  # the sender's own connection (the daemon's store's sibling)
         self.jobs = jobs  # the daemon's current jobs, for secrets, users and shells
         self.store_mark = paths.store_mark(db_path)
         self.max_pending = max_pending
@@ -293,7 +293,7 @@ class Sender:
         store = None
         while store is None:
             try:
-                store = open_store(self.db_path, check=False)
+                store = self.connect()
             except RunLogError as e:
                 log.warning("alerts: cannot open the run log: %s; trying again in 5 s", e)
                 with self._wake:

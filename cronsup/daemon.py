@@ -87,7 +87,7 @@ class Daemon(Processes, Upkeep, Versions):
         # Told of every start and outcome; mail first. Tests pass their own.
         self.alerts: alerts.Sender | None = None  # the outbox's sender (not with a test's receivers)
         if receivers is None:
-            self.alerts = alerts.Sender(self.db_path, lambda: self.jobs)
+            self.alerts = alerts.Sender(self.db_path, lambda: self.jobs, lambda: self.log.sibling())
             receivers = Receivers([events.MailReceiver(user=runner.user_name(os.geteuid()), sendmail=sendmail)])
             receivers.add(alerts.AlertReceiver(self.alerts), alerts.LANE_SIZE)
         self.receivers = receivers

@@ -424,3 +424,14 @@ def test_contract_the_next_alert_due_leaves_out_those_in_flight_and_those_waitin
     assert store.next_delivery_at() == T
     assert store.next_delivery_at(skip=[start.id]) == T + 2  # the end ping waits behind its start
     assert store.next_delivery_at(skip=[start.id, hook.id]) is None
+
+
+def test_contract_a_sibling_connection_sees_and_makes_the_same_store(store, reader):
+    other = store.sibling()
+    try:
+        run = ran(store, "a", T)
+        assert other.run(run).status is RunStatus.SUCCESS
+        other.set_kv("from-sibling", "1")
+        assert reader.get_kv("from-sibling") == "1"
+    finally:
+        other.close()

@@ -411,9 +411,9 @@ def test_a_full_outbox_drops_its_oldest_alerts_logs_it_and_counts_them_as_failed
     from cronsup.store import SqliteStore
 
     db = str(tmp_path / "runs.db")
-    SqliteStore.open(db).close()
     spec = JobSpec("j", Every("@every 1h", 3600), "exit 1", 1, webhook=("http://127.0.0.1:1/x",))
-    sender = alerts.Sender(db, lambda: JobsFile("jobs", (spec,)), workers=0, max_pending=2)
+    sender = alerts.Sender(db, lambda: JobsFile("jobs", (spec,)), lambda: SqliteStore.open(db),
+                           workers=0, max_pending=2)
     before = alerts.gave_up_counts().get("webhook", 0)
     for n in range(3):
         sender.submit(Event("failure", "j", spec, None, Outcome(RunStatus.FAILED, "exit code 1"), "h",

@@ -125,5 +125,8 @@ class RunStore(RunWriter, RunReader, Protocol):
     path: str  # where it is, for messages (a file path; later a URL without its password)
     readonly: bool
 
+    def sibling(self) -> RunStore:
+        """Another connection to the same store, for another thread of this process."""
+
     def __enter__(self) -> RunStore: ...
     def __exit__(self, *exc_info: object) -> None: ...

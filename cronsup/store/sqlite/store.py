@@ -133,6 +133,15 @@ class SqliteStore(Reads, Writes, Outbox):
             raise
         return runlog
 
+    def sibling(self, busy_timeout: float = 5.0) -> SqliteStore:
+        """Another connection to this run log, for another thread of this process (the
+        alerts' sender). Opened through SQLite alone: `open` creates the file with os.open
+        and closes that descriptor, and closing any descriptor of the file drops every
+        fcntl lock this process holds on it, those of the connections already open too
+        (another process could then take the run log for unused and reset its -wal)."""
+        conn = schema.connect_writer(self.path, busy_timeout, self._synchronous)
+        return SqliteStore(conn, self.path, readonly=self.readonly, synchronous=self._synchronous)
+
     @_guarded
     def _migrate(self) -> None:
         schema.migrate(self._conn, self.path, self._transaction)
