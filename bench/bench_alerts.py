@@ -106,6 +106,7 @@ def burst(n: int, minutes: int, lead: float, receiver: Receiver | None) -> dict:
             if receiver:
                 got = [t for t, e in receiver.events if _fire(e) == b]
                 row["events"] = len(got)
+                row["first_event_s"] = min(got, default=b) - b
                 row["last_event_s"] = max(got, default=b) - b
             rows.append(row)
         pending = None
@@ -135,7 +136,7 @@ def _delivered(receiver: Receiver, bounds: list[float]) -> int:
 
 def show(r: dict) -> str:
     rows = "; ".join(
-        f"n={b['count']} last={b['last_s']:.3f}s" + (f" events={b['events']} last event +{b['last_event_s']:.2f}s"
+        f"n={b['count']} last={b['last_s']:.3f}s" + (f" events={b['events']} from +{b['first_event_s']:.2f}s to +{b['last_event_s']:.2f}s"
                                                     if "events" in b else "")
         for b in r["per_boundary"])
     pending = "" if r["pending"] is None else f" outbox pending={r['pending']}"

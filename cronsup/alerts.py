@@ -47,8 +47,10 @@ MAX_RETRY_DELAY = 300.0
 MAX_RETRY_AFTER = 3600.0  # a Retry-After longer than this is capped
 GIVE_UP_AGE = 86400.0  # an alert older than a day is not worth sending any more
 WORKERS = 8  # deliveries at once: a hung endpoint holds one for at most 10 s
-QUIET = 0.2  # the sender waits until the loop has emitted no event for this long...
-MAX_DEFER = 5.0  # ...but no longer than this
+# While the loop emits BURST events or more a second (a burst of starts and ends: the loop and
+# the burst's processes need the CPU), the sender waits, for at most MAX_DEFER seconds.
+BURST = 20
+MAX_DEFER = 30.0
 MIN_WAIT = 0.01  # the sender's shortest sleep, should a due item not be taken (a race)
 BATCH = 200  # events written to the outbox per transaction
 LANE_SIZE = 20_000  # events the alerts lane may fall behind by: a burst of 10,000 starts and ends
@@ -254,7 +256,8 @@ class Sender:
         self._limits: dict[str, int] = {}  # Ping-Body-Limit per healthcheck target
         self._work: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
-        self._last_event = 0.0  # clock.mono of the latest event the loop emitted
+        self._recent: deque[float] = deque()  # clock.mono of the events of the last second
+        self._recent_lock = threading.Lock()
         self._stopping = threading.Event()
         self.http = channels.Http()
 
@@ -266,8 +269,19 @@ class Sender:
                 threading.Thread(target=self._worker, name=f"cronsup-alert-{n}", daemon=True).start()
 
     def busy(self) -> None:
-        """The loop is handling runs (an event came): the sender keeps out of its way."""
-        self._last_event = clock.mono()
+        """An event came (the loop is handling runs): the sender keeps out of a burst's way."""
+        now = clock.mono()
+        with self._recent_lock:
+            self._recent.append(now)
+            while self._recent and self._recent[0] < now - 1.0:
+                self._recent.popleft()
+
+    def _in_burst(self) -> bool:
+        now = clock.mono()
+        with self._recent_lock:
+            while self._recent and self._recent[0] < now - 1.0:
+                self._recent.popleft()
+            return len(self._recent) >= BURST
 
     def submit(self, event: Event) -> None:
         self.start()
@@ -311,15 +325,11 @@ class Sender:
             store.close()
 
     def _keep_out_of_the_way(self) -> None:
-        """Wait while the loop is busy with a burst of runs (events coming in), up to
-        MAX_DEFER: the sender's work would compete with it for the interpreter."""
+        """Wait while the loop is in a burst of runs, up to MAX_DEFER: the sender's work would
+        compete with the loop and the burst's processes for the CPU (and the interpreter)."""
         since = clock.mono()
-        while not self._stopping.is_set():
-            now = clock.mono()
-            quiet = now - self._last_event
-            if quiet >= QUIET or now - since >= MAX_DEFER:
-                return
-            self._stopping.wait(QUIET - quiet)
+        while not self._stopping.is_set() and self._in_burst() and clock.mono() - since < MAX_DEFER:
+            self._stopping.wait(0.1)
 
     def _step(self, store: RunStore) -> bool:
         """One pass: take events and results, dispatch, sleep; False once stopped."""
