@@ -679,6 +679,10 @@ def _status_lines(st, now: float, colour: bool, jobs_path: str, db: str) -> list
         if st.cron is not None and job.source and not job.source.startswith(f"{st.jobs_file}:"):
             who = f", as {job.user}" if job.user else ""
             rows.append(style(f"  from {job.source}{who}", dim=True))
+        for attempt in job.alerts_failing:
+            then = "given up" if attempt.next_try is None else f"next try {fmt.stamp(attempt.next_try, now)}"
+            rows.append(style(f"  ↳ alerts failing: {attempt.channel} {attempt.shown}: {attempt.answer} "
+                              f"({fmt.relative(attempt.at, now)}; {then})", fg="red"))
         for run in job.running:
             since = f"for {fmt.format_duration(now - run.started_at, coarse=True)}" if run.started_at \
                 else "not started yet"
@@ -1002,8 +1006,9 @@ def resume(job: str, jobs_path: str, db: str) -> None:
 from cronsup.cli_backfill import backfill as _backfill  # noqa: E402
 from cronsup.cli_metrics import metrics as _metrics  # noqa: E402
 from cronsup.cli_nodes import nodes as _nodes  # noqa: E402
+from cronsup.cli_notify import notify_test as _notify_test  # noqa: E402
 from cronsup.cli_takeover import release_, takeover_  # noqa: E402
 from cronsup.cli_web import web as _web  # noqa: E402
 
-for _command in (takeover_, release_, _backfill, _metrics, _nodes, _web):
+for _command in (takeover_, release_, _backfill, _metrics, _nodes, _notify_test, _web):
     main.add_command(_command)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from cronsup import answers, backfilling, clock, control, events, lockfile, notify, paths, recovery, runner, trust
+from cronsup import alerts, answers, backfilling, clock, control, events, lockfile, notify, paths, recovery, runner, trust
 from cronsup.cronlive import CronLive
 from cronsup.report import CRON_KV
 from cronsup.events import Receivers
@@ -92,8 +92,11 @@ class Daemon(Processes, Upkeep, Versions, CronLive, Cluster):
         self.sendmail = sendmail  # None: look in the usual places (mail.find_sendmail)
         self.now = now
         # Told of every start and outcome; mail first. Tests pass their own.
+        self.alerts: alerts.Sender | None = None  # the outbox's sender (not with a test's receivers)
         if receivers is None:
+            self.alerts = alerts.Sender(self.db_path, lambda: self.jobs, lambda: self.log.sibling())
             receivers = Receivers([events.MailReceiver(user=runner.user_name(os.geteuid()), sendmail=sendmail)])
+            receivers.add(alerts.AlertReceiver(self.alerts), alerts.LANE_SIZE)
         self.receivers = receivers
         self.spawn = runner.spawn  # tests may swap the spawner
         self._old_handlers: dict[int, object] = {}
@@ -178,6 +181,8 @@ class Daemon(Processes, Upkeep, Versions, CronLive, Cluster):
                        max_output_bytes=self.keep_size)
         self._checkpoint(now)
         self._last_prune = now.mono
+        if self.alerts is not None:
+            self.alerts.start()  # alerts left in the outbox by the last daemon go out now
         self.log.set_busy_timeout(BUSY_TIMEOUT)  # from here on the loop retries, never SQLite
         if clock.test_offset():
             log.warning("CRONSUP_TEST_CLOCK_OFFSET=%g moves this daemon's wall clock: for tests only",
@@ -567,6 +572,8 @@ class Daemon(Processes, Upkeep, Versions, CronLive, Cluster):
         for sig, handler in self._old_handlers.items():  # for a daemon built in-process (tests)
             signal.signal(sig, handler)
         self.receivers.close(RECEIVER_GRACE)
+        if self.alerts is not None:
+            self.alerts.close(RECEIVER_GRACE)
         for fd in (self._wake_r, self._wake_w, self._watch_r, self._watch_w):
             if fd >= 0:
                 os.close(fd)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from cronsup import mail
-from cronsup.model import JobSpec, Outcome, RunStatus, Trigger
+from cronsup.model import JobSpec, MailOn, Outcome, RunStatus, Trigger
 
 log = logging.getLogger("cronsup")
 
@@ -44,6 +44,7 @@ class Event:
     scheduled_for: float
     output: bytes = b""  # what the run printed (its captured part), for outcomes
     truncated: bool = False
+    next_run: float | None = None  # the job's next run after this outcome (a retry's time)
 
 
 def event_name(outcome: Outcome, failing: bool) -> str:
@@ -170,7 +171,8 @@ class _Lane:
 
 
 class MailReceiver:
-    """Cron's rule: mail what a run printed to its job's mailto, whatever its outcome."""
+    """Mail to a job's mailto as its mail_on says: cron's rule (what a run printed, whatever
+    its outcome), final failures only (with their output), every final outcome, or never."""
 
     name = "mail"
 
@@ -180,8 +182,18 @@ class MailReceiver:
 
     def __call__(self, event: Event) -> None:
         outcome, job = event.outcome, event.spec
-        if outcome is None or job is None or not job.mailto or not event.output:
+        if outcome is None or job is None or not job.mailto:
+            return
+        mail_on = job.mail_on
+        if mail_on is MailOn.NEVER or (mail_on is MailOn.OUTPUT and not event.output):
+            return
+        if mail_on is MailOn.FAILURE and event.event != FAILURE:
+            return
+        if mail_on is MailOn.ALWAYS and event.event not in (SUCCESS, RECOVERY, FAILURE):
             return
         summary = f"{outcome.status}" + (f": {outcome.reason}" if outcome.reason else "")
-        mail.send(job, summary, event.output, host=event.host, user=job.user or self.user,
+        output = event.output
+        if not output:  # a failure that printed nothing still says what happened
+            output = f"(no output) run {event.run_id}: {summary}\n".encode()
+        mail.send(job, summary, output, host=event.host, user=job.user or self.user,
                   sendmail=self.sendmail)

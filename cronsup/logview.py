@@ -12,7 +12,7 @@ import click
 from cronsup import clock, fmt
 from cronsup.model import RunStatus
 from cronsup.runjson import iso, run_json
-from cronsup.store import FAILED_STATUSES, Run, RunReader
+from cronsup.store import FAILED_STATUSES, PENDING, Delivery, Run, RunLogError, RunReader
 
 FOLLOW_POLL = 0.5  # seconds between looks at the run log; each look is its own short read
 PRUNED = "(output pruned: the oldest output goes first to keep the run log under the daemon's --keep-size)"
@@ -149,8 +149,11 @@ class LogView:
                             f"(cronsup logs {run.job} --run {run_id})")
         data, truncated = self._output(run)
         retried = self.runlog.retried_ok([run])
+        deliveries = self._deliveries(run)
         if as_json:
-            self.echo(fmt.dump_json(self._json(run, retried, with_output=True)))
+            data = self._json(run, retried, with_output=True)
+            data["alerts"] = [_delivery_json(d) for d in deliveries]
+            self.echo(fmt.dump_json(data))
             return
         took = run.duration_s
         if run.status is RunStatus.RUNNING and run.started_at:
@@ -175,10 +178,30 @@ class LogView:
                 self.echo(f"{name + ':':<15}{value}")
         size = PRUNED if run.output_pruned else "(none)" if not data else _size(len(data)) + (
             ", truncated by output_limit to its first and last halves" if truncated else "")
+        for d in deliveries:
+            self._delivery(d)
         self.echo(f"{'output:':<15}{size}")
         if data:
             text = fmt.safe_output(data, self.escape)
             self.raw(text, nl=not text.endswith("\n"))
+
+    def _deliveries(self, run: Run) -> list[Delivery]:
+        try:
+            return self.runlog.deliveries(run.id)
+        except RunLogError:  # a run log from before the outbox
+            return []
+
+    def _delivery(self, d: Delivery) -> None:
+        """An alert of the run and each attempt at it (targets as scheme and host only)."""
+        item, now = d.item, self.wall()
+        state = {PENDING: "waiting" if not d.attempts else "retrying"}.get(item.state, item.state)
+        tries = f", {len(d.attempts)} tr{'y' if len(d.attempts) == 1 else 'ies'}" if d.attempts else ""
+        self.echo(f"{'alert:':<15}{item.event} to {item.channel} {item.shown}: {state}{tries}")
+        for a in d.attempts:
+            then = f", next try {fmt.stamp(a.next_try, now)}" if a.next_try is not None else ""
+            self.echo(f"{'':<17}{fmt.stamp(a.at, now)}  {a.answer}{then}")
+        if item.state == PENDING and not d.attempts and item.next_try is not None:
+            self.echo(f"{'':<17}first try {fmt.stamp(item.next_try, now)}")
 
     # -- following ---------------------------------------------------------------------------
 
@@ -264,6 +287,14 @@ class LogView:
             self.raw(text, nl=False)
             self._midline = not text.endswith("\n")
         return max(printed, end)
+
+
+def _delivery_json(d: Delivery) -> dict:
+    item = d.item
+    return {"event": item.event, "channel": item.channel, "target": item.shown, "state": item.state,
+            "tries": len(d.attempts), "next_try": iso(item.next_try),
+            "attempts": [{"at": iso(a.at), "ok": a.ok, "answer": a.answer, "next_try": iso(a.next_try)}
+                         for a in d.attempts]}
 
 
 def _retried_note(attempt: int) -> str:

@@ -66,6 +66,17 @@ def send(
     thread.start()
 
 
+def send_now(job: JobSpec, run_summary: str, output: bytes, *, host: str, user: str,
+             sendmail: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> tuple[str, bool]:
+    """Mail now, waiting for sendmail (`notify-test`): (what happened, whether it worked)."""
+    program = find_sendmail(sendmail)
+    if program is None:
+        return "no sendmail program found", False
+    message = build_message(job, run_summary, output, host=host, user=user)
+    error = _deliver(program, message, job.name, job.mailto or "", timeout)
+    return (error, False) if error else (f"handed to {program}", True)
+
+
 def build_message(job: JobSpec, run_summary: str, output: bytes, *, host: str,
                   user: str) -> bytes:
     """The message cron would send: its headers, a blank line, the output."""
@@ -93,8 +104,8 @@ def _header_value(value: str) -> str:
     return Header(value, "utf-8").encode()
 
 
-def _deliver(program: str, message: bytes, job_name: str, mailto: str, timeout: float) -> None:
-    """Run sendmail and log, never raise: this is a thread's whole body."""
+def _deliver(program: str, message: bytes, job_name: str, mailto: str, timeout: float) -> str | None:
+    """Run sendmail and log, never raise: this is a thread's whole body. The error, if any."""
     try:
         proc = subprocess.Popen(
             [program, "-t", "-oi"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
@@ -104,7 +115,7 @@ def _deliver(program: str, message: bytes, job_name: str, mailto: str, timeout: 
     except OSError as exc:
         log.warning("job %s: cannot mail output to %s: %s: %s",
                     job_name, mailto, program, exc.strerror or exc)
-        return
+        return f"{program}: {exc.strerror or exc}"
     try:
         _, err = proc.communicate(message, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -112,15 +123,17 @@ def _deliver(program: str, message: bytes, job_name: str, mailto: str, timeout: 
         proc.communicate()
         log.warning("job %s: mailing output to %s: %s took over %gs and was killed",
                     job_name, mailto, program, timeout)
-        return
+        return f"{program} took over {timeout:g}s and was killed"
     except OSError as exc:  # e.g. EPIPE: the mailer exited without reading
         proc.kill()
         proc.wait()
         log.warning("job %s: mailing output to %s: %s: %s",
                     job_name, mailto, program, exc.strerror or exc)
-        return
+        return f"{program}: {exc.strerror or exc}"
     if proc.returncode != 0:
         first = err.decode("utf-8", "replace").strip().splitlines()[:1]
         detail = f": {first[0]}" if first else ""
         log.warning("job %s: mailing output to %s: %s exited with %s%s",
                     job_name, mailto, program, proc.returncode, detail)
+        return f"{program} exited with {proc.returncode}{detail}"
+    return None

@@ -46,6 +46,15 @@ class Catchup(StrEnum):
     ALL = "all"  # run each of them, oldest first, at most 100
 
 
+class MailOn(StrEnum):
+    """When a job with a mailto gets mail."""
+
+    OUTPUT = "output"  # cron's rule: the run printed something
+    FAILURE = "failure"  # final failures only, with their output
+    ALWAYS = "always"  # every final outcome
+    NEVER = "never"
+
+
 class RunStatus(StrEnum):
     RUNNING = "running"
     SUCCESS = "success"
@@ -167,6 +176,13 @@ class JobSpec:
     hosts: tuple[str, ...] = ()  # the node names that may run it; () for any
     on_lost: OnLost = OnLost.MARK
     lease: float = 30.0  # a running run stays its host's this long without a heartbeat
+    # Alerts (SPEC section 4): URLs are "https://..." or "file:/path" (the URL read from it).
+    notify_on: tuple[str, ...] = ("failure", "recovery")
+    webhook: tuple[str, ...] = ()
+    webhook_secret_file: str | None = None
+    healthcheck: str | None = None
+    notify_command: str | None = None
+    mail_on: MailOn = MailOn.OUTPUT
     auto_named: bool = field(default=True, compare=False)  # name derived from the command
 
     @property

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cronsup import suggest
-from cronsup.model import Catchup, OnLost, Overlap, Scope
+from cronsup.model import Catchup, MailOn, OnLost, Overlap, Scope
 from cronsup.schedule import load_zone
 from cronsup.units import parse_duration, parse_size
 
@@ -210,6 +210,70 @@ def _zone(value: Any) -> str:
     return name
 
 
+# The events notify_on may name (SPEC section 4); `test` is sent only by `notify-test`.
+NOTIFY_EVENTS = ("start", "success", "failure", "recovery", "retry", "skipped", "missed")
+
+
+def _events(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of events such as [\"failure\", \"recovery\"], got "
+                         f"{_type_name(value)}")
+    for name in value:
+        if not isinstance(name, str) or name not in NOTIFY_EVENTS:
+            hint = suggest.did_you_mean(name, NOTIFY_EVENTS, n=1, quote=True) \
+                if isinstance(name, str) else ""
+            raise ValueError(f"{name!r} is not an event; events: {', '.join(NOTIFY_EVENTS)}{hint}")
+    return tuple(dict.fromkeys(value))
+
+
+def check_url(value: Any) -> str:
+    """An http(s) URL, or `file:/path` naming a file that holds one (a secret kept out of the
+    jobs file). Messages never repeat a URL's path or query: they are secrets."""
+    from urllib.parse import urlsplit
+
+    text = _string(value).strip()
+    if text.startswith("file:"):
+        path = text[len("file:"):]
+        if path.startswith("//"):
+            path = path[2:]
+        if not path.startswith("/"):
+            raise ValueError("file: must be followed by an absolute path, as in "
+                             "\"file:/etc/cronsup/webhook-url\"")
+        check_path_length(path)
+        return "file:" + path
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ValueError("not a valid URL") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        shown = f"{parts.scheme}:" if parts.scheme else "no scheme"
+        raise ValueError(f"expected an http:// or https:// URL (or file:/path), got {shown}")
+    if not parts.hostname:
+        raise ValueError(f"the {parts.scheme} URL has no host")
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in text):
+        raise ValueError(f"the URL for {parts.scheme}://{parts.hostname} contains a space or "
+                         "control character (percent-encode it)")
+    return text
+
+
+def _urls(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise ValueError(f"expected a URL or a list of URLs, got {_type_name(value)}")
+    return tuple(dict.fromkeys(check_url(item) for item in value))
+
+
+def _command(value: Any) -> str:
+    command = _string(value)
+    if not command.strip():
+        raise ValueError("empty command")
+    return command
+
+
 SPECS: dict[str, Callable[[Any], Any]] = {
     "description": _string,
     "timeout": _timeout,
@@ -236,6 +300,12 @@ SPECS: dict[str, Callable[[Any], Any]] = {
     "hosts": _hosts,
     "on_lost": _enum(OnLost),
     "lease": _lease,
+    "notify_on": _events,
+    "webhook": _urls,
+    "webhook_secret_file": _path,
+    "healthcheck": check_url,
+    "notify_command": _command,
+    "mail_on": _enum(MailOn),
 }
 
 

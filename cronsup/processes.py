@@ -249,12 +249,18 @@ class Processes:
                       fire: Fire, now: Now, output: bytes = b"", truncated: bool = False) -> None:
         """The one event an outcome makes (success, failure, recovery, retry, skipped, missed)."""
         name = self.failing.name(job, run_id, outcome)
+        next_run = outcome.retry_at if outcome.retry_at is not None else (
+            self.supervisor.next_run(job) if job in self.supervisor.jobs else None)
         self.receivers.emit(Event(name, job, spec, run_id, outcome, self.host, now.wall, fire.trigger,
-                                  fire.attempt, fire.scheduled_for, output, truncated))
+                                  fire.attempt, fire.scheduled_for, output, truncated, next_run))
 
     def _earlier_status(self, job: str, run_id: int) -> RunStatus | None:
-        """The status of the job's last run that ended before run `run_id` (for `recovery`)."""
-        for run in self._try(self.log.runs, job, limit=20, before_id=run_id) or []:
+        """The final status of the job's last fire that ended before run `run_id` (for
+        `recovery`): earlier attempts of this run's own fire were retried, so they are not final."""
+        this = self._try(self.log.run, run_id)
+        for run in self._try(self.log.runs, job, limit=50, before_id=run_id) or []:
+            if this is not None and run.scheduled_for == this.scheduled_for:
+                continue
             if run.status not in (RunStatus.RUNNING, RunStatus.SKIPPED, RunStatus.MISSED):
                 return run.status
         return None

@@ -7,12 +7,12 @@ before any run log exists. Only reads: nothing here writes the run log or talks 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cronsup import lockfile, paths
 from cronsup.model import RunStatus
 from cronsup.runjson import iso, run_json
-from cronsup.store import JobRow, Run, RunLogError, RunLogMissing, RunningVersion, RunReader, open_store
+from cronsup.store import DeliveryAttempt, JobRow, Run, RunLogError, RunLogMissing, RunningVersion, RunReader, open_store
 
 STATS_RUNS = 20  # success rate and median duration are over a job's last this many runs
 CRON_KV = "cron_sources"  # the run log's kv key: cron's files as `daemon --cron` read them (JSON)
@@ -43,6 +43,8 @@ class JobStatus:
     line: int = 0  # the schedule line in its file
     source: str | None = None  # FILE:LINE the job comes from (the jobs file, or one of cron's)
     user: str | None = None  # a job of cron's files: whom it runs as
+    # Alert channels whose latest attempt failed (the target shown as scheme and host only).
+    alerts_failing: list[DeliveryAttempt] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {
@@ -56,6 +58,9 @@ class JobStatus:
             "success_rate": None if self.success_rate is None else round(self.success_rate, 3),
             "median_duration_s": None if self.median_s is None else round(self.median_s, 3),
             "stats_over_runs": STATS_RUNS,
+            "alerts_failing": [{"channel": a.channel, "target": a.shown, "at": iso(a.at),
+                                "answer": a.answer, "next_try": iso(a.next_try)}
+                               for a in self.alerts_failing],
         }
 
 
@@ -174,6 +179,9 @@ def status(jobs_path: str, db_path: str, now: float, *, state_dir: str | None = 
             if row.name in unfinished:
                 job.last_finished = finished.get(row.name)
             result.jobs.append(job)
+        failing = _failing_channels(runlog)
+        for job in result.jobs:
+            job.alerts_failing = failing.get(job.name, [])
         # A run still going for a job a reload removed: its processes live on until it
         # ends, so it is listed, not hidden.
         for name in sorted(set(active) - set(names)):
@@ -205,6 +213,11 @@ def _sources(result: Status) -> None:
         job.source = origins.get(job.name) or (
             f"{result.jobs_file}:{job.line}" if job.line else None)
         job.user = users.get(job.name)
+def _failing_channels(runlog: RunReader) -> dict[str, list[DeliveryAttempt]]:
+    try:
+        return runlog.failing_channels()
+    except RunLogError:  # a run log from before the outbox
+        return {}
 
 
 def _internal_errors(runlog: RunReader) -> int:

@@ -15,11 +15,17 @@ import pytest
 from cronsup.model import RunStatus, Trigger
 from cronsup.store import (
     DURATION_BUCKETS,
+    DELIVERED,
+    DROPPED,
     FAILED_STATUSES,
+    GAVE_UP,
+    PENDING,
     DaemonState,
+    DeliveryAttempt,
     GoodJobs,
     JobRow,
     NewRun,
+    OutboxItem,
     RunLogError,
     RunningVersion,
 )
@@ -519,3 +525,99 @@ def test_contract_superseded_names_attempts_a_later_attempt_followed(store, read
     alone = ran(store, "a", T + 60, RunStatus.FAILED)
     runs = [reader.run(i) for i in (first, second, alone)]
     assert reader.superseded(runs) == {first}
+# -- the alerts' outbox ------------------------------------------------------------------------
+
+
+def alert(run_id, job="a", channel="webhook", shown="https://h", at=T, event="failure"):
+    return OutboxItem(run_id, job, event, channel, f"{shown}/secret", shown, b'{"x":1}', at)
+
+
+def test_contract_due_alerts_come_soonest_first_and_attempts_move_them_on(store, reader):
+    run = ran(store, "a", T, RunStatus.FAILED)
+    assert store.add_deliveries([alert(run), alert(run, channel="command", shown="notify_command")], 100) == []
+    first, second = store.due_deliveries(T + 1, 10)
+    assert (first.state, first.tries, first.target, first.payload) == (PENDING, 0, "https://h/secret", b'{"x":1}')
+    assert store.due_deliveries(T + 1, 10, skip=[first.id]) == [second]
+    store.record_delivery(DeliveryAttempt(first.id, "a", "webhook", "https://h", T + 1, False,
+                                          "503 Service Unavailable", T + 5), PENDING)
+    store.record_delivery(DeliveryAttempt(second.id, "a", "command", "notify_command", T + 1, True,
+                                          "exit code 0", None), DELIVERED)
+    assert store.due_deliveries(T + 2, 10) == [] and store.next_delivery_at() == T + 5
+    assert store.pending_deliveries() == 1
+    [again] = store.due_deliveries(T + 5, 10)
+    assert again.id == first.id and again.tries == 1
+    store.record_delivery(DeliveryAttempt(first.id, "a", "webhook", "https://h", T + 5, False,
+                                          "404 Not Found", None), GAVE_UP)
+    shown = reader.deliveries(run)
+    assert [(d.item.channel, d.item.state) for d in shown] == [("webhook", GAVE_UP), ("command", DELIVERED)]
+    assert [a.answer for a in shown[0].attempts] == ["503 Service Unavailable", "404 Not Found"]
+    assert store.next_delivery_at() is None
+    # Given up: counted for cronsup_notifications_failed_total, once, with its transaction.
+    assert counted(reader, "notifications_failed") == {(("channel", "webhook"),): 1}
+
+
+def test_contract_a_full_outbox_drops_its_oldest_waiting_alerts(store, reader):
+    run = ran(store, "a", T, RunStatus.FAILED)
+    store.add_deliveries([alert(run, at=T + i) for i in range(3)], 5)
+    dropped = store.add_deliveries([alert(run, at=T + 10 + i) for i in range(4)], 5)
+    assert [d.created_at for d in dropped] == [T, T + 1]
+    assert store.pending_deliveries() == 5
+    assert [d.item.state for d in reader.deliveries(run)][:3] == [DROPPED, DROPPED, PENDING]
+    assert counted(reader, "notifications_failed") == {(("channel", "webhook"),): 2}
+
+
+def test_contract_failing_channels_are_those_whose_latest_attempt_failed(store, reader):
+    run = ran(store, "a", T, RunStatus.FAILED)
+    store.add_deliveries([alert(run), alert(run, shown="https://other")], 10)
+    one, two = store.due_deliveries(T, 10)
+    store.record_delivery(DeliveryAttempt(one.id, "a", "webhook", "https://h", T, False, "timeout", T + 1), PENDING)
+    store.record_delivery(DeliveryAttempt(two.id, "a", "webhook", "https://other", T, False, "500", T + 1), PENDING)
+    store.record_delivery(DeliveryAttempt(two.id, "a", "webhook", "https://other", T + 1, True, "200 OK", None),
+                          DELIVERED)
+    failing = reader.failing_channels()
+    assert list(failing) == ["a"] and [(f.shown, f.answer) for f in failing["a"]] == [("https://h", "timeout")]
+
+
+def test_contract_pruning_a_run_removes_its_finished_alerts_but_not_waiting_ones(store, reader):
+    old = [ran(store, "a", T + i, RunStatus.FAILED) for i in range(3)]
+    store.add_deliveries([alert(old[0]), alert(old[1])], 10)
+    done, _ = store.due_deliveries(T, 10)
+    store.record_delivery(DeliveryAttempt(done.id, "a", "webhook", "https://h", T, True, "200 OK", None), DELIVERED)
+    store.prune(max_runs_per_job=1, max_age_s=90 * 86400, now=T + 10)
+    assert reader.deliveries(old[0]) == []
+    assert store.pending_deliveries() == 1  # its run is gone, the alert still goes out
+
+
+def test_contract_an_alert_waits_behind_an_earlier_one_of_its_run_to_the_same_target(store):
+    run = ran(store, "a", T, RunStatus.FAILED)
+    store.add_deliveries([alert(run, channel="healthcheck", event="start"),
+                          alert(run, channel="healthcheck", event="failure"),
+                          alert(run, channel="webhook", event="failure")], 10)
+    due = store.due_deliveries(T, 10)
+    assert [(d.channel, d.event) for d in due] == [("healthcheck", "start"), ("webhook", "failure")]
+    store.record_delivery(DeliveryAttempt(due[0].id, "a", "healthcheck", "https://h", T, True, "200 OK", None),
+                          DELIVERED)
+    assert [(d.channel, d.event) for d in store.due_deliveries(T, 10)] == [
+        ("healthcheck", "failure"), ("webhook", "failure")]
+
+
+def test_contract_the_next_alert_due_leaves_out_those_in_flight_and_those_waiting_behind(store):
+    run = ran(store, "a", T, RunStatus.FAILED)
+    store.add_deliveries([alert(run, channel="healthcheck", event="start", at=T),
+                          alert(run, channel="healthcheck", event="failure", at=T + 1),
+                          alert(run, channel="webhook", at=T + 2)], 10)
+    start, hook = store.due_deliveries(T + 5, 10)  # the end ping is not due before its start
+    assert store.next_delivery_at() == T
+    assert store.next_delivery_at(skip=[start.id]) == T + 2  # the end ping waits behind its start
+    assert store.next_delivery_at(skip=[start.id, hook.id]) is None
+
+
+def test_contract_a_sibling_connection_sees_and_makes_the_same_store(store, reader):
+    other = store.sibling()
+    try:
+        run = ran(store, "a", T)
+        assert other.run(run).status is RunStatus.SUCCESS
+        other.set_kv("from-sibling", "1")
+        assert reader.get_kv("from-sibling") == "1"
+    finally:
+        other.close()

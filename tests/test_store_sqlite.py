@@ -99,8 +99,9 @@ def test_status_takes_the_same_queries_for_10_and_200_jobs(tmp_path, monkeypatch
     assert [j.name for j in st.jobs] == names
     assert all(j.last_finished.scheduled_for == T + 60 and j.running for j in st.jobs)
     assert st.jobs[0].success_rate == 0.5
-    # The same for 10 jobs and for 200 (the last two: the internal error count, cron's files).
-    assert len(counted) == 10
+    # The same for 10 jobs and for 200 (the last three: the internal error count, cron's files,
+    # the failing alert channels).
+    assert len(counted) == 11
 
 
 def test_the_sqlite_store_has_every_method_of_the_protocol():
@@ -109,3 +110,27 @@ def test_the_sqlite_store_has_every_method_of_the_protocol():
     wanted = {n for n in dir(RunStore) if not n.startswith("_") and callable(getattr(RunStore, n))}
     assert wanted >= {"insert_runs", "finish_run", "history", "follow", "stats_many"}
     assert not [n for n in wanted if not callable(getattr(SqliteStore, n, None))]
+
+
+def test_a_sibling_connection_keeps_the_other_connections_locks_through_an_outside_lock(tmp_path):
+    import subprocess
+    import sys
+
+    path = str(tmp_path / "runs.db")
+    with SqliteStore.open(path) as store:
+        store.set_busy_timeout(0.1)
+        sibling = store.sibling()
+        sibling.pending_deliveries()
+        locker = subprocess.Popen(
+            [sys.executable, "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+             "c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); sys.stdin.readline(); "
+             "c.execute('ROLLBACK'); c.close()", path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert locker.stdout.readline() == "locked\n"
+        with pytest.raises(RunLogError):
+            store.set_kv("during", "1")
+        locker.communicate("\n", timeout=30)
+        store.set_kv("after", "1")
+        # Another process sees the write: the daemon's -wal was not taken for unused and reset.
+        with SqliteStore.open(path, readonly=True) as reader:
+            assert reader.get_kv("after") == "1"
+        sibling.close()

@@ -18,7 +18,7 @@ import pytest
 from webserver import WebServer
 
 from cronsup.model import RunStatus, Trigger
-from cronsup.store import DaemonState, NewRun, open_store
+from cronsup.store import DaemonState, DeliveryAttempt, NewRun, OutboxItem, open_store
 
 NOW = time.time()
 XSS_DESC = 'Evil <script>alert("d")</script> "><img src=x onerror=alert(1)>'
@@ -88,6 +88,19 @@ def site(tmp_path):
         "e1": log.run("evil", 600, RunStatus.FAILED, output=XSS_OUT),
         "x": log.run("<img src=x onerror=alert(3)>", 30, RunStatus.RUNNING, output=b"live\n"),
     }
+    # b3r's failure alert: a webhook that answered 503, then 200; a healthcheck given up.
+    log.store.add_deliveries([
+        OutboxItem(ids["b3r"], "backup", "failure", "webhook", "https://hooks.example/secret/path?k=1",
+                   "https://hooks.example", b"{}", NOW - 3 * 3600),
+        OutboxItem(ids["b3r"], "backup", "failure", "healthcheck", "https://hc.example/uuid-secret",
+                   "https://hc.example", b"", NOW - 3 * 3600)], 100)
+    hook, check = log.store.due_deliveries(NOW, 10)
+    log.store.record_delivery(DeliveryAttempt(hook.id, "backup", "webhook", hook.shown, NOW - 3 * 3600 + 1,
+                                              False, "503 Service Unavailable", NOW - 3 * 3600 + 2), "pending")
+    log.store.record_delivery(DeliveryAttempt(hook.id, "backup", "webhook", hook.shown, NOW - 3 * 3600 + 2,
+                                              True, "200 OK", None), "delivered")
+    log.store.record_delivery(DeliveryAttempt(check.id, "backup", "healthcheck", check.shown, NOW - 3 * 3600 + 1,
+                                              False, "404 Not Found", None), "gave up")
     log.store.close()
     server = WebServer(jobs, db)
     server.ids = ids
@@ -174,6 +187,19 @@ def test_a_run_page_has_every_field_and_its_output_in_parts_with_colours(site):
     later = site.json(f"/api/runs/{site.ids['e1']}/output?offset={XSS_OUT.index(b'red bold') + 3}")
     assert later["segments"][0] == [" bold", "b fg1"]
     assert site.get(f"/runs/{site.ids['e1']}/output.txt")[2] == XSS_OUT
+
+
+def test_a_run_page_lists_its_alerts_every_attempt_and_never_a_urls_secret_part(site):
+    notes = site.json(f"/api/runs/{site.ids['b3r']}")["notifications"]
+    assert [(n["receiver"], n["ok"], n["detail"].split(";")[0]) for n in notes] == [
+        ("webhook https://hooks.example", False, "503 Service Unavailable"),
+        ("webhook https://hooks.example", True, "200 OK"),
+        ("healthcheck https://hc.example", False, "404 Not Found")]
+    page = site.html(f"/runs/{site.ids['b3r']}")
+    assert page.count('<tr class="bad">') == 2 and "503 Service Unavailable" in page
+    for secret in ("secret", "uuid", "k=1"):
+        assert secret not in page and secret not in str(notes)
+    assert site.json(f"/api/runs/{site.ids['b1']}")["notifications"] == []
 
 
 def test_failures_lists_final_failures_of_every_job_newest_first(site):

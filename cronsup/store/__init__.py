@@ -16,10 +16,17 @@ from cronsup.store.records import (
     RAN_STATUSES,
     Backfill,
     BackfillSlot,
+    DELIVERED,
+    DROPPED,
+    GAVE_UP,
+    PENDING,
     DaemonState,
+    Delivery,
+    DeliveryAttempt,
     GoodJobs,
     JobRow,
     NewRun,
+    OutboxItem,
     Run,
     RunLogError,
     RunLogMissing,
@@ -37,6 +44,7 @@ __all__ = [
     "RunLogError", "RunLogMissing", "RunMark", "RunReader", "RunStore", "RunWriter", "RunningVersion",
     "SqliteStore", "StoredHistory", "open_store",
     "DURATION_BUCKETS", "NOTIFICATIONS_FAILED_COUNTER", "JobSummary", "StoredCounter",
+    "DELIVERED", "DROPPED", "GAVE_UP", "PENDING", "Delivery", "DeliveryAttempt", "OutboxItem",
 ]
 
 

@@ -15,10 +15,13 @@ from cronsup.store.records import (
     Backfill,
     BackfillSlot,
     DaemonState,
+    Delivery,
+    DeliveryAttempt,
     GoodJobs,
     JobRow,
     JobSummary,
     NewRun,
+    OutboxItem,
     Run,
     RunMark,
     RunningVersion,
@@ -77,6 +80,16 @@ class RunWriter(Protocol):
 
     def prune_output(self, max_bytes: int) -> int: ...
     def checkpoint(self) -> bool: ...
+    # The alerts' outbox (its sender may use a store of its own, in its own thread).
+    def add_deliveries(self, items: Sequence[OutboxItem], max_pending: int) -> list[OutboxItem]:
+        """Queue alerts; beyond `max_pending` waiting, drop the oldest: those are returned."""
+
+    def due_deliveries(self, now: float, limit: int, skip: Sequence[int] = ()) -> list[OutboxItem]: ...
+    def next_delivery_at(self, skip: Sequence[int] = ()) -> float | None: ...
+    def pending_deliveries(self) -> int: ...
+    def record_delivery(self, attempt: DeliveryAttempt, state: str) -> None:
+        """An attempt and the item's new state (pending: again at attempt.next_try)."""
+
     def set_busy_timeout(self, seconds: float) -> None: ...
     def close(self) -> None: ...
 
@@ -151,6 +164,11 @@ class RunReader(Protocol):
 
     def superseded(self, runs: Sequence[Run]) -> set[int]:
         """Ids of those runs that a later attempt of the same fire followed."""
+    def deliveries(self, run_id: int) -> list[Delivery]:
+        """A run's alerts with their attempts, oldest first."""
+
+    def failing_channels(self) -> dict[str, list[DeliveryAttempt]]:
+        """Per job, the latest attempt of each channel whose latest attempt failed."""
 
 
 class RunStore(RunWriter, RunReader, Protocol):
@@ -158,6 +176,9 @@ class RunStore(RunWriter, RunReader, Protocol):
 
     path: str  # where it is, for messages (a file path; later a URL without its password)
     readonly: bool
+
+    def sibling(self) -> RunStore:
+        """Another connection to the same store, for another thread of this process."""
 
     def __enter__(self) -> RunStore: ...
     def __exit__(self, *exc_info: object) -> None: ...

@@ -254,3 +254,50 @@ class StoredHistory:
     last_started: dict[str, float] = field(default_factory=dict)
     last_success: dict[str, float] = field(default_factory=dict)  # when it finished
     reboot_done: set[str] = field(default_factory=set)  # has a @reboot run in this boot
+
+
+# -- alerts -------------------------------------------------------------------------------------
+
+# Outbox states: waiting (or retrying), delivered, given up after its tries, dropped unsent
+# because the outbox was full.
+PENDING, DELIVERED, GAVE_UP, DROPPED = "pending", "delivered", "gave up", "dropped"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """One alert for one channel, as the outbox keeps it until it is delivered or given up."""
+
+    run_id: int | None
+    job: str
+    event: str
+    channel: str  # "webhook", "healthcheck", "command"
+    target: str  # the URL, file:/path or command: a secret, never shown
+    shown: str  # what may be shown of the target: scheme://host, "notify_command"
+    payload: bytes  # JSON: what to send (the channel decides)
+    created_at: float
+    id: int | None = None
+    state: str = PENDING
+    tries: int = 0
+    next_try: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryAttempt:
+    """One try at delivering an outbox item, and what the other end answered."""
+
+    item_id: int
+    job: str
+    channel: str
+    shown: str
+    at: float
+    ok: bool
+    answer: str  # "200 OK", "503 Service Unavailable", "no answer within 10s", "exit code 1"
+    next_try: float | None  # None: no further try (delivered, or given up)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """An outbox item with its attempts, oldest first (for `logs --run`)."""
+
+    item: OutboxItem
+    attempts: tuple[DeliveryAttempt, ...]

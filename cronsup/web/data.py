@@ -341,10 +341,25 @@ def output(runlog: RunReader, found: Run, offset: int, size: int = OUTPUT_PART) 
 
 
 def notifications(runlog: RunReader, found: Run) -> list[dict]:
-    """The run's notifications and their delivery attempts, for the run page's
-    `notifications` block. The alerts work adds these to the store; until it is wired here,
-    none are known. Each item: {"receiver", "event", "at", "ok", "detail"}."""
-    return []
+    """The run's alerts (the outbox) with every delivery attempt, oldest first, for the run
+    page's `notifications` block. Each item: {"receiver", "event", "at", "ok", "detail"};
+    the receiver is shown as scheme and host only, as everywhere (its path is a secret)."""
+    rows = []
+    for delivery in runlog.deliveries(found.id):
+        item = delivery.item
+        receiver = f"{item.channel} {item.shown}"
+        for attempt in delivery.attempts:
+            detail = attempt.answer
+            if attempt.next_try is not None:
+                detail += f"; next try {iso(attempt.next_try)}"
+            rows.append({"receiver": receiver, "event": item.event, "at": iso(attempt.at),
+                         "ok": attempt.ok, "detail": detail})
+        if not delivery.attempts:
+            waiting = {"dropped": "dropped: the outbox was full"}.get(
+                item.state, f"waiting for its first try ({item.state})")
+            rows.append({"receiver": receiver, "event": item.event, "at": iso(item.created_at),
+                         "ok": False, "detail": waiting})
+    return rows
 
 
 def failures(src: Source, now: float, *, since: str | None = None, until: str | None = None,

@@ -217,6 +217,40 @@ MIGRATIONS: list[tuple[str, ...]] = [
         f"FROM runs WHERE {_RAN_SQL} AND started_at IS NOT NULL AND finished_at IS NOT NULL "
         "GROUP BY job",
     ),
+    (
+        # Alerts waiting to be delivered (and those done, for `logs --run`): the outbox.
+        # `target` is the URL or command as the jobs file gives it (file:/path unread), a
+        # secret; `shown` is what messages may show of it (scheme and host).
+        """CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER,
+            job TEXT NOT NULL,
+            event TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            target TEXT NOT NULL,
+            shown TEXT NOT NULL,
+            payload BLOB NOT NULL,
+            created_at REAL NOT NULL,
+            state TEXT NOT NULL,
+            tries INTEGER NOT NULL DEFAULT 0,
+            next_try REAL
+        )""",
+        "CREATE INDEX outbox_due ON outbox (next_try) WHERE state = 'pending'",
+        "CREATE INDEX outbox_run ON outbox (run_id)",
+        """CREATE TABLE outbox_attempts (
+            id INTEGER PRIMARY KEY,
+            outbox_id INTEGER NOT NULL REFERENCES outbox (id) ON DELETE CASCADE,
+            job TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            shown TEXT NOT NULL,
+            at REAL NOT NULL,
+            ok INTEGER NOT NULL,
+            answer TEXT NOT NULL,
+            next_try REAL
+        )""",
+        "CREATE INDEX outbox_attempts_item ON outbox_attempts (outbox_id)",
+        "CREATE INDEX outbox_attempts_channel ON outbox_attempts (job, channel, shown, id)",
+    ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -18,6 +18,7 @@ import sqlite3
 
 from cronsup.store.records import RunLogError, RunLogMissing
 from cronsup.store.sqlite import schema
+from cronsup.store.sqlite.outbox import Outbox
 from cronsup.store.sqlite.reads import Reads
 from cronsup.store.sqlite.schema import _Corrupt, _guarded, _readonly_uri, _wrap
 from cronsup.store.sqlite.webreads import WebReads
@@ -26,7 +27,7 @@ from cronsup.store.sqlite.writes import Writes
 log = logging.getLogger(__name__)
 
 
-class SqliteStore(Reads, WebReads, Writes):
+class SqliteStore(Reads, WebReads, Writes, Outbox):
     """A connection to the run log. `SqliteStore.open(path)` for the daemon, `readonly=True` for the CLI.
 
     Not for concurrent use from several threads (the daemon uses it from its loop's thread).
@@ -132,6 +133,15 @@ class SqliteStore(Reads, WebReads, Writes):
             conn.close()
             raise
         return runlog
+
+    def sibling(self, busy_timeout: float = 5.0) -> SqliteStore:
+        """Another connection to this run log, for another thread of this process (the
+        alerts' sender). Opened through SQLite alone: `open` creates the file with os.open
+        and closes that descriptor, and closing any descriptor of the file drops every
+        fcntl lock this process holds on it, those of the connections already open too
+        (another process could then take the run log for unused and reset its -wal)."""
+        conn = schema.connect_writer(self.path, busy_timeout, self._synchronous)
+        return SqliteStore(conn, self.path, readonly=self.readonly, synchronous=self._synchronous)
 
     @_guarded
     def _migrate(self) -> None:

@@ -354,6 +354,7 @@ class Writes:
                 deleted += self._prune_job(conn, job, max_runs_per_job, now - max_age_s)
         if max_output_bytes is not None:
             self.prune_output(max_output_bytes)
+        self._prune_outbox()
         return deleted
 
     @staticmethod
