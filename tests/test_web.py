@@ -136,6 +136,7 @@ def test_the_overview_searches_by_name_and_sorts(site):
     by_rate = [j["name"] for j in site.json("/api/overview?sort=rate&order=desc")["jobs"]]
     assert by_rate[:2] == ["report", "backup"]
     assert site.get("/api/overview?sort=colour")[0] == 400
+    assert site.json("/api")["pages"] == site.json("/api/")["pages"] and "/api/overview" in site.json("/api")["pages"]
     page = site.html("/?q=rep")
     assert "1 of 5 jobs" in page and 'href="/jobs/report"' in page and 'href="/jobs/backup"' not in page
 

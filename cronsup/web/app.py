@@ -167,6 +167,7 @@ def create_app(src: data.Source, *, auth: AuthFile | None = None,
         Route("/api/runs/{run_id:int}/output", output, methods=["GET", "HEAD"]),
         Route("/runs/{run_id:int}/output.txt", raw_output, methods=["GET", "HEAD"]),
         Route("/api", lambda request: _json({"pages": API_INDEX}), methods=["GET", "HEAD"]),
+        Route("/api/", lambda request: _json({"pages": API_INDEX}), methods=["GET", "HEAD"]),
         Mount("/static", StaticFiles(directory=os.path.join(HERE, "static")), name="static"),
     ]
     # Guard outside Starlette's own error handling, so a 500 carries the headers too.
