@@ -498,6 +498,11 @@ def test_the_web_view_of_a_postgresql_run_log_shows_both_hosts_runs_and_whether_
         assert failed and {r["job"] for r in failed} == {"fails"} and {r["host"] for r in failed} <= {"a", "b"}
         assert 'href="/jobs/fails"' in web.html("/failures")
         assert {r["id"] for r in failed} <= {r["id"] for r in web.json("/api/jobs/fails?status=failed")["runs"]}
+        mine = WebServer(a.jobs, pg_url, "--node", "b")  # on a node's own host: that node
+        try:
+            assert mine.json("/api/overview")["daemon"]["pid"] == b.proc.pid
+        finally:
+            mine.stop()
         a.stop(), b.stop()
         stopped = web.json("/api/overview")["daemon"]
         assert not stopped["running"] and stopped["pid"] is None and stopped["nodes_up"] == []
