@@ -129,8 +129,8 @@ class Source:
     def daemon(self, runlog: RunReader | None, now: float) -> Daemon:
         """Who runs the jobs. On a postgresql:// run log no lock file says it: the nodes'
         heartbeats (aged by the database's clock) do. The state shown is this host's node
-        when it is up, else the freshest node's, else the last one seen; `runlog` then reads
-        that node's jobs (their next runs and retries)."""
+        when it is up, else the first up node's by name, else the last one seen; `runlog`
+        then reads that node's jobs (their next runs and retries)."""
         if runlog is None or not paths.is_url(self.db):
             state = runlog.daemon() if runlog else None
             return Daemon(state, self.daemon_pid(state, now))
@@ -143,7 +143,7 @@ class Source:
         if here in up:
             chosen = here
         elif up:
-            chosen = min(up.values(), key=lambda n: n["age"])["node"]
+            chosen = min(up)  # by name: the same node on each reload
         elif any(n["node"] == here for n in nodes) or not nodes:
             chosen = here
         else:
