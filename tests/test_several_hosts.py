@@ -466,3 +466,57 @@ def test_a_backfill_through_a_postgresql_daemon_runs_each_time_once_and_survives
     assert rows(pg_url, "SELECT count(*) FROM backfill_slots WHERE run_id IS NULL")[0][0] == 0
     assert [s for _, s in found if s != "success"] in ([], ["killed"], ["killed", "killed"])
     assert rows(pg_url, "SELECT count(*) FROM runs WHERE status = 'skipped'")[0][0] == 0  # its own runs are no overlap
+
+
+def test_the_web_view_of_a_postgresql_run_log_shows_both_hosts_runs_and_whether_a_node_runs(nodes, pg_url):
+    from webserver import WebServer
+
+    jobs = ('MAILTO=""\n[job.tick]\nscope = "host"\nlease = "3s"\n@every 1s echo tick $CRONSUP_RUN_ID\n'
+            '[job.fails]\nlease = "3s"\n@every 1s echo broken; false\n')
+    a, b = nodes("a", jobs).start(), nodes("b", jobs).start()
+    wait_until(lambda: rows(pg_url, "SELECT count(DISTINCT host) FROM runs WHERE job = 'tick' AND status = 'success'")[0][0] == 2
+               and rows(pg_url, "SELECT count(*) FROM runs WHERE status = 'failed'")[0][0] >= 1, 30,
+               what="runs on both hosts and a failure")
+    web = WebServer(a.jobs, pg_url, env=dict(os.environ, CRONSUP_NODE="viewer"))
+    try:
+        overview = web.json("/api/overview")
+        assert overview["daemon"]["running"] and overview["daemon"]["nodes_up"] == ["a", "b"]
+        assert overview["daemon"]["node"] == "a" and overview["daemon"]["pid"] == a.proc.pid  # the first up by name
+        assert {j["name"] for j in overview["jobs"]} == {"tick", "fails"}
+        page = web.html("/")
+        assert "nodes up: a, b" in page and f"on node <b>{overview['daemon']['node']}</b>" in page
+        tick = web.json("/api/jobs/tick")
+        assert {r["host"] for r in tick["runs"] if r["status"] == "success"} == {"a", "b"}
+        done = next(r for r in tick["runs"] if r["status"] == "success" and r["host"] == "b")
+        run = web.json(f"/api/runs/{done['id']}")
+        assert run["host"] == "b" and run["job"] == "tick"
+        page = web.html(f"/runs/{done['id']}")
+        assert "<th>host</th><td>b</td>" in page and f"tick {done['id']}" in page
+        part = web.json(f"/api/runs/{done['id']}/output?offset=0")
+        assert part["size"] == len(f"tick {done['id']}\n") and part["done"]
+        failed = web.json("/api/failures")["runs"]
+        assert failed and {r["job"] for r in failed} == {"fails"} and {r["host"] for r in failed} <= {"a", "b"}
+        assert 'href="/jobs/fails"' in web.html("/failures")
+        assert {r["id"] for r in failed} <= {r["id"] for r in web.json("/api/jobs/fails?status=failed")["runs"]}
+        mine = WebServer(a.jobs, pg_url, "--node", "b")  # on a node's own host: that node
+        try:
+            assert mine.json("/api/overview")["daemon"]["pid"] == b.proc.pid
+        finally:
+            mine.stop()
+        a.stop(), b.stop()
+        stopped = web.json("/api/overview")["daemon"]
+        assert not stopped["running"] and stopped["pid"] is None and stopped["nodes_up"] == []
+        assert "daemon not running" in web.html("/")
+    finally:
+        web.stop()
+
+
+def test_the_web_view_names_a_postgresql_run_log_it_cannot_reach_without_a_traceback(pg_cluster, tmp_path):
+    jobs = tmp_path / "jobs"
+    jobs.write_text("@every 1m true\n")
+    for url, says in ((pg_cluster.url("no_such_db"), 'database "no_such_db" does not exist'),
+                      (f"postgresql://cronsup_test:secret@127.0.0.1:{_free_port()}/x", "Connection refused")):
+        done = subprocess.run([sys.executable, "-m", "cronsup", "web", "--listen", "127.0.0.1:0", "--jobs",
+                               str(jobs), "--db", url], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1 and says in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr and "secret" not in done.stderr

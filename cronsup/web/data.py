@@ -56,8 +56,8 @@ def overview(src: Source, now: float, query: str = "", sort: str = "file", desc:
     runlog = src.open()
     try:
         specs, errors = src.specs(runlog)
-        state = runlog.daemon() if runlog else None
-        pid = src.daemon_pid(state, now)
+        daemon = src.daemon(runlog, now)
+        state, pid = daemon.state, daemon.pid
         running_daemon = pid is not None and state is not None
         rows: list[JobRow] = runlog.jobs() if running_daemon else []
         if not rows:
@@ -127,7 +127,8 @@ def overview(src: Source, now: float, query: str = "", sort: str = "file", desc:
             "daemon": {"running": pid is not None, "pid": pid,
                        "started_at": iso(state.started_at) if state and pid else None,
                        "last_seen": iso(state.last_seen) if state else None,
-                       "config_error": state.config_error if state and pid else None},
+                       "config_error": state.config_error if state and pid else None,
+                       "node": daemon.node, "nodes_up": daemon.nodes_up},
             "run_log": src.db, "run_log_exists": runlog is not None, "jobs_file": src.jobs,
             "config_errors": errors, "query": query, "sort": sort, "desc": desc,
             "stats_over_runs": STATS_RUNS, "strip_runs": STRIP_RUNS, "jobs_total": total,
@@ -184,8 +185,7 @@ def job(src: Source, name: str, now: float, *, status: str | None = None, since:
         specs, errors = src.specs(runlog)
         by_spec = {s.name: s for s in specs}
         spec = by_spec.get(name)
-        state = runlog.daemon() if runlog else None
-        rows = {row.name: row for row in runlog.jobs()} if runlog and src.daemon_pid(state, now) else {}
+        rows = {row.name: row for row in runlog.jobs()} if runlog and src.daemon(runlog, now).pid else {}
         row = rows.get(name)
         runs = runlog.runs_filtered(name, statuses=statuses, since=t_since, until=t_until,
                                     before_id=before_id, limit=PAGE_RUNS + 1) if runlog else []

@@ -9,7 +9,7 @@ import datetime as dt
 import os
 import threading
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from markupsafe import escape
@@ -44,6 +44,17 @@ class NotFound(Exception):
 
 class BadRequest(Exception):
     """A query parameter that makes no sense: a 400 with this message."""
+
+
+@dataclass
+class Daemon:
+    """The daemon as the view shows it: its state row and pid (None: not running); on a
+    PostgreSQL run log the node shown and the nodes whose heartbeat is fresh."""
+
+    state: DaemonState | None
+    pid: int | None
+    node: str | None = None
+    nodes_up: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -114,6 +125,33 @@ class Source:
     def open(self) -> RunReader | None:
         """The run log read-only for one request, None while none exists."""
         return report.open_log(self.db)
+
+    def daemon(self, runlog: RunReader | None, now: float) -> Daemon:
+        """Who runs the jobs. On a postgresql:// run log no lock file says it: the nodes'
+        heartbeats (aged by the database's clock) do. The state shown is this host's node
+        when it is up, else the first up node's by name, else the last one seen; `runlog`
+        then reads that node's jobs (their next runs and retries)."""
+        if runlog is None or not paths.is_url(self.db):
+            state = runlog.daemon() if runlog else None
+            return Daemon(state, self.daemon_pid(state, now))
+        from cronsup.cli_nodes import LIVE_FOR
+        from cronsup.cluster import live
+
+        nodes = runlog.nodes()
+        up = live(nodes, LIVE_FOR)
+        here = runlog.node
+        if here in up:
+            chosen = here
+        elif up:
+            chosen = min(up)  # by name: the same node on each reload
+        elif any(n["node"] == here for n in nodes) or not nodes:
+            chosen = here
+        else:
+            chosen = max(nodes, key=lambda n: n["db_seen"] or 0)["node"]
+        runlog.node = chosen  # a read-only store: `node` only says whose rows it reads
+        state = runlog.daemon()
+        return Daemon(state, up[chosen]["pid"] if chosen in up else None,
+                      node=chosen if state is not None else None, nodes_up=sorted(up))
 
     def daemon_pid(self, state: DaemonState | None, now: float) -> int | None:
         """The running daemon's pid, None when none runs. A view whose user may read the run

@@ -18,13 +18,14 @@ from cronsup.store.postgres import schema
 from cronsup.store.postgres.schema import _psycopg, guarded
 from cronsup.store.postgres.ledger import Ledger
 from cronsup.store.postgres.reads import Reads
+from cronsup.store.postgres.webreads import WebReads
 from cronsup.store.postgres.writes import Writes
 from cronsup.store.records import RunLogError
 
 log = logging.getLogger(__name__)
 
 
-class PostgresStore(Reads, Writes, Ledger):
+class PostgresStore(Reads, WebReads, Writes, Ledger):
     """The run log in PostgreSQL. `PostgresStore.open(url)`; `node` names this daemon in the
     cluster (default: the host name); `lease`: how long a running run stays this node's
     without a heartbeat."""
