@@ -501,5 +501,8 @@ def test_two_hosts_sharing_the_outbox_deliver_each_alert_once_and_either_shows_t
     assert failures[0]["run"]["attempt"] == 2 and failures[0]["output_tail"] == "disk full\n"
     ticks = Counter(e["run"]["id"] for e in receiver.events("tick"))
     assert ticks and max(ticks.values()) == 1, ticks  # each alert once, whichever host sent it
+    # One webhook-id per alert whichever host sent it: the cluster's mark, not a host's.
+    [(mark,)] = rows(pg_url, "SELECT mark FROM alerts_mark")
+    assert {r.headers["webhook-id"].rsplit("_", 1)[0] for r in receiver.requests} == {f"msg_{mark}"}
     # Every delivery recorded once: one attempt per alert.
     assert rows(pg_url, "SELECT outbox_id FROM outbox_attempts GROUP BY 1 HAVING count(*) > 1") == []

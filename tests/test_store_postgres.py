@@ -252,6 +252,11 @@ def test_an_alert_one_node_is_delivering_is_not_handed_to_another_until_its_atte
     assert again.id == item.id and again.tries == 1 and a.due_deliveries(T + 5, 10) == []
 
 
+def test_every_node_has_the_same_alerts_mark(pg_url):
+    a, b = open_store(pg_url, node="a"), open_store(pg_url, node="b")
+    assert a.alerts_mark() == b.alerts_mark() == b.sibling().alerts_mark() and len(a.alerts_mark()) == 16
+
+
 def test_a_claim_of_a_node_that_died_while_delivering_lapses_and_another_node_takes_the_alert(pg_url):
     a, b = open_store(pg_url, node="a"), open_store(pg_url, node="b")
     _alerts(a, 1)

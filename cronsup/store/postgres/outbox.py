@@ -176,6 +176,12 @@ class Outbox:
             failing.setdefault(row[1], []).append(_attempt(row))
         return failing
 
+    @guarded
+    def alerts_mark(self) -> str:
+        """The mark in the alerts' webhook-id and healthchecks rid: the cluster's, not a
+        host's, so an alert another host tries again keeps its webhook-id."""
+        return self._conn.execute("SELECT mark FROM alerts_mark").fetchone()[0]
+
     def _prune_outbox(self) -> int:
         """Finished items of runs pruned away, and the oldest beyond FINISHED_KEPT (their
         attempts go with them: ON DELETE CASCADE)."""

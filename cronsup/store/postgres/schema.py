@@ -202,6 +202,10 @@ MIGRATIONS: list[tuple[str, ...]] = [
         )""",
         "CREATE INDEX outbox_attempts_item ON outbox_attempts (outbox_id)",
         "CREATE INDEX outbox_attempts_channel ON outbox_attempts (job, channel, shown, id)",
+        # The alerts' mark (webhook-id, healthchecks rid), one for the cluster: every host
+        # gives one alert the same webhook-id, whichever tries it.
+        "CREATE TABLE alerts_mark (mark TEXT NOT NULL)",
+        "INSERT INTO alerts_mark SELECT left(md5(random()::text || clock_timestamp()::text), 16)",
     ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
