@@ -313,6 +313,12 @@ class Sender:
                 with self._wake:
                     if self._stop or self._wake.wait_for(lambda: self._stop, 5.0):
                         return
+        shared = getattr(store, "alerts_mark", None)  # several hosts' one outbox (PostgreSQL)
+        if shared is not None:
+            try:
+                self.store_mark = shared()
+            except RunLogError as e:
+                log.warning("alerts: %s", e)
         try:
             while True:
                 try:

@@ -47,6 +47,7 @@ class Receiver:
     default: object = 200
     headers: dict = field(default_factory=dict)
     release: threading.Event = field(default_factory=threading.Event)
+    delay: float = 0.0  # seconds each answer takes (a slow endpoint)
 
     @property
     def base(self) -> str:
@@ -71,6 +72,7 @@ def receiver():
             if answer == "hang":
                 rec.release.wait(30)
                 return
+            rec.release.wait(rec.delay)
             self.send_response(answer)
             for key, value in rec.headers.items():
                 self.send_header(key, value)

@@ -22,6 +22,7 @@ from conftest import wait_until
 from pgcluster import pg_cluster, pg_url  # noqa: F401 (fixtures)
 
 from cronsup import control
+from test_alerts import job_block, receiver  # noqa: F401 (the receiver fixture)
 
 
 class Node:
@@ -520,3 +521,40 @@ def test_the_web_view_names_a_postgresql_run_log_it_cannot_reach_without_a_trace
                                str(jobs), "--db", url], capture_output=True, text=True, timeout=60)
         assert done.returncode == 1 and says in done.stderr, done.stderr
         assert "Traceback" not in done.stderr and "secret" not in done.stderr
+
+def test_two_hosts_sharing_the_outbox_deliver_each_alert_once_and_either_shows_the_attempt(
+        nodes, pg_url, receiver):
+    # A job on both hosts alerts at every success: both senders wake each second and race for
+    # the outbox they share (with the exhausted job's failure in it), each delivery taking
+    # a while.
+    receiver.delay = 0.5
+    jobs = 'MAILTO=""\n' + job_block("backup", "echo disk full; exit 7", retries=1, retry_delay="100ms",
+                                     retry_jitter=False, webhook=receiver.url()) + \
+        job_block("tick", "true", schedule="@every 1s", webhook=receiver.url("tick"), notify_on=["success"])
+    a, b = nodes("a", jobs).start(wait=False), nodes("b", jobs).start(wait=False)
+    for node in (a, b):
+        wait_until(node.ready, 30, what=f"node {node.name}")
+    assert a.cli("run", "backup").returncode == 0
+    wait_until(lambda: receiver.events(), 30, what="the failure event")
+    wait_until(lambda: len({e["host"] for e in receiver.events("tick")}) == 2 and
+               len(receiver.events("tick")) >= 6, 40, what="alerts of runs on both hosts")
+    [(run_id,)] = rows(pg_url, "SELECT id FROM runs WHERE job = 'backup' AND attempt = 2")
+    for node in (a, b):  # either host shows the delivery, from the shared outbox
+        shown = wait_until(lambda: (d := json.loads(node.cli("logs", "backup", "--run", str(run_id), "--json")
+                                                     .stdout))["alerts"][0]["state"] == "delivered" and d,
+                           15, what=f"the delivery recorded, seen from {node.name}")
+        [alert] = shown["alerts"]
+        assert [at["answer"] for at in alert["attempts"]] == ["200 OK"] and alert["event"] == "failure"
+        text = node.cli("logs", "backup", "--run", str(run_id)).stdout
+        assert f"failure to webhook {receiver.base}: delivered" in text and "200 OK" in text
+    a.stop(), b.stop()
+    failures = receiver.events()
+    assert len(failures) == 1 and failures[0]["event"] == "failure" and failures[0]["run"]["id"] == run_id
+    assert failures[0]["run"]["attempt"] == 2 and failures[0]["output_tail"] == "disk full\n"
+    ticks = Counter(e["run"]["id"] for e in receiver.events("tick"))
+    assert ticks and max(ticks.values()) == 1, ticks  # each alert once, whichever host sent it
+    # One webhook-id per alert whichever host sent it: the cluster's mark, not a host's.
+    [(mark,)] = rows(pg_url, "SELECT mark FROM alerts_mark")
+    assert {r.headers["webhook-id"].rsplit("_", 1)[0] for r in receiver.requests} == {f"msg_{mark}"}
+    # Every delivery recorded once: one attempt per alert.
+    assert rows(pg_url, "SELECT outbox_id FROM outbox_attempts GROUP BY 1 HAVING count(*) > 1") == []

@@ -224,3 +224,65 @@ def test_a_snapshot_sees_one_state_while_another_node_writes(store, reader):
         store.finish_run(claim(store, "backup", T + 60), RunStatus.FAILED, finished_at=T + 61)
         assert reader.counters() == before and reader.job_summaries(["backup"])["backup"].last_status is RunStatus.SUCCESS
     assert reader.counters() != before and reader.job_summaries(["backup"])["backup"].last_status is RunStatus.FAILED
+
+
+# -- the outbox shared by several nodes --------------------------------------------------------
+
+
+def _alerts(store, n, at=T):
+    from store_contract import alert, ran
+
+    run = ran(store, "a", at, RunStatus.FAILED)
+    store.add_deliveries([alert(run, shown=f"https://h{i}", at=at) for i in range(n)], 1000)
+
+
+def test_an_alert_one_node_is_delivering_is_not_handed_to_another_until_its_attempt_is_recorded(pg_url):
+    from cronsup.store import PENDING, DeliveryAttempt
+
+    a, b = open_store(pg_url, node="a"), open_store(pg_url, node="b")
+    _alerts(a, 1)
+    [item] = a.due_deliveries(T, 10)
+    assert b.due_deliveries(T, 10) == [] and b.pending_deliveries() == 1
+    # b wakes when a's claim would lapse (the webhook timeout and a margin on), not at once.
+    import time
+    assert b.next_delivery_at() > time.time() + 30 and a.next_delivery_at() == T
+    a.record_delivery(DeliveryAttempt(item.id, "a", "webhook", "https://h0", T, False, "503", T + 5), PENDING)
+    assert b.next_delivery_at() == T + 5  # the retry is anyone's
+    [again] = b.due_deliveries(T + 5, 10)
+    assert again.id == item.id and again.tries == 1 and a.due_deliveries(T + 5, 10) == []
+
+
+def test_every_node_has_the_same_alerts_mark(pg_url):
+    a, b = open_store(pg_url, node="a"), open_store(pg_url, node="b")
+    assert a.alerts_mark() == b.alerts_mark() == b.sibling().alerts_mark() and len(a.alerts_mark()) == 16
+
+
+def test_a_claim_of_a_node_that_died_while_delivering_lapses_and_another_node_takes_the_alert(pg_url):
+    a, b = open_store(pg_url, node="a"), open_store(pg_url, node="b")
+    _alerts(a, 1)
+    [item] = a.due_deliveries(T, 10)
+    a.close()
+    b._db().execute("SET cronsup.test_clock_offset = '71'")  # past the webhook timeout and margin
+    assert [i.id for i in b.due_deliveries(T, 10)] == [item.id]
+
+
+def test_nodes_racing_for_due_alerts_each_get_different_ones(pg_url):
+    import threading
+
+    stores = [open_store(pg_url, node=n) for n in "abc"]
+    _alerts(stores[0], 120)
+    got: dict[str, list[int]] = {s.node: [] for s in stores}
+    go = threading.Barrier(3)
+
+    def take(s):
+        go.wait()
+        while batch := s.due_deliveries(T, 7, got[s.node]):  # those taken are in flight
+            got[s.node] += [i.id for i in batch]
+
+    threads = [threading.Thread(target=take, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    taken = [i for ids in got.values() for i in ids]
+    assert len(taken) == 120 and len(set(taken)) == 120

@@ -17,6 +17,7 @@ import uuid
 from cronsup.store.postgres import schema
 from cronsup.store.postgres.schema import _psycopg, guarded
 from cronsup.store.postgres.ledger import Ledger
+from cronsup.store.postgres.outbox import Outbox
 from cronsup.store.postgres.reads import Reads
 from cronsup.store.postgres.webreads import WebReads
 from cronsup.store.postgres.writes import Writes
@@ -25,7 +26,7 @@ from cronsup.store.records import RunLogError
 log = logging.getLogger(__name__)
 
 
-class PostgresStore(Reads, WebReads, Writes, Ledger):
+class PostgresStore(Reads, WebReads, Writes, Ledger, Outbox):
     """The run log in PostgreSQL. `PostgresStore.open(url)`; `node` names this daemon in the
     cluster (default: the host name); `lease`: how long a running run stays this node's
     without a heartbeat."""
@@ -53,6 +54,15 @@ class PostgresStore(Reads, WebReads, Writes, Ledger):
                     lease=lease)
         store._setup()
         return store
+
+    def sibling(self) -> PostgresStore:
+        """Another connection to this database, for another thread of this process (the
+        alerts' sender): the same node and owner token (its claims are this process's),
+        connected on its first call."""
+        other = PostgresStore(self.url, readonly=self.readonly, node=self.node, timeout=self.timeout,
+                              lease=self.lease)
+        other.owner = self.owner
+        return other
 
     @guarded
     def _setup(self) -> None:

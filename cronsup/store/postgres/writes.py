@@ -451,6 +451,7 @@ class Writes:
                     (job, cutoff, cutoff, top, latest)).rowcount
         if max_output_bytes is not None:
             self.prune_output(max_output_bytes)
+        self._prune_outbox()
         return deleted
 
     @guarded
