@@ -198,8 +198,8 @@ def read(reader: RunReader) -> Scrape:
 
 def families(scrape: Scrape) -> list[Family]:
     """The series as prometheus_client-shaped families (StoreCollector.collect)."""
-    daemon, jobs, paused, summaries = scrape.daemon, scrape.jobs, scrape.paused, scrape.summaries
-    runs, buckets, sums, failed_notifications = scrape.runs, scrape.buckets, scrape.sums, scrape.notifications
+    jobs, paused, summaries = scrape.jobs, scrape.paused, scrape.summaries
+    runs, buckets, sums = scrape.runs, scrape.buckets, scrape.sums
     last_run = Family("cronsup_job_last_run_timestamp_seconds", "gauge", "When the job's latest run started.")
     last_success = Family("cronsup_job_last_success_timestamp_seconds", "gauge",
                           "When the job's latest successful run finished.")

@@ -6,15 +6,15 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from cronsup.model import RunStatus, Trigger
+from cronsup.model import RunStatus
 from cronsup.store.postgres.schema import (
     _DAEMON_FIELDS,
     _GOOD_JOBS,
-    _OUTPUT_PRUNED,
     _RUNNING_VERSION,
     DB_NOW,
     guarded,
 )
+from cronsup.store.rows import run_from_row as _run_from_row
 from cronsup.store.records import (
     FAILED_STATUSES,
     RAN_STATUSES,
@@ -45,27 +45,6 @@ WITH RECURSIVE names(job) AS (
 """
 
 
-def _run_from_row(row: Sequence[Any]) -> Run:
-    (id_, job, trigger, attempt, scheduled_for, started_at, finished_at, status, exit_code,
-     signal, pid, pid_start, host, boot_id, reason, cpu_s, max_rss, truncated, params) = row
-    return Run(
-        id=id_, job=job, trigger=Trigger(trigger), attempt=attempt,
-        scheduled_for=scheduled_for, started_at=started_at, finished_at=finished_at,
-        status=RunStatus(status), exit_code=exit_code, signal=signal, pid=pid,
-        pid_start=pid_start, host=host, boot_id=boot_id, reason=reason, cpu_s=cpu_s,
-        max_rss=max_rss,
-        output_truncated=None if truncated is None else truncated == 1,
-        output_pruned=truncated == _OUTPUT_PRUNED,
-        params=_params(params),
-    )
-
-
-def _params(text: str | None) -> tuple[tuple[str, str], ...]:
-    """runs.params (a JSON object) as (key, value) pairs; anything else reads as none."""
-    found = _json(text)
-    if not isinstance(found, dict):
-        return ()
-    return tuple((str(k), str(v)) for k, v in found.items())
 
 
 def _json(value: str | None) -> Any:

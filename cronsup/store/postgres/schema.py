@@ -14,6 +14,7 @@ import re
 import socket
 import threading
 
+from cronsup.store.rows import OUTPUT_PRUNED
 from cronsup.store.records import (
     DURATION_BUCKET_COUNTER,
     DURATION_BUCKETS,
@@ -220,7 +221,7 @@ _DAEMON_FIELDS = (
     "config_error", "last_seen",
 )
 _DAEMON_UPDATABLE = frozenset({"config_error", "last_seen", "stopped_at", "jobs_file"})
-_OUTPUT_PRUNED = 2
+_OUTPUT_PRUNED = OUTPUT_PRUNED  # outputs.truncated of an output pruned away (store/rows.py)
 PRUNE_CLOCK_MARGIN = 3600.0
 _GOOD_JOBS = "good_jobs"
 _RUNNING_VERSION = "running_version"

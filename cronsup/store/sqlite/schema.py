@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from cronsup import clock
+from cronsup.store.rows import OUTPUT_PRUNED
 from cronsup.store.records import (
     DURATION_BUCKET_COUNTER,
     DURATION_BUCKETS,
@@ -40,9 +41,7 @@ _SQLITE_NOTADB = 26
 # file of hundreds of megabytes behind for good.
 _JOURNAL_SIZE_LIMIT = 32 * 1024 * 1024
 
-# outputs.truncated: 0 whole, 1 cut to its first and last halves by output_limit, 2 removed
-# (data empty) to keep the run log's output under the daemon's --keep-size.
-_OUTPUT_PRUNED = 2
+_OUTPUT_PRUNED = OUTPUT_PRUNED  # outputs.truncated of an output pruned away (store/rows.py)
 
 # Pruning by age counts from the earlier of `now` and the newest run's time plus this: a
 # wall clock that jumped ahead (100 days, for a minute) must not make all history look old.

@@ -1,0 +1,41 @@
+"""Rows of the runs table as records: the same columns in every store (their SQL stays theirs)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from cronsup.model import RunStatus, Trigger
+from cronsup.store.records import Run
+
+# outputs.truncated: 0 whole, 1 cut to its first and last halves by output_limit, 2 removed
+# (data empty) to keep the run log's output under the daemon's --keep-size.
+OUTPUT_PRUNED = 2
+
+
+def run_from_row(row: Sequence[Any]) -> Run:
+    """A Run from the columns every store's run query selects, in this order."""
+    (id_, job, trigger, attempt, scheduled_for, started_at, finished_at, status, exit_code,
+     signal, pid, pid_start, host, boot_id, reason, cpu_s, max_rss, truncated, params) = row
+    return Run(
+        id=id_, job=job, trigger=Trigger(trigger), attempt=attempt,
+        scheduled_for=scheduled_for, started_at=started_at, finished_at=finished_at,
+        status=RunStatus(status), exit_code=exit_code, signal=signal, pid=pid,
+        pid_start=pid_start, host=host, boot_id=boot_id, reason=reason, cpu_s=cpu_s,
+        max_rss=max_rss,
+        output_truncated=None if truncated is None else truncated == 1,
+        output_pruned=truncated == OUTPUT_PRUNED,
+        params=params_from_json(params),
+    )
+
+
+def params_from_json(text: str | None) -> tuple[tuple[str, str], ...]:
+    """runs.params (a JSON object) as (key, value) pairs; anything else reads as none."""
+    try:
+        found = json.loads(text) if text is not None else None
+    except ValueError:
+        return ()
+    if not isinstance(found, dict):
+        return ()
+    return tuple((str(k), str(v)) for k, v in found.items())
