@@ -304,9 +304,18 @@ def test_a_connection_paused_and_dropped_by_a_proxy_gives_no_duplicate_and_no_un
 
 def test_a_host_whose_clock_is_five_minutes_off_runs_nothing_twice(nodes, pg_url, tmp_path):
     out = tmp_path / "ran"
-    a = nodes("a", _every_second_jobs(out, 6, only="a"), env={"CRONSUP_TEST_CLOCK_OFFSET": "300"}).start()
-    b = nodes("b", _every_second_jobs(out, 6, only="a")).start()
-    time.sleep(5)
+    # Two jobs each host alone may run, and two both race for: whichever wins a race, the
+    # skewed host and the other both run, and no fire runs twice.
+    jobs = "MAILTO=\"\"\n" + "".join(
+        f"[job.e{i}]\nlease = \"3s\"\n" + (f"hosts = [\"{only}\"]\n" if only else "")
+        + f"@every 1s echo $CRONSUP_RUN_ID >> {out}\n"
+        for i, only in enumerate(["a", "a", "b", "b", None, None]))
+    a = nodes("a", jobs, env={"CRONSUP_TEST_CLOCK_OFFSET": "300"}).start()
+    b = nodes("b", jobs).start()
+    wait_until(lambda: {r[3] for r in rows(pg_url)} == {"a", "b"}
+               and len({r[0] for r in rows(pg_url)}) == 6, 30, interval=0.2,
+               what="runs of every job, on both hosts")
+    time.sleep(2)  # a few more fires for both to race over
     a.stop()
     b.stop()
     assert "this host's clock is -300" in a.output() or "this host's clock is +300" in a.output()
