@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import shutil
 import socket
 import subprocess
 import sys
@@ -359,6 +360,7 @@ def test_postgresql_stopped_and_started_again_the_daemons_go_on_without_duplicat
         assert "cannot heartbeat" in a.output() + b.output()
     finally:
         own.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_a_pause_through_one_host_pauses_the_job_on_every_host_and_run_goes_through_the_store(
