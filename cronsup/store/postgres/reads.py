@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
 from cronsup.model import RunStatus
 from cronsup.store.postgres.schema import (
     _DAEMON_FIELDS,
-    _GOOD_JOBS,
-    _RUNNING_VERSION,
     DB_NOW,
     guarded,
 )
@@ -19,10 +16,8 @@ from cronsup.store.records import (
     FAILED_STATUSES,
     RAN_STATUSES,
     DaemonState,
-    GoodJobs,
     JobRow,
     Run,
-    RunningVersion,
     StoredHistory,
 )
 
@@ -45,13 +40,6 @@ WITH RECURSIVE names(job) AS (
 """
 
 
-
-
-def _json(value: str | None) -> Any:
-    try:
-        return json.loads(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 class Reads:
@@ -116,23 +104,6 @@ class Reads:
         row = self._conn.execute("SELECT value FROM kv WHERE node = %s AND key = %s",
                                  (self.node, key)).fetchone()
         return default if row is None else row[0]
-
-    def good_jobs(self) -> GoodJobs | None:
-        found = _json(self.get_kv(_GOOD_JOBS))
-        try:
-            return GoodJobs(str(found["path"]), bool(found["system"]), float(found["loaded_at"]),
-                            str(found["text"]).encode("utf-8", "surrogateescape"))
-        except (KeyError, TypeError, ValueError):
-            return None
-
-    def running_version(self) -> RunningVersion | None:
-        found = _json(self.get_kv(_RUNNING_VERSION))
-        try:
-            loaded_at = found["loaded_at"]
-            return RunningVersion(str(found["origin"]), None if loaded_at is None else float(loaded_at),
-                                  int(found["jobs"]))
-        except (KeyError, TypeError, ValueError):
-            return None
 
     @guarded
     def job_names(self) -> list[str]:

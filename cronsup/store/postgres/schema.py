@@ -223,8 +223,6 @@ _DAEMON_FIELDS = (
 _DAEMON_UPDATABLE = frozenset({"config_error", "last_seen", "stopped_at", "jobs_file"})
 _OUTPUT_PRUNED = OUTPUT_PRUNED  # outputs.truncated of an output pruned away (store/rows.py)
 PRUNE_CLOCK_MARGIN = 3600.0
-_GOOD_JOBS = "good_jobs"
-_RUNNING_VERSION = "running_version"
 
 # The database's clock, in epoch seconds (clock_timestamp: not frozen at the transaction's
 # start). Tests move it with `ALTER DATABASE ... SET cronsup.test_clock_offset = 'SECONDS'`, as

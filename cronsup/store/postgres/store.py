@@ -21,12 +21,13 @@ from cronsup.store.postgres.outbox import Outbox
 from cronsup.store.postgres.reads import Reads
 from cronsup.store.postgres.webreads import WebReads
 from cronsup.store.postgres.writes import Writes
+from cronsup.store.kvdocs import KvDocs
 from cronsup.store.records import RunLogError
 
 log = logging.getLogger(__name__)
 
 
-class PostgresStore(Reads, WebReads, Writes, Ledger, Outbox):
+class PostgresStore(Reads, WebReads, Writes, Ledger, Outbox, KvDocs):
     """The run log in PostgreSQL. `PostgresStore.open(url)`; `node` names this daemon in the
     cluster (default: the host name); `lease`: how long a running run stays this node's
     without a heartbeat."""

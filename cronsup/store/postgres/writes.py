@@ -14,15 +14,13 @@ from cronsup.store.postgres.ledger import Bumps, apply_bumps, claim_slot, count_
 from cronsup.store.postgres.schema import (
     _DAEMON_FIELDS,
     _DAEMON_UPDATABLE,
-    _GOOD_JOBS,
     _OUTPUT_PRUNED,
-    _RUNNING_VERSION,
     DB_NOW,
     LOCK_INSERT,
     PRUNE_CLOCK_MARGIN,
     guarded,
 )
-from cronsup.store.records import DaemonState, GoodJobs, JobRow, NewRun, Run, RunLogError, RunningVersion
+from cronsup.store.records import DaemonState, JobRow, NewRun, Run, RunLogError
 
 
 CLAIM_CHUNK = 50  # fires claimed per transaction when many are due at once
@@ -406,15 +404,6 @@ class Writes:
                 conn.execute("INSERT INTO kv (node, key, value) VALUES (%s, %s, %s) "
                              "ON CONFLICT (node, key) DO UPDATE SET value = EXCLUDED.value",
                              (self.node, key, value))
-
-    def set_good_jobs(self, good: GoodJobs) -> None:
-        self.set_kv(_GOOD_JOBS, json.dumps({
-            "path": good.path, "system": good.system, "loaded_at": good.loaded_at,
-            "text": good.source.decode("utf-8", "surrogateescape")}))
-
-    def set_running_version(self, version: RunningVersion) -> None:
-        self.set_kv(_RUNNING_VERSION, json.dumps({
-            "origin": version.origin, "loaded_at": version.loaded_at, "jobs": version.jobs}))
 
     # -- pruning --------------------------------------------------------------------------
 

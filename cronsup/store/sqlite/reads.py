@@ -16,20 +16,15 @@ from cronsup.store.records import (
     Backfill,
     BackfillSlot,
     DaemonState,
-    GoodJobs,
     JobRow,
     JobSummary,
     Run,
-    RunningVersion,
     StoredCounter,
     StoredHistory,
 )
 from cronsup.store.sqlite.schema import (
     _DAEMON_FIELDS,
-    _GOOD_JOBS,
-    _RUNNING_VERSION,
     _guarded,
-    _json_kv,
     _placeholders,
 )
 
@@ -134,24 +129,6 @@ class Reads:
     def get_kv(self, key: str, default: str | None = None) -> str | None:
         row = self._conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
         return default if row is None else row[0]
-
-    def good_jobs(self) -> GoodJobs | None:
-        """The last good jobs file stored by set_good_jobs, or None."""
-        found = _json_kv(self.get_kv(_GOOD_JOBS))
-        try:
-            return GoodJobs(str(found["path"]), bool(found["system"]), float(found["loaded_at"]),
-                            str(found["text"]).encode("utf-8", "surrogateescape"))
-        except (KeyError, TypeError, ValueError):
-            return None
-
-    def running_version(self) -> RunningVersion | None:
-        found = _json_kv(self.get_kv(_RUNNING_VERSION))
-        try:
-            loaded_at = found["loaded_at"]
-            return RunningVersion(str(found["origin"]), None if loaded_at is None else float(loaded_at),
-                                  int(found["jobs"]))
-        except (KeyError, TypeError, ValueError):
-            return None
 
     @_guarded
     def job_names(self) -> list[str]:

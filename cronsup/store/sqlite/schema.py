@@ -7,13 +7,11 @@ file is renamed aside, never removed.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import sqlite3
 import urllib.parse
 from datetime import datetime, timezone
-from typing import Any
 
 from cronsup import clock
 from cronsup.store.rows import OUTPUT_PRUNED
@@ -252,17 +250,6 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
-
-# kv keys
-_GOOD_JOBS = "good_jobs"
-_RUNNING_VERSION = "running_version"
-
-
-def _json_kv(value: str | None) -> Any:
-    try:
-        return json.loads(value) if value is not None else None
-    except ValueError:
-        return None
 
 _DAEMON_FIELDS = (
     "pid", "pid_start", "started_at", "stopped_at", "host", "boot_id", "jobs_file",

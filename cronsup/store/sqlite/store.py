@@ -16,6 +16,7 @@ import logging
 import os
 import sqlite3
 
+from cronsup.store.kvdocs import KvDocs
 from cronsup.store.records import RunLogError, RunLogMissing
 from cronsup.store.sqlite import schema
 from cronsup.store.sqlite.outbox import Outbox
@@ -27,7 +28,7 @@ from cronsup.store.sqlite.writes import Writes
 log = logging.getLogger(__name__)
 
 
-class SqliteStore(Reads, WebReads, Writes, Outbox):
+class SqliteStore(Reads, WebReads, Writes, Outbox, KvDocs):
     """A connection to the run log. `SqliteStore.open(path)` for the daemon, `readonly=True` for the CLI.
 
     Not for concurrent use from several threads (the daemon uses it from its loop's thread).

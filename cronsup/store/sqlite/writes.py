@@ -16,19 +16,15 @@ from cronsup.store.records import (
     RAN_STATUSES,
     RUNS_COUNTER,
     DaemonState,
-    GoodJobs,
     JobRow,
     NewRun,
     RunLogError,
-    RunningVersion,
     bucket_label,
 )
 from cronsup.store.sqlite.schema import (
     _DAEMON_FIELDS,
     _DAEMON_UPDATABLE,
-    _GOOD_JOBS,
     _OUTPUT_PRUNED,
-    _RUNNING_VERSION,
     PRUNE_CLOCK_MARGIN,
     _guarded,
     _placeholders,
@@ -310,16 +306,6 @@ class Writes:
                 conn.execute("DELETE FROM kv WHERE key = ?", (key,))
             else:
                 conn.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
-
-    def set_good_jobs(self, good: GoodJobs) -> None:
-        # surrogateescape and JSON's \\udcXX escapes keep any bytes exactly.
-        self.set_kv(_GOOD_JOBS, json.dumps({
-            "path": good.path, "system": good.system, "loaded_at": good.loaded_at,
-            "text": good.source.decode("utf-8", "surrogateescape")}))
-
-    def set_running_version(self, version: RunningVersion) -> None:
-        self.set_kv(_RUNNING_VERSION, json.dumps({
-            "origin": version.origin, "loaded_at": version.loaded_at, "jobs": version.jobs}))
 
     @_guarded
     def add_counter(self, name: str, labels: dict[str, str], by: float = 1.0) -> None:
