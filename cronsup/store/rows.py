@@ -39,3 +39,17 @@ def params_from_json(text: str | None) -> tuple[tuple[str, str], ...]:
     if not isinstance(found, dict):
         return ()
     return tuple((str(k), str(v)) for k, v in found.items())
+
+
+def run_range(mark: str, where: list[str], params: list, *, since: float | None = None,
+              until: float | None = None, after_id: int | None = None,
+              before_id: int | None = None) -> None:
+    """Add the range conditions every runs query shares to `where`/`params`, with the
+    store's placeholder `mark` ("?" or "%s"). A run counts at its start, or its due time
+    when it never started."""
+    for cond, value in (("COALESCE(started_at, scheduled_for) >=", since),
+                        ("COALESCE(started_at, scheduled_for) <", until),
+                        ("id >", after_id), ("id <", before_id)):
+        if value is not None:
+            where.append(f"{cond} {mark}")
+            params.append(value)

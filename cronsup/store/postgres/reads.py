@@ -11,7 +11,7 @@ from cronsup.store.postgres.schema import (
     DB_NOW,
     guarded,
 )
-from cronsup.store.rows import run_from_row as _run_from_row
+from cronsup.store.rows import run_from_row as _run_from_row, run_range
 from cronsup.store.records import (
     FAILED_STATUSES,
     RAN_STATUSES,
@@ -132,15 +132,7 @@ class Reads:
     def _select_runs(self, where: list[str], params: list[Any], *, limit: int | None,
                      failed: bool, since: float | None, after_id: int | None = None,
                      before_id: int | None = None) -> list[Run]:
-        if since is not None:
-            where.append("COALESCE(started_at, scheduled_for) >= %s")
-            params.append(since)
-        if after_id is not None:
-            where.append("id > %s")
-            params.append(after_id)
-        if before_id is not None:
-            where.append("id < %s")
-            params.append(before_id)
+        run_range('%s', where, params, since=since, after_id=after_id, before_id=before_id)
         order = "ASC" if after_id is not None else "DESC"
         n = None if limit is None else max(int(limit), 0)  # LIMIT NULL: no limit
         if not failed:

@@ -8,6 +8,7 @@ from cronsup.model import RunStatus
 from cronsup.store.postgres.reads import _RUN_COLUMNS, _SELECT_RUNS
 from cronsup.store.postgres.schema import guarded
 from cronsup.store.records import Run, RunMark
+from cronsup.store.rows import run_range
 
 
 class WebReads:
@@ -46,15 +47,7 @@ class WebReads:
         if job is not None:
             where.append("job = %s")
             params.append(job)
-        if since is not None:
-            where.append("COALESCE(started_at, scheduled_for) >= %s")
-            params.append(since)
-        if until is not None:
-            where.append("COALESCE(started_at, scheduled_for) < %s")
-            params.append(until)
-        if before_id is not None:
-            where.append("id < %s")
-            params.append(before_id)
+        run_range('%s', where, params, since=since, until=until, before_id=before_id)
         n = max(int(limit), 0)
         if not statuses:
             cond = f"WHERE {' AND '.join(where)}" if where else ""

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from cronsup.model import RunStatus
-from cronsup.store.rows import run_from_row as _run_from_row
+from cronsup.store.rows import run_from_row as _run_from_row, run_range
 from cronsup.store.records import (
     FAILED_STATUSES,
     RAN_STATUSES,
@@ -186,15 +186,7 @@ class Reads:
     def _select_runs(self, where: list[str], params: list[Any], *, limit: int | None,
                      failed: bool, since: float | None, after_id: int | None = None,
                      before_id: int | None = None) -> list[Run]:
-        if since is not None:
-            where.append("COALESCE(started_at, scheduled_for) >= ?")
-            params.append(since)
-        if after_id is not None:
-            where.append("id > ?")
-            params.append(after_id)
-        if before_id is not None:
-            where.append("id < ?")
-            params.append(before_id)
+        run_range('?', where, params, since=since, after_id=after_id, before_id=before_id)
         order = "ASC" if after_id is not None else "DESC"
         n = -1 if limit is None else max(int(limit), 0)  # LIMIT -1: no limit
         if not failed:

@@ -9,6 +9,7 @@ from typing import Any
 
 from cronsup.model import RunStatus
 from cronsup.store.records import Run, RunMark
+from cronsup.store.rows import run_range
 from cronsup.store.sqlite.reads import _SELECT_RUNS, _run_from_row
 from cronsup.store.sqlite.schema import _guarded, _placeholders
 
@@ -53,15 +54,7 @@ class WebReads:
         if job is not None:
             where.append("job = ?")
             params.append(job)
-        if since is not None:
-            where.append("COALESCE(started_at, scheduled_for) >= ?")
-            params.append(since)
-        if until is not None:
-            where.append("COALESCE(started_at, scheduled_for) < ?")
-            params.append(until)
-        if before_id is not None:
-            where.append("id < ?")
-            params.append(before_id)
+        run_range('?', where, params, since=since, until=until, before_id=before_id)
         n = max(int(limit), 0)
         if not statuses:
             cond = f"WHERE {' AND '.join(where)}" if where else ""
