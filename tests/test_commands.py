@@ -435,6 +435,18 @@ def read_until(proc: subprocess.Popen, predicate, timeout: float = 15) -> str:
     return text
 
 
+def where(pid: int) -> str:
+    """What a process is blocked in (kernel wait channel, signals), for a failure message."""
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            wchan = f.read()
+        with open(f"/proc/{pid}/status") as f:
+            sigs = [line for line in f.read().splitlines() if line.startswith(("State", "Sig"))]
+        return f"wchan {wchan}; {'; '.join(sigs)}"
+    except OSError as e:
+        return str(e)
+
+
 def test_logs_follow_prints_new_runs_and_their_output_as_they_happen(daemon):
     daemon.write("[job.tick]\n@every 1s echo tick-$$\n")
     daemon.start()
@@ -458,7 +470,9 @@ def test_logs_follow_prints_new_runs_and_their_output_as_they_happen(daemon):
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            assert proc.wait(10) == 0
+            assert proc.wait(20) == 0
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"logs --follow did not stop on SIGINT: {where(proc.pid)}") from None
         finally:
             proc.kill()
             proc.stdout.close()
