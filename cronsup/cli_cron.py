@@ -13,7 +13,7 @@ from cronsup.model import JobsFile
 
 def check_cron(root: str, jf: JobsFile | None) -> bool:
     """Print every one of cron's files under `root` and its jobs; False when one is skipped."""
-    from cronsup.cli import _one_line
+    from cronsup.cli_jobs import _one_line
 
     found = cronfiles.check_sources(root, jf.cron_options if jf else None,
                                     taken=jf.names if jf else ())

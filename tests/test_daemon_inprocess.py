@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cronsup import cli, report
+from cronsup import cli_status, report
 from cronsup.daemon import Daemon
 from cronsup.events import Event, Receivers
 from cronsup.model import Now, RunStatus
@@ -235,7 +235,7 @@ def test_an_exception_in_a_pass_is_logged_counted_in_status_and_the_loop_goes_on
         assert "ValueError: a bug in one pass" in caplog.text
         st = report.status(str(w.jobs), str(w.db), now=w.clock.wall)
         assert st.to_json()["daemon"]["internal_errors"] == 1
-        lines = cli._status_lines(st, w.clock.wall, False, str(w.jobs), str(w.db))
+        lines = cli_status._status_lines(st, w.clock.wall, False, str(w.jobs), str(w.db))
         assert "errors     1 internal error caught by the daemon, which went on (see its log)" in lines
         w.clock.advance(10)
         w.until(w.saw("start", "success"), what="the next run")
