@@ -121,7 +121,32 @@ def load_jobs(path: str, system: bool = False) -> JobsFile:
     raise AssertionError("unreachable")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _LazyGroup(click.Group):
+    """A group whose commands are imported on first use, from COMMANDS."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in COMMANDS:
+            import importlib
+
+            module, attr = COMMANDS[name].split(":")
+            self.add_command(getattr(importlib.import_module(f"cronsup.{module}"), attr), name)
+        return self.commands.get(name)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as e:
+            hint = suggest.did_you_mean(args[0], self.list_commands(ctx), quote=True) if args else ""
+            if hint and "No such command" in e.message:
+                e.message = e.message.rstrip(".") + hint.replace(";", ":", 1).rstrip("?") + "?"
+            raise
+
+
+@click.group(cls=_LazyGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="cronsup")
 def main() -> None:
     """A crontab-compatible supervisor daemon: your crontab, plus timeouts, overlap locking,
@@ -205,19 +230,22 @@ def _ask(jobs_path: str, db: str, op: str, job: str | None = None, fields: dict 
     raise AssertionError("unreachable")
 
 
-# Commands in modules of their own, registered last (they import main's helpers).
-from cronsup.cli_backfill import backfill as _backfill  # noqa: E402
-from cronsup.cli_control import pause as _pause, reload as _reload, resume as _resume, run as _run  # noqa: E402
-from cronsup.cli_daemon import daemon as _daemon  # noqa: E402
-from cronsup.cli_jobs import check as _check, import_ as _import, next_ as _next  # noqa: E402
-from cronsup.cli_logs import logs as _logs  # noqa: E402
-from cronsup.cli_status import status as _status  # noqa: E402
-from cronsup.cli_metrics import metrics as _metrics  # noqa: E402
-from cronsup.cli_nodes import nodes as _nodes  # noqa: E402
-from cronsup.cli_notify import notify_test as _notify_test  # noqa: E402
-from cronsup.cli_takeover import release_, takeover_  # noqa: E402
-from cronsup.cli_web import web as _web  # noqa: E402
+# Each command lives in a module of its own, imported when it runs (or when --help lists it):
+# `cronsup status` does not import the web view, takeover or the daemon's options.
+COMMANDS = {
+    "check": "cli_jobs:check", "next": "cli_jobs:next_", "import": "cli_jobs:import_",
+    "daemon": "cli_daemon:daemon", "status": "cli_status:status", "logs": "cli_logs:logs",
+    "run": "cli_control:run", "reload": "cli_control:reload", "pause": "cli_control:pause",
+    "resume": "cli_control:resume", "takeover": "cli_takeover:takeover_",
+    "release": "cli_takeover:release_", "backfill": "cli_backfill:backfill",
+    "metrics": "cli_metrics:metrics", "nodes": "cli_nodes:nodes",
+    "notify-test": "cli_notify:notify_test", "web": "cli_web:web",
+}
 
-for _command in (_check, _next, _import, _daemon, _status, _logs, _run, _reload, _pause, _resume,
-                 takeover_, release_, _backfill, _metrics, _nodes, _notify_test, _web):
-    main.add_command(_command)
+
+def command(name: str) -> click.Command:
+    """The command `name` (imported now if it was not yet)."""
+    found = main.get_command(click.Context(main), name)
+    if found is None:
+        raise KeyError(name)
+    return found

@@ -1,6 +1,8 @@
 import datetime as dt
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -177,7 +179,8 @@ def test_import_of_a_bad_crontab_reports_its_errors():
 
 
 def test_every_command_has_help_with_an_example():
-    for name, command in cli.main.commands.items():
+    for name in cli.COMMANDS:
+        command = cli.command(name)
         assert command.help, f"{name} has no help"
         assert "Example" in command.help, f"{name}'s help shows no example"
     assert "Example" in invoke("--help").output or "Start here" in invoke("--help").output
@@ -261,3 +264,20 @@ def test_daemon_keep_size_takes_a_size_and_refuses_a_tiny_or_bad_one(tmp_path):
                         "--db", str(tmp_path / "runs.db"))
         assert result.exit_code == 2 and why in result.output, result.output
         assert "Traceback" not in result.output and not (tmp_path / "runs.db").exists()
+
+
+def test_a_mistyped_command_names_the_close_one():
+    result = CliRunner().invoke(cli.main, ["stauts"])
+    assert result.exit_code == 2 and "No such command 'stauts': did you mean 'status'?" in result.output
+    assert "did you mean" not in CliRunner().invoke(cli.main, ["xyzzy"]).output
+
+
+def test_a_command_imports_its_own_module_only(tmp_path):
+    # `status` is run often and from scripts: it pays for no other command's imports.
+    code = ("import sys; from cronsup.cli import main\n"
+            "try:\n    main(['status', '--jobs', sys.argv[1], '--db', sys.argv[2]])\n"
+            "except SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('cronsup.cli_')))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "jobs"), str(tmp_path / "runs.db")],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-1] == "['cronsup.cli_status']"

@@ -496,7 +496,7 @@ def test_logs_follow_json_prints_one_object_per_line(built, tmp_path):
 
 def test_every_command_here_has_help_with_an_example():
     for name in ("status", "logs", "run", "reload", "pause", "resume"):
-        assert "Example" in cli.main.commands[name].help
+        assert "Example" in cli.command(name).help
 
 
 def test_the_daemon_command_hint_names_non_default_paths(tmp_path):

@@ -61,8 +61,8 @@ def cronsup_8(version: str) -> str:
               ".SH SYNOPSIS", "\\fBcronsup\\fR \\fICOMMAND\\fR [\\fIOPTIONS\\fR]",
               ".SH DESCRIPTION", ".nf", _escape(help_of(main, "cronsup", None)), ".fi",
               ".SH COMMANDS"]
-    for name in sorted(main.commands):
-        command = main.commands[name]
+    for name in main.list_commands(root):
+        command = main.get_command(root, name)
         if command.hidden:
             continue
         lines += [f".SS cronsup {name}", ".nf", _escape(help_of(command, name, root)), ".fi"]
