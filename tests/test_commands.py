@@ -332,15 +332,27 @@ def test_run_wait_follows_a_retry_that_succeeds(daemon):
 
 
 def test_run_wait_of_a_queued_run_waits_for_it_to_start_and_end(daemon):
-    daemon.write("[job.q]\noverlap = \"queue\"\n@every 1h sleep 1; echo done\n")
+    # The first run holds until the test opens its gate, so the second is queued however
+    # slowly `run --wait` starts.
+    gate = daemon.tmp / "gate"
+    daemon.write(f"[job.q]\noverlap = \"queue\"\n@every 1h while [ ! -e {gate} ]; do sleep 0.05; done; echo done\n")
     daemon.start()
     first = daemon.cli("run", "q", check=True)
     assert first.stdout.startswith("q: started run ")
-    result = daemon.cli("run", "q", "--wait")
-    assert result.returncode == 0, result.stdout + result.stderr
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cronsup", "run", "q", "--wait", "--jobs", str(daemon.jobs), "--db", str(daemon.db)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        text = read_until(proc, lambda t: "q: queued, to start when the running run ends" in t)
+        assert len(daemon.runs("q")) == 1
+        gate.touch()
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    text += out.decode()
+    assert proc.returncode == 0, text + err.decode()
     one, two = daemon.runs("q")
-    assert "q: queued, to start when the running run ends" in result.stdout
-    assert f"q: started run {two.id}" in result.stdout and f"run {two.id} success" in result.stdout
+    assert f"q: started run {two.id}" in text and f"run {two.id} success" in text
     assert two.started_at >= one.finished_at
 
 
