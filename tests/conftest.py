@@ -147,6 +147,14 @@ class DaemonProcess:
             self.proc.wait()
 
 
+def pytest_configure(config):
+    # A suite started as a background job of a script (`make test &`) has SIGINT ignored, and
+    # every process it starts would inherit that: Python then installs no Ctrl-C handler, and
+    # the tests that stop `logs --follow` or `backfill --wait` with SIGINT would hang.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_host_mta(tmp_path_factory):
     """Every daemon of the suite, however started, mails through a stub (never the host's
