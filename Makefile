@@ -26,8 +26,21 @@ run: $(STAMP)
 	else echo "web view did not start:"; cat .run/web.log; fi; \
 	$(BIN)/cronsup daemon --jobs examples/jobs --db .run/runs.db
 
+# Two pytest processes side by side: the `long` tests (minutes of real time that mostly wait:
+# a three-minute soak of three daemons, a 30 s PostgreSQL outage) in the background, their
+# output in $(LONG_LOG) and printed at the end; the rest in the foreground. Fails if either fails.
+# A background job starts with SIGINT ignored: LONG gives it back, so that Ctrl-C stops both
+# (each with its teardown: no daemon or PostgreSQL left behind).
+LONG_LOG := $(VENV)/pytest-long.log
+LONG := import signal, sys, pytest; signal.signal(signal.SIGINT, signal.default_int_handler); \
+	sys.exit(pytest.main(sys.argv[1:]))
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	@$(BIN)/python -c '$(LONG)' -q -m long -p no:cacheprovider > $(LONG_LOG) 2>&1 & long=$$!; \
+	trap 'kill -INT $$long 2>/dev/null; wait $$long; exit 130' INT TERM; \
+	$(BIN)/python -m pytest -q -m "not long"; main=$$?; \
+	wait $$long; slow=$$?; \
+	echo "--- the long tests (pytest -m long, run beside the rest) ---"; cat $(LONG_LOG); \
+	[ $$main -eq 0 ] && [ $$slow -eq 0 ]
 
 # By hand, on a quiet machine; figures go to bench/RESULTS.md (see bench/README.md).
 bench: $(STAMP)

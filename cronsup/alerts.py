@@ -54,6 +54,9 @@ MAX_DEFER = 30.0
 MIN_WAIT = 0.01  # the sender's shortest sleep, should a due item not be taken (a race)
 BATCH = 200  # events written to the outbox per transaction
 LANE_SIZE = 20_000  # events the alerts lane may fall behind by: a burst of 10,000 starts and ends
+# A shared outbox (PostgreSQL) is looked at this often even when idle: another host may have
+# queued an alert and died, or died delivering one (its claim lapses), with nothing to wake us.
+SHARED_POLL = 10.0
 _RID_NAMESPACE = uuid.UUID("5b7c1f0e-6a47-4a43-9d0e-0c3a5c7e2f11")
 
 _failed = Counter()  # deliveries given up (or dropped), per channel, since the start
@@ -259,6 +262,7 @@ class Sender:
         self._recent: deque[float] = deque()  # clock.mono of the events of the last second
         self._recent_lock = threading.Lock()
         self._stopping = threading.Event()
+        self._shared = False  # the outbox is several hosts' (see SHARED_POLL)
         self.http = channels.Http()
 
     def start(self) -> None:
@@ -315,6 +319,7 @@ class Sender:
                         return
         shared = getattr(store, "alerts_mark", None)  # several hosts' one outbox (PostgreSQL)
         if shared is not None:
+            self._shared = True
             try:
                 self.store_mark = shared()
             except RunLogError as e:
@@ -364,6 +369,8 @@ class Sender:
                 nxt = clock.wall() + 1.0  # look again in a second
             if nxt is not None:
                 wait = max(MIN_WAIT, nxt - clock.wall())
+            if self._shared:
+                wait = SHARED_POLL if wait is None else min(wait, SHARED_POLL)
         with self._wake:
             if not (self._events or self._results or self._stop):
                 self._wake.wait(wait)

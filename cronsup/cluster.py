@@ -25,6 +25,10 @@ CLOCK_WARN = 1.0  # seconds between this host's clock and the database's worth a
 REQUEST_POLL = 1.0  # how often `cronsup run` requests in the store are looked for
 CLAIM_PART = 25  # fires claimed (and then spawned) together when many are due at once
 GRACE = 1 / 3  # a lapsed lease is expired this fraction of the lease after it lapsed
+UNCLAIMED_KEPT = 10_000  # fires not claimed (heartbeat too old) kept to be recorded `missed`
+_SCHEDULED = (Trigger.SCHEDULE, Trigger.CATCHUP)  # the schedule's own times, not a request's
+MISSED_UNCLAIMED = ("not started: no host could claim it at its time (the run log did not answer, "
+                    "or this node's heartbeat had lapsed)")
 
 
 def job_digest(spec: JobSpec) -> str:
@@ -86,6 +90,7 @@ class Cluster:
         self._db_ok_since: float | None = now.mono
         self._cluster_due = self._requests_due = 0.0
         self._claims_refused = False
+        self._unclaimed: list[tuple[JobSpec, Fire]] = []  # see _record_unclaimed
         self._disagree: set[str] = set()
         self._digested: object = None
 
@@ -136,6 +141,9 @@ class Cluster:
                 if not self._may_run(spec) or (isinstance(action, Start) and not claiming):
                     if isinstance(action, Start):
                         self.supervisor.not_started(action)
+                        if self._may_run(spec) and action.fire.trigger in _SCHEDULED \
+                                and len(self._unclaimed) < UNCLAIMED_KEPT:
+                            self._unclaimed.append((spec, action.fire))
                     continue
             kept.append(action)
         return kept
@@ -195,10 +203,35 @@ class Cluster:
         self._claims_refused = False
         for run_id in set(ids) - ours:
             self._taken_over(run_id)
+        self._record_unclaimed(now)
         # After an outage every node renews its leases within a third of a lease: expire
         # others' runs only once this node has been up that long, never in the first rush.
         if now.mono - self._db_ok_since >= self._lease_s() / 2:
             self._expire(now)
+
+    def _record_unclaimed(self, now: Now) -> None:
+        """The fires this node did not claim while its heartbeat was too old (the run log did
+        not answer, or the node was stopped) get a `missed` row, unless a host ran them: once
+        they are a third of a lease old, so that a host able to claim them has done so."""
+        settle = now.wall - self._lease_s() / 3
+        ripe = [(spec, fire) for spec, fire in self._unclaimed if fire.scheduled_for <= settle]
+        if not ripe:
+            return
+        rows = [self._cluster_row(spec, NewRun(spec.name, fire.trigger, fire.attempt, fire.scheduled_for,
+                                               status=RunStatus.MISSED, reason=MISSED_UNCLAIMED,
+                                               finished_at=now.wall, params=fire.params))
+                for spec, fire in ripe]
+        try:
+            ids = self.log.insert_runs(rows, host=self.host, boot_id=self.boot_id)
+        except RunLogError as e:
+            log.error("cannot record the fires not claimed meanwhile as missed: %s", e)
+            return
+        self._unclaimed = [x for x in self._unclaimed if x[1].scheduled_for > settle]
+        for (spec, fire), run_id in zip(ripe, ids):
+            if run_id is not None:  # None: a host ran it, or recorded it already
+                log.info("%s[%d]: %s (%s)", spec.name, run_id, RunStatus.MISSED, MISSED_UNCLAIMED)
+                self._emit_outcome(spec, spec.name, run_id, Outcome(RunStatus.MISSED, MISSED_UNCLAIMED),
+                                   fire, now)
 
     def _sync_paused(self, paused: set[str]) -> None:
         """Pauses are the cluster's: `cronsup pause` through any host pauses the job on all."""

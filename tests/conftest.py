@@ -21,6 +21,11 @@ from cronsup.store import Run, SqliteStore, RunLogError
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "long: minutes of real time (a soak, an outage); `make test` "
+                                       "runs them in a process of their own beside the rest")
+
+
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02,
                what: str = "condition") -> object:
     """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
