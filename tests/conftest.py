@@ -21,11 +21,6 @@ from cronsup.store import Run, SqliteStore, RunLogError
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "long: minutes of real time (a soak, an outage); `make test` "
-                                       "runs them in a process of their own beside the rest")
-
-
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02,
                what: str = "condition") -> object:
     """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
@@ -153,6 +148,8 @@ class DaemonProcess:
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "long: minutes of real time (a soak, an outage); `make test` "
+                                       "runs them in a process of their own beside the rest")
     # A suite started as a background job of a script (`make test &`) has SIGINT ignored, and
     # every process it starts would inherit that: Python then installs no Ctrl-C handler, and
     # the tests that stop `logs --follow` or `backfill --wait` with SIGINT would hang.
