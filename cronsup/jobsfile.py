@@ -292,6 +292,8 @@ class _Parser:
 
     @staticmethod
     def parse_toml(block: _Block) -> dict[str, Any] | tomllib.TOMLDecodeError:
+        if not block.body:
+            return {}  # a block that only names its job: nothing to parse
         try:
             return tomllib.loads("\n".join(t for _, t in block.body) + "\n")
         except tomllib.TOMLDecodeError as e:
