@@ -106,7 +106,8 @@ def run_once(tree: str, args: list[str], env: dict[str, str]) -> tuple[float, fl
     env = dict(env, PYTHONPATH=tree)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "cronsup", *args], env=env, cwd=ROOT,
+    # cwd is the tree: `python -m` puts the working directory before PYTHONPATH.
+    done = subprocess.run([sys.executable, "-m", "cronsup", *args], env=env, cwd=tree,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -130,7 +131,7 @@ def main() -> None:
     args = parser.parse_args()
     trees = [tuple(t.split("=", 1)) for t in args.tree] or [("this", str(ROOT))]
     tmp = Path(tempfile.mkdtemp(prefix="bench-status-"))
-    sq_dir = Path(args.dir) if args.dir else tmp / "sqlite"
+    sq_dir = Path(args.dir).resolve() if args.dir else tmp / "sqlite"
     sq_dir.mkdir(parents=True, exist_ok=True)
     cluster = None
     try:
