@@ -174,8 +174,13 @@ def main() -> None:
             for _, tree in trees:  # warm-up, untimed (writes the bytecode)
                 with Daemon(db, state) if db else contextlib.nullcontext():
                     run_once(tree, argv, env)
+        floors: dict[str, list[float]] = {}  # what every command pays before its own work
         for _ in range(args.rounds):
             loads.append(os.getloadavg()[0])
+            for label, code in (("python -c pass", "pass"), ("python -c 'import psycopg'", "import psycopg")):
+                t = time.perf_counter()
+                subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=tmp)
+                floors.setdefault(label, []).append((time.perf_counter() - t) * 1000)
             for label, argv, db, state in cases:
                 with Daemon(db, state) if db else contextlib.nullcontext():
                     for name, tree in trees:
@@ -190,6 +195,8 @@ def main() -> None:
                 cells.append(f"{name} {statistics.median(wall):4.0f} (best {min(wall):4.0f}) ms, "
                              f"CPU {statistics.median(cpu):4.0f}")
             print(f"{label:34s} " + " | ".join(cells))
+        for label, walls in floors.items():
+            print(f"{label:34s} {statistics.median(walls):4.0f} (best {min(walls):4.0f}) ms")
     finally:
         if cluster is not None:
             cluster.stop("immediate")

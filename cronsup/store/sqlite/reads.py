@@ -374,27 +374,31 @@ class Reads:
         # duration). A job whose newest n rows are n fires and no error has its answer in
         # those n: read n rows of every job, then the next 2n only of the jobs that need them
         # (a third of the rows read when retries and errors are rare).
-        rows = self._stats_rows(dict.fromkeys(jobs, _NO_ID), n)
-        more = {job: found[-1][0] for job, found in rows.items() if len(found) == n and (
-            len({r[3] for r in found}) < n or any(r[1] == "error" for r in found))}
-        for job, found in self._stats_rows(more, 2 * n).items() if more else ():
-            rows[job] += found
-        return {job: _rate_and_median([r[1:] for r in found], n) for job, found in rows.items()}
+        rows, oldest = self._stats_rows(dict.fromkeys(jobs, _NO_ID), n)
+        more = {job: oldest[job] for job, found in rows.items() if len(found) == n and (
+            len({r[2] for r in found}) < n or any(r[0] == "error" for r in found))}
+        if more:
+            for job, found in self._stats_rows(more, 2 * n)[0].items():
+                rows[job] += found
+        return {job: _rate_and_median(found, n) for job, found in rows.items()}
 
-    def _stats_rows(self, before: dict[str, int], limit: int) -> dict[str, list[tuple]]:
-        """Per job, its newest `limit` (id, status, duration, scheduled_for) rows in the
-        statuses `stats` counts, of ids below before[job] (one index walk per job)."""
+    def _stats_rows(self, before: dict[str, int], limit: int) -> tuple[dict[str, list[tuple]], dict[str, int]]:
+        """Per job, its newest `limit` (status, duration, scheduled_for) rows in the statuses
+        `stats` counts, of ids below before[job] (one index walk per job); and the oldest id
+        of those rows per job."""
         counted = (*RAN_STATUSES, RunStatus.ERROR)
         rows: dict[str, list[tuple]] = {job: [] for job in before}
-        for job, *row in self._conn.execute(
+        oldest: dict[str, int] = {}
+        for job, run_id, status, duration, scheduled_for in self._conn.execute(
             "SELECT j.key, r.id, r.status, r.finished_at - r.started_at, r.scheduled_for "
             "FROM json_each(?) j JOIN runs r ON r.id IN (SELECT id FROM runs INDEXED BY runs_job_id "
             f"WHERE job = j.key AND id < j.value AND status IN ({_placeholders(len(counted))}) "
             "ORDER BY id DESC LIMIT ?) ORDER BY j.key, r.id DESC",
             (json.dumps(before), *map(str, counted), limit),
         ):
-            rows[job].append(tuple(row))
-        return rows
+            rows[job].append((status, duration, scheduled_for))
+            oldest[job] = run_id
+        return rows, oldest
 
     @_guarded
     def last_finished(self, jobs: Sequence[str], skip: Sequence[RunStatus], *,
