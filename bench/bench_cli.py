@@ -76,7 +76,11 @@ def hold_daemon_lock(db: str) -> int:
 def answer_pings(db: str) -> socket.socket:
     """Pose as a running daemon's control socket (<db>.sock): `status` pings it (since fa0289f,
     a lock holder that does not answer within 2 s is shown as not answering, exit 4)."""
-    path = os.path.abspath(db) + ".sock"
+    return answer_pings_at(os.path.abspath(db) + ".sock")
+
+
+def answer_pings_at(path: str) -> socket.socket:
+    """Answer every request on the unix socket `path` with a daemon's ping answer."""
     if os.path.exists(path):
         os.unlink(path)
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

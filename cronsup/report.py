@@ -162,12 +162,13 @@ def status(jobs_path: str, db_path: str, now: float, *, state_dir: str | None = 
             result.jobs = [_job(row, None, [], False, (None, None)) for row in rows]
             _sources(result)
             return result
-        last = runlog.last_runs()
         active: dict[str, list[Run]] = {}
         for run in runlog.running():
             active.setdefault(run.job, []).append(run)
-        paused = runlog.paused()
         names = [row.name for row in rows]
+        # The shown jobs' own (not every name the log ever held): one index seek each.
+        last = runlog.last_runs([*names, *sorted(set(active) - set(names))])
+        paused = runlog.paused()
         stats = runlog.stats_many(names, STATS_RUNS)
         # LAST is the latest run that ran to an end: a run still going, and the skipped or
         # missed fires around it, say nothing about how the job went.
@@ -253,8 +254,13 @@ def _rows_from_file(jobs_path: str, now: float, runlog: RunReader | None) -> tup
         return (runlog.jobs() if runlog else []), str(e)
     except OSError as e:
         return (runlog.jobs() if runlog else []), f"{jobs_path}: cannot read: {e.strerror}"
+    fires: dict[tuple, float | None] = {}  # jobs sharing a schedule and zone share its next run
+    for j in jf.jobs:
+        if (j.schedule, j.timezone) not in fires:
+            fires[j.schedule, j.timezone] = next_run(j, now)
     return [JobRow(name=j.name, schedule=j.schedule.text, command=j.command, description=j.description,
-                   next_run=next_run(j, now), enabled=j.enabled, line=j.line) for j in jf.jobs], None
+                   next_run=fires[j.schedule, j.timezone], enabled=j.enabled, line=j.line)
+            for j in jf.jobs], None
 
 
 def next_run(job, now: float) -> float | None:

@@ -20,6 +20,7 @@ from cronsup.store import (
     FAILED_STATUSES,
     GAVE_UP,
     PENDING,
+    RAN_STATUSES,
     DaemonState,
     DeliveryAttempt,
     GoodJobs,
@@ -190,6 +191,8 @@ def test_contract_the_latest_run_of_every_job_and_their_names(store, reader):
     last = reader.last_runs()
     assert {job: run.id for job, run in last.items()} == {"a": newest_a, "b": b}
     assert reader.job_names() == ["a", "b"]
+    assert reader.last_runs(["b", "none", "a"]) == last  # jobs without runs are left out
+    assert reader.last_runs(["b"]) == {"b": last["b"]} and reader.last_runs([]) == {}
 
 
 def test_contract_follow_returns_every_run_exactly_once_whatever_the_order_of_inserts(store, reader):
@@ -228,6 +231,69 @@ def test_contract_success_rate_and_median_of_many_jobs_match_one_job_at_a_time(s
     many = reader.stats_many(["a", "b", "c", "none"], 20)
     assert many == {name: reader.stats(name, 20) for name in ("a", "b", "c", "none")}
     assert many["a"] == (0.75, 2.5) and many["c"] == (None, None)
+
+
+def _stats_by_the_rules(runs, n: int) -> tuple[float | None, float | None]:
+    """stats() worked out from a job's runs (newest first) as its docstring says: of its
+    newest 3n runs that ran or could not start, the rate over its last n fires (a fire's
+    newest attempt counts) and the median duration of the last n that ran."""
+    counted = [r for r in runs if r.status in (*RAN_STATUSES, RunStatus.ERROR)][:3 * n]
+    if not counted:
+        return None, None
+    outcome: dict[float, RunStatus] = {}
+    for run in counted:
+        if run.scheduled_for not in outcome:
+            if len(outcome) == n:
+                break
+            outcome[run.scheduled_for] = run.status
+    rate = sum(s is RunStatus.SUCCESS for s in outcome.values()) / len(outcome)
+    took = [r.finished_at - r.started_at for r in counted if r.status is not RunStatus.ERROR][:n]
+    took = sorted(d for d in took if d is not None)
+    mid = len(took) // 2
+    median = None if not took else took[mid] if len(took) % 2 else (took[mid - 1] + took[mid]) / 2
+    return rate, median
+
+
+def test_contract_success_rates_of_many_jobs_follow_the_rules_with_retries_and_errors_past_n_runs(store, reader):
+    rng = random.Random(11)
+    # Plain jobs, jobs with retries (some recorded after the next fire) and errors, a job
+    # of retries only (more rows than 3n), and jobs with fewer runs than n.
+    for job, fires, retry_p, error_p in (("plain", 30, 0, 0), ("retried", 30, 0.3, 0),
+                                         ("erring", 30, 0, 0.2), ("both", 40, 0.3, 0.15),
+                                         ("few", 3, 0.5, 0.3)):
+        late = []
+        for i in range(fires):
+            t = T + 60 * i
+            for retry in late:
+                ran(store, *retry, trigger=Trigger.RETRY)
+            late = []
+            if rng.random() < error_p:
+                error = claim(store, job, t)
+                store.finish_run(error, RunStatus.ERROR, finished_at=t, reason="no such user")
+            elif rng.random() < 0.1:
+                claim(store, job, t, status=RunStatus.SKIPPED, finished_at=t)
+            elif rng.random() < retry_p:
+                ran(store, job, t, RunStatus.FAILED, duration=rng.randint(1, 9))
+                retry = (job, t, rng.choice([RunStatus.SUCCESS, RunStatus.FAILED]), rng.randint(1, 9), 2)
+                if rng.random() < 0.5:
+                    late.append(retry)
+                else:
+                    ran(store, *retry, trigger=Trigger.RETRY)
+            else:
+                ran(store, job, t, rng.choice([RunStatus.SUCCESS] * 4 + [RunStatus.TIMEOUT]),
+                    duration=rng.randint(1, 9))
+        for retry in late:
+            ran(store, *retry, trigger=Trigger.RETRY)
+    for attempt in range(1, 8):
+        ran(store, "retries", T, RunStatus.FAILED, duration=attempt, attempt=attempt)
+    claim(store, "plain", T + 3600)  # running: not counted
+    jobs = ["plain", "retried", "erring", "both", "few", "retries", "none"]
+    for n in (1, 2, 3, 5, 20):
+        got = reader.stats_many(jobs, n)
+        for job in jobs:
+            want = _stats_by_the_rules(reader.runs(job, limit=None), n)
+            assert got[job] == pytest.approx(want), (job, n)
+            assert reader.stats(job, n) == pytest.approx(want), (job, n)
 
 
 def test_contract_last_finished_skips_running_skipped_and_missed_runs(store, reader):

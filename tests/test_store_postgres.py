@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pgcluster import pg_cluster, pg_url  # noqa: F401 (fixtures)
 from store_contract import *  # noqa: F401,F403 (the contract's tests, collected here)
-from store_contract import BOOT, HOST, T, claim
+from store_contract import BOOT, HOST, T, claim, ran
 
 from cronsup.model import RunStatus, Trigger
 from cronsup.store import NewRun, RunLogError, RunLogMissing, open_store
@@ -286,3 +286,56 @@ def test_nodes_racing_for_due_alerts_each_get_different_ones(pg_url):
         t.join(60)
     taken = [i for ids in got.values() for i in ids]
     assert len(taken) == 120 and len(set(taken)) == 120
+
+
+@pytest.mark.parametrize("n_jobs", [10, 60])
+def test_status_over_postgresql_takes_the_same_queries_for_10_and_60_jobs(pg_url, monkeypatch, n_jobs):
+    import psycopg
+
+    from cronsup import report
+    from cronsup.store import DaemonState, JobRow
+
+    names = [f"job{i:03d}" for i in range(n_jobs)]
+    with open_store(pg_url, node=HOST) as s:
+        s.set_daemon(DaemonState(pid=1, pid_start=1.0, started_at=T, host=HOST, boot_id=BOOT,
+                                 jobs_file="/j", last_seen=T))
+        s.set_jobs([JobRow(n, "@hourly", "true", "", T + 3600, True, i + 1) for i, n in enumerate(names)])
+        for i, n in enumerate(names):
+            if i % 10 == 0:  # 20 runs and a retried fire: its rate reads past the newest 20
+                for k in range(1, 20):
+                    ran(s, n, T - 60 * k, RunStatus.SUCCESS)
+            ran(s, n, T, RunStatus.FAILED)
+            ran(s, n, T + 60, RunStatus.SUCCESS, trigger=Trigger.CATCHUP)
+            if i % 10 == 0:
+                ran(s, n, T + 60, RunStatus.SUCCESS, attempt=2, trigger=Trigger.RETRY)
+            claim(s, n, T + 120, status=RunStatus.SKIPPED, finished_at=T + 120)
+            claim(s, n, T + 180)  # running: `status` looks further back for LAST
+    monkeypatch.setenv("CRONSUP_NODE", HOST)
+    monkeypatch.setattr(report, "daemon_pid", lambda db_path, state_dir=None: 4242)
+    counted: list[str] = []
+    execute = psycopg.Connection.execute
+
+    def traced(conn, query, *args, **kw):
+        counted.append(query)
+        return execute(conn, query, *args, **kw)
+
+    monkeypatch.setattr(psycopg.Connection, "execute", traced)
+    st = report.status("/nonexistent/jobs", pg_url, T + 200)
+    assert [j.name for j in st.jobs] == names
+    assert all(j.last_finished.scheduled_for == T + 60 and j.running for j in st.jobs)
+    rates = [j.success_rate for j in st.jobs]
+    assert rates[1:10] == [0.5] * 9 and rates[0] == 19 / 20  # T failed, T+60 and 18 more succeeded
+    # Schema version (2), daemon row, jobs, running version, internal errors, cron's files,
+    # running runs, last runs, paused, success rates (2: the retried jobs'), last finished,
+    # failing alert channels: the same for 10 jobs and for 60.
+    assert len(counted) == 14
+
+
+def test_status_over_postgresql_imports_neither_the_sqlite_store_nor_the_alerts_web_or_metrics_libraries(pg_url, tmp_path):
+    from test_store_sqlite import NOT_FOR_STATUS, status_modules
+
+    (tmp_path / "jobs").write_text("@hourly true\n")
+    loaded = status_modules("--json", "--jobs", str(tmp_path / "jobs"), "--db", pg_url,
+                            "--state-dir", str(tmp_path / "state"))
+    assert "psycopg" in loaded and "cronsup.store.postgres.store" in loaded
+    assert not loaded & (NOT_FOR_STATUS | {"sqlite3", "cronsup.store.sqlite.store"})

@@ -134,3 +134,65 @@ def test_a_sibling_connection_keeps_the_other_connections_locks_through_an_outsi
         with SqliteStore.open(path, readonly=True) as reader:
             assert reader.get_kv("after") == "1"
         sibling.close()
+
+
+@pytest.mark.parametrize("n_jobs", [10, 200])
+def test_status_takes_one_query_more_when_some_jobs_have_retried_fires_whatever_their_number(
+        tmp_path, monkeypatch, n_jobs):
+    db = tmp_path / "state" / "runs.db"
+    with open_store(db) as store:
+        names = _fill(store, n_jobs)
+        for n in names[::5]:  # 20 runs and a retried fire: its rate reads past the newest 20
+            for k in range(1, 20):
+                ran(store, n, T - 60 * k, RunStatus.SUCCESS)
+            ran(store, n, T - 60, RunStatus.SUCCESS, attempt=2, trigger=Trigger.RETRY)
+    monkeypatch.setattr(report, "daemon_pid", lambda db_path, state_dir=None: 4242)
+    counted: list[str] = []
+
+    def traced(location, **kw):
+        s = open_store(location, **kw)
+        s._conn.set_trace_callback(counted.append)
+        return s
+
+    monkeypatch.setattr(report, "open_store", traced)
+    st = report.status(str(tmp_path / "jobs"), str(db), T + 200)
+    rates = [j.success_rate for j in st.jobs]
+    assert rates[1:5] == [0.5] * 4  # T failed, T+60 succeeded
+    assert rates[0] == 1.0  # the 20 newest fires by id: the retried one and 19 successes
+    assert len(counted) == 12  # as above, and the retried jobs' runs further back
+
+
+STATUS_MODULES = """
+import runpy, sys
+sys.argv = ["cronsup", *sys.argv[1:]]
+try:
+    runpy.run_module("cronsup", run_name="__main__")
+except SystemExit:
+    pass
+print("MODULES", " ".join(sorted(sys.modules)))
+"""
+
+# What `status` has no use for: another store's driver, the alerts' HTTP client, the web
+# view's and the metrics' libraries (each costs a command tens of milliseconds to import).
+NOT_FOR_STATUS = {"urllib3", "jinja2", "starlette", "uvicorn", "prometheus_client", "cronsup.channels",
+                  "cronsup.web", "cronsup.metrics"}
+
+
+def status_modules(*args: str) -> set[str]:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", STATUS_MODULES, "status", *args],
+                          capture_output=True, text=True, timeout=60)
+    line = next(x for x in done.stdout.splitlines() if x.startswith("MODULES "))
+    return set(line.split()[1:])
+
+
+def test_status_over_sqlite_imports_neither_the_postgresql_store_nor_the_alerts_web_or_metrics_libraries(tmp_path):
+    db = tmp_path / "runs.db"
+    with open_store(db) as store:
+        _fill(store, 3)
+    (tmp_path / "jobs").write_text("@hourly true\n")
+    loaded = status_modules("--json", "--jobs", str(tmp_path / "jobs"), "--db", str(db))
+    assert "cronsup.report" in loaded and "cronsup.store.sqlite.store" in loaded
+    assert not loaded & (NOT_FOR_STATUS | {"psycopg", "cronsup.store.postgres.store"})

@@ -37,7 +37,6 @@ from cronsup.store.records import (
     StoredHistory,
 )
 from cronsup.store.postgres import schema as pg_schema
-from cronsup.store.sqlite import SqliteStore
 
 __all__ = [
     "FAILED_STATUSES", "RAN_STATUSES", "Backfill", "BackfillSlot", "DaemonState", "GoodJobs", "JobRow", "NewRun", "Run",
@@ -61,4 +60,15 @@ def open_store(location: str | os.PathLike[str], *, readonly: bool = False, **op
     if "://" in text:
         scheme = text.split("://", 1)[0]
         raise RunLogError(f"run log {text}: no store for {scheme}:// URLs in this cronsup")
+    from cronsup.store.sqlite.store import SqliteStore
+
     return SqliteStore.open(text, readonly=readonly, **options)
+
+
+def __getattr__(name: str):
+    # SqliteStore on first use: a PostgreSQL run log never imports the SQLite store.
+    if name == "SqliteStore":
+        from cronsup.store.sqlite.store import SqliteStore
+
+        return SqliteStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

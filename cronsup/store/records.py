@@ -47,6 +47,8 @@ DURATION_BUCKET_COUNTER = "run_duration_bucket"
 DURATION_SUM_COUNTER = "run_duration_sum"
 NOTIFICATIONS_FAILED_COUNTER = "notifications_failed"
 
+FINISHED_KEPT = 100_000  # the outbox: delivered or given-up items kept for `logs --run`, newest
+
 
 def bucket_label(bound: float) -> str:
     """A bucket's `le` label as stored: "1", "21600", "+Inf"."""

@@ -13,10 +13,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from cronsup import channels, clock
+from cronsup import clock
 from cronsup.store.postgres.ledger import Bumps, _add, apply_bumps
 from cronsup.store.postgres.schema import DB_NOW, guarded
 from cronsup.store.records import (
+    FINISHED_KEPT,
     DELIVERED,
     DROPPED,
     GAVE_UP,
@@ -26,14 +27,20 @@ from cronsup.store.records import (
     DeliveryAttempt,
     OutboxItem,
 )
-from cronsup.store.sqlite.outbox import FINISHED_KEPT
 
 # Serialises adding to the outbox across nodes, so `max_pending` bounds the shared outbox.
 LOCK_OUTBOX = 0x63726F6E737572
 # A claim outlives the delivery timeout by this much: the sender may record a result late
 # (it waits out a burst of runs for up to 30 s, and retries a locked write for 5 s).
 CLAIM_MARGIN = 60.0
-_CLAIM_S = (f"(CASE WHEN channel = 'command' THEN {channels.COMMAND_TIMEOUT + CLAIM_MARGIN!r} "
+
+
+def _claim_s() -> str:
+    """How long a claim lasts, by channel (SQL). channels (and urllib3 with it) is imported
+    here, by the sender, not by every reader of the store."""
+    from cronsup import channels
+
+    return (f"(CASE WHEN channel = 'command' THEN {channels.COMMAND_TIMEOUT + CLAIM_MARGIN!r} "
             f"ELSE {channels.TIMEOUT + CLAIM_MARGIN!r} END)")
 
 _ITEM = ("run_id, job, event, channel, target, shown, payload, created_at, id, state, tries, "
@@ -108,7 +115,7 @@ class Outbox:
             return []
         with self._transaction() as conn:
             rows = conn.execute(
-                f"UPDATE outbox SET claimed_by = %(owner)s, claimed_until = {DB_NOW} + {_CLAIM_S} "
+                f"UPDATE outbox SET claimed_by = %(owner)s, claimed_until = {DB_NOW} + {_claim_s()} "
                 f"WHERE id IN (SELECT o.id FROM outbox o WHERE o.state = 'pending' "
                 f"AND o.next_try <= %(now)s AND {_FREE} AND NOT (o.id = ANY(%(skip)s::bigint[])) "
                 f"AND {_FIRST_IN_LINE} ORDER BY o.next_try, o.id LIMIT %(limit)s "

@@ -6,6 +6,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from cronsup.store.records import (
+    FINISHED_KEPT,
     NOTIFICATIONS_FAILED_COUNTER,
     DELIVERED,
     DROPPED,
@@ -21,7 +22,6 @@ from cronsup.store.sqlite.writes import _bump
 _ITEM = ("run_id, job, event, channel, target, shown, payload, created_at, id, state, tries, "
          "next_try")
 _ATTEMPT = "outbox_id, job, channel, shown, at, ok, answer, next_try"
-FINISHED_KEPT = 100_000  # delivered or given-up items kept for `logs --run`, newest
 
 
 def _item(row) -> OutboxItem:

@@ -47,6 +47,9 @@ WITH RECURSIVE names(job) AS (
 )
 """
 
+_NO_ID = 2**63 - 1  # above every run id: no bound
+
+
 def _label_pairs(text: str) -> tuple[tuple[str, str], ...] | None:
     try:
         return tuple(sorted((str(k), str(v)) for k, v in json.loads(text).items()))
@@ -141,8 +144,14 @@ class Reads:
         ]
 
     @_guarded
-    def last_runs(self) -> dict[str, Run]:
-        """The latest run (highest id, finished or not) of every job that has runs."""
+    def last_runs(self, jobs: Sequence[str] | None = None) -> dict[str, Run]:
+        """The latest run (highest id, finished or not) of every job that has runs (with
+        `jobs`, of those)."""
+        if jobs is not None:
+            return {run.job: run for run in self._runs(
+                f"SELECT {_RUN_COLUMNS} FROM json_each(?) j "
+                "JOIN runs r ON r.id = (SELECT MAX(id) FROM runs WHERE job = j.value) "
+                "LEFT JOIN outputs o ON o.run_id = r.id", (json.dumps(list(jobs)),))}
         sql = (
             f"{_JOB_NAMES_CTE} SELECT {_RUN_COLUMNS} FROM names "
             "JOIN runs r ON r.id = (SELECT MAX(id) FROM runs WHERE job = names.job) "
@@ -329,18 +338,36 @@ class Reads:
 
     @_guarded
     def stats_many(self, jobs: Sequence[str], n: int = 20) -> dict[str, tuple[float | None, float | None]]:
-        """`stats` of each of `jobs` in one query (one index walk per job, as `stats`)."""
+        """`stats` of each of `jobs` in one query, two when some need more rows."""
+        # `stats` reads up to 3n rows a job, for retries (several rows a fire) and errors (no
+        # duration). A job whose newest n rows are n fires and no error has its answer in
+        # those n: read n rows of every job, then the next 2n only of the jobs that need them
+        # (a third of the rows read when retries and errors are rare).
+        rows, oldest = self._stats_rows(dict.fromkeys(jobs, _NO_ID), n)
+        more = {job: oldest[job] for job, found in rows.items() if len(found) == n and (
+            len({r[2] for r in found}) < n or any(r[0] == "error" for r in found))}
+        if more:
+            for job, found in self._stats_rows(more, 2 * n)[0].items():
+                rows[job] += found
+        return {job: _rate_and_median(found, n) for job, found in rows.items()}
+
+    def _stats_rows(self, before: dict[str, int], limit: int) -> tuple[dict[str, list[tuple]], dict[str, int]]:
+        """Per job, its newest `limit` (status, duration, scheduled_for) rows in the statuses
+        `stats` counts, of ids below before[job] (one index walk per job); and the oldest id
+        of those rows per job."""
         counted = (*RAN_STATUSES, RunStatus.ERROR)
-        rows: dict[str, list[tuple[str, float | None, float]]] = {job: [] for job in jobs}
-        for job, status, duration, scheduled_for in self._conn.execute(
-            "SELECT j.value, r.status, r.finished_at - r.started_at, r.scheduled_for "
+        rows: dict[str, list[tuple]] = {job: [] for job in before}
+        oldest: dict[str, int] = {}
+        for job, run_id, status, duration, scheduled_for in self._conn.execute(
+            "SELECT j.key, r.id, r.status, r.finished_at - r.started_at, r.scheduled_for "
             "FROM json_each(?) j JOIN runs r ON r.id IN (SELECT id FROM runs INDEXED BY runs_job_id "
-            f"WHERE job = j.value AND status IN ({_placeholders(len(counted))}) "
+            f"WHERE job = j.key AND id < j.value AND status IN ({_placeholders(len(counted))}) "
             "ORDER BY id DESC LIMIT ?) ORDER BY j.key, r.id DESC",
-            (json.dumps(list(rows)), *map(str, counted), 3 * n),
+            (json.dumps(before), *map(str, counted), limit),
         ):
             rows[job].append((status, duration, scheduled_for))
-        return {job: _rate_and_median(found, n) for job, found in rows.items()}
+            oldest[job] = run_id
+        return rows, oldest
 
     @_guarded
     def last_finished(self, jobs: Sequence[str], skip: Sequence[RunStatus], *,
