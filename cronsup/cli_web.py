@@ -112,6 +112,7 @@ def web(listen: str, auth_file: str | None, system: bool, hash_user: str | None,
     if problem:
         fail(problem)
     app = create_app(src, auth=guard)
+    app.warm()  # before the URL: the first request then costs what a reload does
     sock = _bind(host, port, listen)
     port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host

@@ -76,6 +76,10 @@ class Source:
         self._kept: dict[tuple[str, str], tuple[list[RunMark], Any]] = {}
         self._next: dict[str, tuple[JobSpec, float | None, float]] = {}
         self._marks: dict[str, tuple[int | None, list[RunMark], float]] = {}
+        # Each ended run's strip cell (SVG, and JSON item) as drawn once: a job whose strip
+        # moved by a run gets one new cell, not thirty.
+        self._cells: dict[RunMark, tuple[str, str]] = {}
+        self._items: dict[RunMark, dict] = {}
 
     def next_run(self, spec: JobSpec, now: float) -> float | None:
         """A stopped daemon's job's next fire from its spec, kept until it has passed."""
@@ -106,6 +110,18 @@ class Source:
             else:
                 self._marks[name] = (newest.get(name), marks, now)
         return found
+
+    def strip_cells(self) -> tuple[dict[RunMark, tuple[str, str]], dict[RunMark, dict]]:
+        """Where strip_svg and marks keep their cells."""
+        return self._cells, self._items
+
+    def trim_cells(self, recent: dict[str, list[RunMark]]) -> None:
+        """Forget the cells of runs no strip shows any more, once they are most of them."""
+        shown = sum(len(found) for found in recent.values())
+        for attr in ("_cells", "_items"):
+            cells = getattr(self, attr)
+            if len(cells) > 2 * shown + 1000:
+                setattr(self, attr, {m: cells[m] for found in recent.values() for m in found if m in cells})
 
     def kept(self, kind: str, job: str, found: list[RunMark]) -> Any:
         """What was kept for `found` (the job's last runs as now read), or None."""
