@@ -142,6 +142,7 @@ def overview(src: Source, now: float, query: str = "", sort: str = "file", desc:
                 if n not in last_brief:
                     last_brief[n] = src.kept("last", n, recent[n]) or None
         stamps = Stamps()
+        system_zone = zone_name()
         jobs = []
         cells, items = src.strip_cells()
         for row in rows:
@@ -149,6 +150,11 @@ def overview(src: Source, now: float, query: str = "", sort: str = "file", desc:
             rate, median = stats.get(row.name, (None, None))
             spec = by_spec.get(row.name)
             found = recent.get(row.name, [])
+            if row.next_run:
+                next_iso, next_shown = src.instant(row.next_run)
+            else:
+                next_iso = iso(row.next_run)
+                next_shown = "never" if isinstance(spec and spec.schedule, Cron) else _no_time(spec)
             kind = "svg" if html else "json"
             strip = src.kept(kind, row.name, found)
             if strip is None:
@@ -156,10 +162,9 @@ def overview(src: Source, now: float, query: str = "", sort: str = "file", desc:
                 src.keep(kind, row.name, found, strip, row.name not in active)
             jobs.append({
                 "name": row.name, "url": job_url(row.name), "description": row.description,
-                "schedule": row.schedule, "zone": schedule_zone(spec), "command": row.command,
+                "schedule": row.schedule, "zone": schedule_zone(spec, system_zone), "command": row.command,
                 "enabled": row.enabled, "paused": row.name in paused,
-                "next_run": iso(row.next_run), "shown_next": shown(row.next_run) if row.next_run else
-                ("never" if isinstance(spec and spec.schedule, Cron) else _no_time(spec)),
+                "next_run": next_iso, "shown_next": next_shown,
                 "last": last,
                 "success_rate": None if rate is None else round(rate, 3),
                 "median_duration_s": None if median is None else round(median, 3),
@@ -183,7 +188,7 @@ def overview(src: Source, now: float, query: str = "", sort: str = "file", desc:
             "config_errors": errors, "query": query, "sort": sort, "desc": desc,
             "stats_over_runs": STATS_RUNS, "strip_runs": STRIP_RUNS, "jobs_total": total,
             "running": [r for j in jobs for r in j["running"]],
-            "jobs": jobs, "zone": zone_name(), "now": iso(now),
+            "jobs": jobs, "zone": system_zone, "now": iso(now),
         }
     finally:
         if runlog is not None:
