@@ -28,8 +28,11 @@ import time
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, HERE)
+try:  # the installed cronsup, or the one PYTHONPATH names (to compare two versions)
+    import cronsup  # noqa: F401
+except ImportError:
+    sys.path.insert(1, os.path.join(HERE, ".."))
 
 from bench_runlog import build  # noqa: E402
 
@@ -108,6 +111,53 @@ def load_factor(db: str) -> str:
     return f"stats() x {len(names)}: {statistics.median(times) * 1000:.0f} ms (28 ms on the quiet machine)"
 
 
+def in_process(work: str, jobs: str, db: str, rounds: int = 3) -> None:
+    """The overview's data and HTML built in this process (no HTTP), on a copy of `db`: with
+    nothing kept (a view just started, before any warm-up), again (a reload), once what it
+    keeps of each job's last runs has expired, and after every job got a new run."""
+    from cronsup.web import app as webapp
+    from cronsup.web import data, rows, source
+
+    class Request:  # what the templates read of one
+        class url:
+            path, query = "/", ""
+        query_params: dict = {}
+
+    env = webapp._env()
+
+    def look(src: data.Source, now: float) -> float:
+        began = time.perf_counter()
+        d = data.overview(src, now, html=True)
+        env.get_template("overview.html").render(request=Request, url_with=lambda **k: "/", api="/api/overview",
+                                                 zone="UTC", d=d)
+        return (time.perf_counter() - began) * 1000
+
+    copy = os.path.join(work, "in-process.db")
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(copy + suffix):
+            os.remove(copy + suffix)
+    shutil.copy(db, copy)
+    with SqliteStore.open(copy, readonly=True) as log:
+        names = log.job_names()
+    found: dict[str, list[float]] = {"nothing kept": [], "reload": [], "kept runs expired": [], "every job moved": []}
+    for r in range(rounds):
+        getattr(rows, "_ROWS", {}).clear()  # (module-level: a new process has none)
+        src = data.Source(db=copy, jobs=jobs)
+        now = time.time()
+        found["nothing kept"].append(look(src, now))
+        found["reload"].append(statistics.median(look(src, now) for _ in range(3)))
+        found["kept runs expired"].append(look(src, now + getattr(source, "KEEP_MARKS", 300.0) + 1))
+        with SqliteStore.open(copy) as store:
+            at = time.time()
+            ids = store.insert_runs([NewRun(name, Trigger.SCHEDULE, 1, at) for name in names], host="h", boot_id="b")
+            store.mark_started_many([(run_id, 1, None, at) for run_id in ids])
+            for i, run_id in enumerate(ids):
+                store.finish_run(run_id, RunStatus.SUCCESS, finished_at=at + 0.5 + i % 7, exit_code=0)
+        found["every job moved"].append(look(src, time.time()))
+    for what, times in found.items():
+        print(f"{'in-process overview, ' + what:<48} " + " ".join(f"{t:7.1f}" for t in times) + " ms")
+
+
 def jobs_file(path: str, names: list[str]) -> None:
     with open(path, "w") as f:
         for i, name in enumerate(names):
@@ -115,17 +165,19 @@ def jobs_file(path: str, names: list[str]) -> None:
 
 
 def first_paint(url: str, one_visitor: bool = False) -> list[float]:
-    """First contentful paint (ms) of 6 loads after 2. Each load a new browser context (a
-    first visit: nothing cached), or with `one_visitor` one context for all (a visitor
-    going from page to page: what the page loads from /static/ is cached)."""
+    """First contentful paint (ms) of 6 loads after 2. Each load a new page in a new browser
+    context (a first visit: nothing cached, a new renderer process), or with `one_visitor`
+    one page going to `url` again and again (a visitor clicking from page to page of the
+    view: what it loads from /static/ is cached, the process is the same)."""
     from playwright.sync_api import sync_playwright
 
     paints = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
-        context = browser.new_context() if one_visitor else None
+        page = browser.new_context().new_page() if one_visitor else None
         for i in range(8):
-            page = context.new_page() if context else browser.new_page()
+            if not one_visitor:
+                page = browser.new_page()
             page.goto(url, wait_until="load")
             fcp = None
             for _ in range(50):  # the paint entry is recorded just after (later on a loaded host)
@@ -135,7 +187,8 @@ def first_paint(url: str, one_visitor: bool = False) -> list[float]:
                     break
             if i >= 2:
                 paints.append(fcp)
-            page.close()
+            if not one_visitor:
+                page.close()
         browser.close()
     return paints
 
@@ -196,6 +249,7 @@ def main() -> None:
                 med, best, worst, cpu, size, first, client = server_ms(url)
                 print(f"{what:<48} median {med:7.1f} ms  best {best:7.1f}  worst {worst:7.1f}  cpu {cpu:7.1f}  "
                       f"first {first:7.1f} (client {client:7.1f})  ({size / 1024:.0f} KiB)")
+            in_process(work, os.path.join(work, "many.jobs"), many)
             proc, moved_url, _ = serve(os.path.join(work, "many.jobs"), moved)
             procs.append(proc)
             server_ms(moved_url + "/", 3)
