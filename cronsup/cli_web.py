@@ -112,8 +112,8 @@ def web(listen: str, auth_file: str | None, system: bool, hash_user: str | None,
     if problem:
         fail(problem)
     app = create_app(src, auth=guard)
-    app.warm()  # before the URL: the first request then costs what a reload does
     sock = _bind(host, port, listen)
+    app.warm()  # before the URL: the first request then costs what a reload does
     port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     # The URL on stdout (for scripts and `make run`), the rest on stderr.

@@ -561,3 +561,10 @@ def test_the_pages_one_inline_style_is_the_one_the_csp_allows_by_its_hash(site):
     digest = base64.b64encode(hashlib.sha256(styles[0].encode()).digest()).decode()
     assert f"style-src 'self' 'sha256-{digest}'" in headers["content-security-policy"]
     assert '<link rel="stylesheet"' not in page  # a first paint waits for no stylesheet request
+
+
+def test_the_view_builds_each_page_once_before_it_prints_its_url_and_none_fails(site):
+    assert site.json("/api/overview")["jobs"]  # it answers at once
+    site.stop()
+    said = site.proc.stderr.read()
+    assert "warming" not in said and "Traceback" not in said, said
