@@ -9,6 +9,7 @@ import base64
 import datetime as dt
 import binascii
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -194,9 +195,12 @@ def create_app(src: data.Source, *, auth: AuthFile | None = None,
         """A first request's one-time work, done before the server says it listens: the
         imports, the templates compiled, the jobs file parsed, and each page built once, so
         what the overview keeps of each job's runs is there for the first visitor."""
-        import anyio._backends._asyncio  # noqa: F401 (what Starlette's thread pool imports on first use)
-
         from cronsup.web import ansi  # noqa: F401
+
+        try:  # what Starlette's thread pool imports on first use (a private module: may move)
+            importlib.import_module("anyio._backends._asyncio")
+        except ImportError:
+            pass
 
         for name in env.list_templates():
             env.get_template(name)
