@@ -113,6 +113,7 @@ def web(listen: str, auth_file: str | None, system: bool, hash_user: str | None,
         fail(problem)
     app = create_app(src, auth=guard)
     sock = _bind(host, port, listen)
+    app.warm()  # before the URL: the first request then costs what a reload does
     port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     # The URL on stdout (for scripts and `make run`), the rest on stderr.

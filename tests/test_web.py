@@ -477,3 +477,94 @@ def test_a_job_whose_name_holds_url_characters_links_to_its_own_page(tmp_path):
         assert "a?b#c%d e" in htmllib.unescape(server.html(job["url"]))
     finally:
         server.stop()
+
+
+def test_the_overviews_rate_and_median_agree_with_the_stores_stats_for_every_kind_of_history(tmp_path):
+    """The overview takes them from the strip's runs where those settle them, else from the
+    store: both ways must give what stats_many gives (retries, errors, skips, runs going)."""
+    import random
+
+    from cronsup.web import data
+
+    rng = random.Random(12)
+    log = Log(tmp_path / "runs.db")
+    statuses = [RunStatus.SUCCESS] * 6 + [RunStatus.FAILED, RunStatus.TIMEOUT, RunStatus.KILLED, RunStatus.LOST,
+                                          RunStatus.ERROR, RunStatus.SKIPPED, RunStatus.MISSED]
+    names = []
+    for j, (count, skippy) in enumerate([(0, 0), (1, 0), (7, 0), (29, 0), (30, 0), (31, 0), (45, 0.1), (70, 0.2),
+                                          (90, 0.0), (80, 0.9), (40, 0.6), (65, 0.3)]):
+        name = f"j{j}"
+        names.append(name)
+        ago = 10 * 86400.0
+        i = 0
+        while i < count:
+            ago -= 60
+            status = RunStatus.SKIPPED if rng.random() < skippy else rng.choice(statuses)
+            log.run(name, ago, status, took=rng.choice([0.5, 1.25, 3.0, 7.5, 60.0]), scheduled=NOW - ago)
+            i += 1
+            if status is RunStatus.FAILED and i < count and rng.random() < 0.5:  # a retry of the same fire
+                log.run(name, ago - 5, rng.choice(statuses[:8]), took=2.0, attempt=2, scheduled=NOW - ago)
+                i += 1
+        if j % 4 == 1:
+            log.run(name, 1, RunStatus.RUNNING)
+    expected = log.store.stats_many(names, data.STATS_RUNS)
+    strips = log.store.recent_marks_many(names, data.STRIP_RUNS)
+    log.store.close()
+    settled = 0
+    for name in names:
+        got = data.stats_from_marks(strips[name], len(strips[name]) < data.STRIP_RUNS)
+        if got is not None:
+            settled += 1
+            assert got == expected[name], name
+    assert 0 < settled < len(names)  # both ways are taken
+    jobs = tmp_path / "jobs"
+    jobs.write_text("".join(f"[job.{n}]\n@every 1h /bin/true\n" for n in names))
+    src = data.Source(db=str(tmp_path / "runs.db"), jobs=str(jobs))
+    for _ in range(2):  # and the second look, from what the first kept
+        shown = {j["name"]: j for j in data.overview(src, NOW)["jobs"]}
+        for name in names:
+            rate, median = expected[name]
+            assert shown[name]["success_rate"] == (None if rate is None else round(rate, 3)), name
+            assert shown[name]["median_duration_s"] == (None if median is None else round(median, 3)), name
+
+
+def test_a_job_whose_strip_moves_by_one_run_shows_the_same_page_as_a_fresh_view(tmp_path):
+    """The strips' cells are kept between looks: a view that kept them and one that starts
+    afresh draw the same overview, HTML and JSON."""
+    from cronsup.web import data
+
+    jobs = tmp_path / "jobs"
+    jobs.write_text("".join(f"[job.j{i}]\n@every 1h /bin/true\n" for i in range(3)))
+    log = Log(tmp_path / "runs.db")
+    for k in range(40):
+        for i in range(3):
+            log.run(f"j{i}", 4000 - k * 60 - i, RunStatus.FAILED if (k + i) % 7 == 0 else RunStatus.SUCCESS)
+    kept = data.Source(db=str(tmp_path / "runs.db"), jobs=str(jobs))
+    data.overview(kept, NOW, html=True), data.overview(kept, NOW)
+    log.run("j1", 10, RunStatus.TIMEOUT, took=9)
+    running = log.run("j2", 5, RunStatus.RUNNING)
+    for step in range(2):
+        fresh = data.Source(db=str(tmp_path / "runs.db"), jobs=str(jobs))
+        for html in (True, False):
+            assert data.overview(kept, NOW, html=html) == data.overview(fresh, NOW, html=html)
+        log.store.finish_run(running, RunStatus.SUCCESS, finished_at=NOW - 1, exit_code=0)
+    log.store.close()
+
+
+def test_the_pages_one_inline_style_is_the_one_the_csp_allows_by_its_hash(site):
+    import base64
+
+    _, headers, body = site.get("/")
+    page = body.decode()
+    styles = re.findall(r"<style>(.*?)</style>", page, flags=re.S)
+    assert len(styles) == 1 and ".s-success" in styles[0] and ".fg1{" in styles[0]
+    digest = base64.b64encode(hashlib.sha256(styles[0].encode()).digest()).decode()
+    assert f"style-src 'self' 'sha256-{digest}'" in headers["content-security-policy"]
+    assert '<link rel="stylesheet"' not in page  # a first paint waits for no stylesheet request
+
+
+def test_the_view_builds_each_page_once_before_it_prints_its_url_and_none_fails(site):
+    assert site.json("/api/overview")["jobs"]  # it answers at once
+    site.stop()
+    said = site.proc.stderr.read()
+    assert "warming" not in said and "Traceback" not in said, said

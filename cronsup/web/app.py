@@ -8,6 +8,8 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import binascii
+import hashlib
+import importlib
 import json
 import logging
 import os
@@ -15,6 +17,7 @@ from collections.abc import Callable
 from urllib.parse import urlencode
 
 import jinja2
+from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
@@ -29,10 +32,26 @@ from cronsup.web.auth import AuthFile, AuthFileError
 log = logging.getLogger("cronsup.web")
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# No inline script or style anywhere: a job's output or name that slipped past escaping still
-# could not run. Pictures are inline SVG (part of the document), so img-src needs only 'self'.
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
-       "font-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+def _style() -> str:
+    """The two stylesheets as each page carries them in its <style>: a first paint then waits
+    for no request (a stylesheet blocks it, and a new visitor's browser has none cached)."""
+    parts = []
+    for name in ("style.css", "ansi.css"):
+        with open(os.path.join(HERE, "static", name), encoding="utf-8") as f:
+            parts.append(f.read())
+    return "\n".join(parts)
+
+
+STYLE = _style()
+# No inline script anywhere, and no inline style but our own stylesheet, allowed by its hash
+# (style attributes stay refused): a job's output or name that slipped past escaping still
+# could not run nor restyle the page. Pictures are inline SVG, so img-src needs only 'self'.
+CSP = ("default-src 'none'; script-src 'self'; "
+       f"style-src 'self' 'sha256-{base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()}'; "
+       "img-src 'self'; connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'self'; "
+       "frame-ancestors 'none'")
 HEADERS = [
     (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
@@ -48,7 +67,7 @@ def _env() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.join(HERE, "templates")),
                              autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True)
-    env.globals.update(chart=svg.chart, graph_svg=svg.graph, job_rows=rows.job_rows)
+    env.globals.update(chart=svg.chart, graph_svg=svg.graph, job_rows=rows.job_rows, style=Markup(STYLE))
     env.filters["when"] = lambda t: "-" if not t else data.shown(dt.datetime.fromisoformat(t).timestamp())
     env.filters["pct"] = lambda v: "-" if v is None else f"{v * 100:.0f}%"
     return env
@@ -157,10 +176,12 @@ def create_app(src: data.Source, *, auth: AuthFile | None = None,
         return Response(found[0], media_type="text/plain; charset=utf-8")
 
     routes = []
+    pages: dict[str, Callable] = {}
     for path, build, template in [("/", overview, "overview.html"), ("/jobs/{name:path}", job, "job.html"),
                                   ("/runs/{run_id:int}", run, "run.html"), ("/failures", failures, "failures.html"),
                                   ("/graph", graph, "graph.html")]:
         html, api = twin(build, template)
+        pages[path], pages["/api/overview" if path == "/" else "/api" + path] = html, api
         routes.append(Route(path, html, methods=["GET", "HEAD"]))
         routes.append(Route("/api/overview" if path == "/" else "/api" + path, api, methods=["GET", "HEAD"]))
     routes += [
@@ -170,8 +191,43 @@ def create_app(src: data.Source, *, auth: AuthFile | None = None,
         Route("/api/", lambda request: _json({"pages": API_INDEX}), methods=["GET", "HEAD"]),
         Mount("/static", StaticFiles(directory=os.path.join(HERE, "static")), name="static"),
     ]
+    def warm() -> None:
+        """A first request's one-time work, done before the server says it listens: the
+        imports, the templates compiled, the jobs file parsed, and each page built once, so
+        what the overview keeps of each job's runs is there for the first visitor."""
+        from cronsup.web import ansi  # noqa: F401
+
+        try:  # what Starlette's thread pool imports on first use (a private module: may move)
+            importlib.import_module("anyio._backends._asyncio")
+        except ImportError:
+            pass
+
+        for name in env.list_templates():
+            env.get_template(name)
+        first = "-"
+        try:
+            runlog = src.open()
+            try:
+                specs, _ = src.specs(runlog)
+                first = specs[0].name if specs else first
+            finally:
+                if runlog is not None:
+                    runlog.close()
+        except RunLogError:
+            pass
+        for path, params in [("/", {}), ("/api/overview", {}), ("/jobs/{name:path}", {"name": first}),
+                             ("/failures", {}), ("/graph", {})]:
+            try:
+                pages[path](Request({"type": "http", "method": "GET", "path": path.replace("{name:path}", first),
+                                     "query_string": b"", "headers": [], "path_params": params,
+                                     "scheme": "http", "server": ("127.0.0.1", 80), "root_path": ""}))
+            except Exception:  # noqa: BLE001 (the request itself will show what is wrong)
+                log.warning("warming %s", path, exc_info=True)
+
     # Guard outside Starlette's own error handling, so a 500 carries the headers too.
-    return Guard(Starlette(routes=routes), auth=auth)
+    guard = Guard(Starlette(routes=routes), auth=auth)
+    guard.warm = warm
+    return guard
 
 
 API_INDEX = {
@@ -196,6 +252,7 @@ class Guard:
 
     def __init__(self, app, auth: AuthFile | None):
         self.app, self.auth = app, auth
+        self.warm: Callable[[], None] = lambda: None  # create_app sets it
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":

@@ -39,14 +39,53 @@ from cronsup.web.source import (  # noqa: F401 (app.py reads these through this 
 from cronsup.web.svg import strip_svg
 
 
-def marks(found: list[RunMark], now: float, stamps: Stamps) -> list[dict]:
-    """A strip's runs for JSON, oldest first: id, status, start and duration."""
+def marks(found: list[RunMark], now: float, stamps: Stamps, kept: dict[RunMark, dict] | None = None) -> list[dict]:
+    """A strip's runs for JSON, oldest first: id, status, start and duration. `kept` keeps
+    an ended run's item between calls (as strip_svg's cells)."""
     out = []
     for m in reversed(found):
-        out.append({"id": m.id, "status": m.status,
+        item = kept.get(m) if kept is not None else None
+        if item is None:
+            item = {"id": m.id, "status": m.status,
                     "started_at": stamps.iso(m.started_at if m.started_at is not None else m.scheduled_for),
-                    "duration_s": mark_took(m, now)})
+                    "duration_s": mark_took(m, now)}
+            if kept is not None and m.status != "running":
+                kept[m] = item
+        out.append(item)
     return out
+
+
+_COUNTED = frozenset(str(s) for s in (*RAN_STATUSES, RunStatus.ERROR))
+
+
+def stats_from_marks(found: list[RunMark], complete: bool, n: int = STATS_RUNS) -> tuple[float | None, float | None] | None:
+    """A job's success rate and median duration over its last `n` runs, as the store's
+    stats_many gives them (the same rule; tests/test_web.py checks they agree), from the
+    strip's runs (newest first) when those settle it; None when they do not. `complete`:
+    `found` are all of the job's runs."""
+    rows = [(m.status, m.finished_at - m.started_at if m.finished_at is not None and m.started_at is not None
+             else None, m.scheduled_for) for m in found if m.status in _COUNTED]
+    if len(rows) >= 3 * n:  # stats_many reads a job's last 3n counted runs
+        rows, complete = rows[:3 * n], True
+    # The rate counts invocations (a fire's last attempt, the newest row of its time), and
+    # is settled once n of them are seen; the median once n runs that ran are.
+    outcome: dict[float, str] = {}
+    for status, _, scheduled_for in rows:
+        if scheduled_for not in outcome:
+            if len(outcome) == n:
+                break
+            outcome[scheduled_for] = status
+    ran = [d for status, d, _ in rows if status != "error"][:n]
+    if not complete and (len(outcome) < n or len(ran) < n):
+        return None
+    if not outcome:
+        return None, None
+    rate = sum(1 for status in outcome.values() if status == "success") / len(outcome)
+    durations = sorted(d for d in ran if d is not None)
+    if not durations:
+        return rate, None
+    mid = len(durations) // 2
+    return rate, durations[mid] if len(durations) % 2 else (durations[mid - 1] + durations[mid]) / 2
 
 
 def overview(src: Source, now: float, query: str = "", sort: str = "file", desc: bool = False,
@@ -70,7 +109,7 @@ def overview(src: Source, now: float, query: str = "", sort: str = "file", desc:
         paused: dict[str, float] = {}
         stats: dict[str, tuple[float | None, float | None]] = {}
         recent: dict[str, list[RunMark]] = {}
-        finished: dict[str, Run] = {}
+        last_brief: dict[str, dict | None] = {}
         if runlog is not None:
             for run in runlog.running():
                 active.setdefault(run.job, []).append(run)
@@ -82,42 +121,58 @@ def overview(src: Source, now: float, query: str = "", sort: str = "file", desc:
             recent = src.recent(runlog, names, set(active), now)
             settled = {n for n in names if n not in active}
             todo = [n for n in names if src.kept("stats", n, recent[n]) is None]
-            fresh = runlog.stats_many(todo, STATS_RUNS) if todo else {}
+            # Mostly from the strips' runs just read; the store reads the rest.
+            fresh = {}
+            for n in todo:
+                got = stats_from_marks(recent[n], len(recent[n]) < STRIP_RUNS)
+                if got is not None:
+                    fresh[n] = got
+            rest = [n for n in todo if n not in fresh]
+            fresh.update(runlog.stats_many(rest, STATS_RUNS) if rest else {})
             for n in todo:
                 src.keep("stats", n, recent[n], fresh[n], n in settled)
             stats = {n: fresh[n] if n in fresh else src.kept("stats", n, recent[n]) for n in names}
             # LAST is the newest run that ran to an end, as in `status`.
             todo = [n for n in names if src.kept("last", n, recent[n]) is None]
             got = runlog.last_finished(todo, _NOT_AN_END, within=50) if todo else {}
-            for n in todo:
-                src.keep("last", n, recent[n], (got.get(n),), n in settled)
-            finished = {n: got.get(n) if n in got else (src.kept("last", n, recent[n]) or (None,))[0]
-                        for n in names}
+            for n in todo:  # kept as shown: an ended run's brief does not change with `now`
+                last_brief[n] = brief(got[n], now) if n in got else None
+                src.keep("last", n, recent[n], last_brief[n] or False, n in settled)
+            for n in names:
+                if n not in last_brief:
+                    last_brief[n] = src.kept("last", n, recent[n]) or None
         stamps = Stamps()
+        system_zone = zone_name()
         jobs = []
+        cells, items = src.strip_cells()
         for row in rows:
-            last = finished.get(row.name)
+            last = last_brief.get(row.name)
             rate, median = stats.get(row.name, (None, None))
             spec = by_spec.get(row.name)
             found = recent.get(row.name, [])
+            if row.next_run:
+                next_iso, next_shown = src.instant(row.next_run)
+            else:
+                next_iso = iso(row.next_run)
+                next_shown = "never" if isinstance(spec and spec.schedule, Cron) else _no_time(spec)
             kind = "svg" if html else "json"
             strip = src.kept(kind, row.name, found)
             if strip is None:
-                strip = strip_svg(found, now, stamps, STRIP_RUNS) if html else marks(found, now, stamps)
+                strip = strip_svg(found, now, stamps, STRIP_RUNS, cells) if html else marks(found, now, stamps, items)
                 src.keep(kind, row.name, found, strip, row.name not in active)
             jobs.append({
                 "name": row.name, "url": job_url(row.name), "description": row.description,
-                "schedule": row.schedule, "zone": schedule_zone(spec), "command": row.command,
+                "schedule": row.schedule, "zone": schedule_zone(spec, system_zone), "command": row.command,
                 "enabled": row.enabled, "paused": row.name in paused,
-                "next_run": iso(row.next_run), "shown_next": shown(row.next_run) if row.next_run else
-                ("never" if isinstance(spec and spec.schedule, Cron) else _no_time(spec)),
-                "last": brief(last, now) if last else None,
+                "next_run": next_iso, "shown_next": next_shown,
+                "last": last,
                 "success_rate": None if rate is None else round(rate, 3),
                 "median_duration_s": None if median is None else round(median, 3),
                 "shown_median": duration(median),
                 **({"strip_svg": strip} if html else {"strip": strip}),
                 "running": [brief(r, now) for r in active.get(row.name, [])],
             })
+        src.trim_cells(recent)
         total = len(jobs)
         if query:
             needle = query.lower()
@@ -133,7 +188,7 @@ def overview(src: Source, now: float, query: str = "", sort: str = "file", desc:
             "config_errors": errors, "query": query, "sort": sort, "desc": desc,
             "stats_over_runs": STATS_RUNS, "strip_runs": STRIP_RUNS, "jobs_total": total,
             "running": [r for j in jobs for r in j["running"]],
-            "jobs": jobs, "zone": zone_name(), "now": iso(now),
+            "jobs": jobs, "zone": system_zone, "now": iso(now),
         }
     finally:
         if runlog is not None:

@@ -16,7 +16,7 @@ from markupsafe import escape
 
 from cronsup import paths, report, units
 from cronsup.model import Cron, JobSpec, RunStatus
-from cronsup.runjson import run_json
+from cronsup.runjson import iso, run_json
 from cronsup.store import (
     FAILED_STATUSES,
     DaemonState,
@@ -76,11 +76,16 @@ class Source:
         self._kept: dict[tuple[str, str], tuple[list[RunMark], Any]] = {}
         self._next: dict[str, tuple[JobSpec, float | None, float]] = {}
         self._marks: dict[str, tuple[int | None, list[RunMark], float]] = {}
+        # Each ended run's strip cell (SVG, and JSON item) as drawn once: a job whose strip
+        # moved by a run gets one new cell, not thirty.
+        self._cells: dict[RunMark, tuple[str, str]] = {}
+        self._items: dict[RunMark, dict] = {}
+        self._instants: dict[float, tuple[str | None, str]] = {}
 
     def next_run(self, spec: JobSpec, now: float) -> float | None:
         """A stopped daemon's job's next fire from its spec, kept until it has passed."""
         entry = self._next.get(spec.name)
-        if entry is None or entry[0] != spec or (entry[1] is not None and entry[1] <= now) or entry[2] > now:
+        if entry is None or (entry[0] is not spec and entry[0] != spec) or (entry[1] is not None and entry[1] <= now) or entry[2] > now:
             entry = self._next[spec.name] = (spec, report.next_run(spec, now), now)
         return entry[1]
 
@@ -107,10 +112,32 @@ class Source:
                 self._marks[name] = (newest.get(name), marks, now)
         return found
 
+    def instant(self, t: float) -> tuple[str | None, str]:
+        """An instant as iso() and shown() give it, kept (the overview shows each job's next
+        run on every look)."""
+        found = self._instants.get(t)
+        if found is None:
+            if len(self._instants) > 100_000:
+                self._instants.clear()
+            found = self._instants[t] = (iso(t), shown(t))
+        return found
+
+    def strip_cells(self) -> tuple[dict[RunMark, tuple[str, str]], dict[RunMark, dict]]:
+        """Where strip_svg and marks keep their cells."""
+        return self._cells, self._items
+
+    def trim_cells(self, recent: dict[str, list[RunMark]]) -> None:
+        """Forget the cells of runs no strip shows any more, once they are most of them."""
+        shown = sum(len(found) for found in recent.values())
+        for attr in ("_cells", "_items"):
+            cells = getattr(self, attr)
+            if len(cells) > 2 * shown + 1000:
+                setattr(self, attr, {m: cells[m] for found in recent.values() for m in found if m in cells})
+
     def kept(self, kind: str, job: str, found: list[RunMark]) -> Any:
         """What was kept for `found` (the job's last runs as now read), or None."""
         entry = self._kept.get((kind, job))
-        return entry[1] if entry is not None and entry[0] == found else None
+        return entry[1] if entry is not None and (entry[0] is found or entry[0] == found) else None
 
     def keep(self, kind: str, job: str, found: list[RunMark], value: Any, settled: bool) -> None:
         """Keep `value` while the job's last runs are `found`; only when `settled` (no run of
@@ -343,10 +370,11 @@ def brief(run: Run, now: float) -> dict:
     return data
 
 
-def schedule_zone(spec: JobSpec | None) -> str:
+def schedule_zone(spec: JobSpec | None, system: str | None = None) -> str:
+    """The zone a cron job's times are in; `system`: zone_name(), when the caller has it."""
     if spec is None or not isinstance(spec.schedule, Cron):
         return ""
-    return spec.timezone or zone_name()
+    return spec.timezone or system or zone_name()
 
 
 # -- pages -------------------------------------------------------------------------------------

@@ -18,22 +18,35 @@ from cronsup.web.source import Stamps, duration, mark_took
 _STATUSES = frozenset(str(status) for status in RunStatus)
 
 
-def strip_svg(found: list[RunMark], now: float, stamps: Stamps, slots: int) -> Markup:
+def strip_svg(found: list[RunMark], now: float, stamps: Stamps, slots: int,
+              cells: dict[RunMark, tuple[str, str]] | None = None) -> Markup:
     """A strip's runs as SVG for the page: each cell links to its run and names it on hover.
     Built in one pass, as 1,000 jobs make 30,000 cells. Nothing in a cell comes from a job:
-    ids are numbers, statuses one of RunStatus, times and zone names ours (escaped once)."""
-    start = slots - len(found)
-    cells = []
-    for i, m in enumerate(reversed(found)):
-        status = m.status if m.status in _STATUSES else "unknown"
-        took = mark_took(m, now)
-        when = stamps.shown(m.started_at if m.started_at is not None else m.scheduled_for)
-        cells.append(f'<a href="/runs/{int(m.id)}"><rect class="s-{status}" x="{(start + i) * 10}">'
-                     f"<title>run {int(m.id)} · {status} · {when} · {duration(took)}"
-                     f"{' so far' if status == 'running' else ''}</title></rect></a>")
+    ids are numbers, statuses one of RunStatus, times and zone names ours (escaped once).
+    `cells` keeps an ended run's cell (all but its place) between calls: when each job of
+    the overview has a new run, only the new cells are drawn."""
+    x = (slots - len(found)) * 10
+    shown = stamps.shown
+    out = []
+    for m in reversed(found):
+        cell = cells.get(m) if cells is not None else None
+        if cell is None:
+            run_id, status, started, finished, scheduled = m
+            run_id = int(run_id)
+            if status not in _STATUSES:
+                status = "unknown"
+            took = mark_took(m, now)
+            when = shown(started if started is not None else scheduled)
+            cell = (f'<a href="/runs/{run_id}"><rect class="s-{status}" x="',
+                    f'"><title>run {run_id} · {status} · {when} · {duration(took)}'
+                    f"{' so far' if status == 'running' else ''}</title></rect></a>")
+            if cells is not None and status != "running":  # a running cell's time grows
+                cells[m] = cell
+        out.append(f"{cell[0]}{x}{cell[1]}")
+        x += 10
     width = slots * 10 - 2
     return Markup(f'<svg class="strip" width="{width}" height="16" viewBox="0 0 {width} 16" role="img" '
-                  f'aria-label="last {len(found)} runs">{"".join(cells)}</svg>')
+                  f'aria-label="last {len(found)} runs">{"".join(out)}</svg>')
 
 
 def _cls(status: str | None) -> str:
