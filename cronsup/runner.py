@@ -681,7 +681,7 @@ def _parse_stat(data: bytes) -> _Proc:
 def _read_stat(pid: int) -> _Proc | None:
     try:
         fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, or exiting as we look (ESRCH)
         return None
     try:
         data = os.read(fd, 4096)

@@ -786,3 +786,20 @@ def test_a_job_of_another_user_has_the_old_fd_limit_too(raised_fd_limit):
     child = runner.spawn(make_job("ulimit -Sn", user="nobody"), 1, nofile=raised_fd_limit)
     run_to_end(child)
     assert child.output.snapshot()[0] == b"100\n"
+
+
+def test_a_process_exiting_while_proc_is_read_is_skipped_not_an_error(monkeypatch):
+    # The kernel answers ESRCH to an open of /proc/PID/stat while PID is exiting: a race no
+    # test can time, so the open is made to fail that way for one live pid.
+    real_open = os.open
+    victim = os.getppid()
+
+    def racing_open(path, flags, *args):
+        if path == f"/proc/{victim}/stat":
+            raise ProcessLookupError(3, "No such process")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(runner.os, "open", racing_open)
+    assert runner.start_ticks(victim) is None
+    table = runner._process_table()
+    assert victim not in table and os.getpid() in table
