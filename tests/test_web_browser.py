@@ -181,8 +181,12 @@ def test_the_failures_page_lists_the_failed_runs_newest_first(live, page):
     assert rows.count() >= 2
     ids = [int(x) for x in page.locator("table#runs tr.run td.num a").all_inner_texts()]
     assert ids == sorted(ids, reverse=True)
-    jobs = set(page.locator("table#runs tr.run td:nth-child(2)").all_inner_texts())
-    assert "broken" in jobs and jobs <= {"broken", "flaky"}
+    jobs = page.locator("table#runs tr.run td:nth-child(2)").all_inner_texts()
+    statuses = page.locator("table#runs tr.run").evaluate_all("rows => rows.map(r => r.dataset.status)")
+    # The jobs that fail; a loaded machine may also stall the daemon past a fire of any job,
+    # which is listed as `missed`.
+    assert "broken" in jobs
+    assert {j for j, s in zip(jobs, statuses) if s != "missed"} <= {"broken", "flaky"}, list(zip(jobs, statuses))
     assert colour(page, "table#runs tr.run span.status", "backgroundColor") == RED
     shot(live, page, "web-failures")
 
