@@ -59,6 +59,11 @@ def boot_time() -> float:
     return float(int(time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)))
 
 
+def boot_ns() -> int:
+    """CLOCK_BOOTTIME in nanoseconds: the clock the kernel stamps a new process's start with."""
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+
 class Deadline:
     """`seconds` from now on the monotonic clock; None: never."""
 

@@ -803,3 +803,22 @@ def test_a_process_exiting_while_proc_is_read_is_skipped_not_an_error(monkeypatc
     assert runner.start_ticks(victim) is None
     table = runner._process_table()
     assert victim not in table and os.getpid() in table
+
+
+def test_the_start_ticks_a_spawn_takes_from_the_clock_are_the_ones_proc_shows():
+    children = [runner.spawn(make_job("sleep 5" if i % 2 else "sleep 5;"), run_id=i) for i in range(40)]
+    try:
+        for child in children:
+            assert child.start_ticks == runner.start_ticks(child.pid)
+            assert abs(child.create_time - psutil.Process(child.pid).create_time()) < 1.01
+    finally:
+        for child in children:
+            runner.signal_tree(child, signal.SIGKILL)
+        for child in children:
+            run_to_end(child)
+
+
+def test_two_clock_readings_in_different_ticks_name_no_tick():
+    tick = 10**9 // os.sysconf("SC_CLK_TCK")
+    assert runner._same_tick(5 * tick + 1, 6 * tick - 1) == 5
+    assert runner._same_tick(6 * tick - 1, 6 * tick) is None
