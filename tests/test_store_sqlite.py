@@ -80,12 +80,9 @@ def test_the_daemons_start_up_history_takes_the_same_queries_for_10_and_200_jobs
         assert count == 3  # daemon row, paused jobs, one query for all the jobs' history
 
 
-@pytest.mark.parametrize("n_jobs", [10, 200])
-def test_status_takes_the_same_queries_for_10_and_200_jobs(tmp_path, monkeypatch, n_jobs):
-    db = tmp_path / "state" / "runs.db"
-    with open_store(db) as store:
-        names = _fill(store, n_jobs)
-    # `status` with a daemon running reads the daemon's own view: its jobs table.
+def traced_status(tmp_path, db, monkeypatch):
+    """`status` as with a daemon running (it reads the daemon's own view: its jobs table),
+    and every SQL statement it ran."""
     monkeypatch.setattr(report, "daemon_pid", lambda db_path, state_dir=None: 4242)
     counted: list[str] = []
 
@@ -95,7 +92,15 @@ def test_status_takes_the_same_queries_for_10_and_200_jobs(tmp_path, monkeypatch
         return s
 
     monkeypatch.setattr(report, "open_store", traced)
-    st = report.status(str(tmp_path / "jobs"), str(db), T + 200)
+    return report.status(str(tmp_path / "jobs"), str(db), T + 200), counted
+
+
+@pytest.mark.parametrize("n_jobs", [10, 200])
+def test_status_takes_the_same_queries_for_10_and_200_jobs(tmp_path, monkeypatch, n_jobs):
+    db = tmp_path / "state" / "runs.db"
+    with open_store(db) as store:
+        names = _fill(store, n_jobs)
+    st, counted = traced_status(tmp_path, db, monkeypatch)
     assert [j.name for j in st.jobs] == names
     assert all(j.last_finished.scheduled_for == T + 60 and j.running for j in st.jobs)
     assert st.jobs[0].success_rate == 0.5
@@ -146,16 +151,7 @@ def test_status_takes_one_query_more_when_some_jobs_have_retried_fires_whatever_
             for k in range(1, 20):
                 ran(store, n, T - 60 * k, RunStatus.SUCCESS)
             ran(store, n, T - 60, RunStatus.SUCCESS, attempt=2, trigger=Trigger.RETRY)
-    monkeypatch.setattr(report, "daemon_pid", lambda db_path, state_dir=None: 4242)
-    counted: list[str] = []
-
-    def traced(location, **kw):
-        s = open_store(location, **kw)
-        s._conn.set_trace_callback(counted.append)
-        return s
-
-    monkeypatch.setattr(report, "open_store", traced)
-    st = report.status(str(tmp_path / "jobs"), str(db), T + 200)
+    st, counted = traced_status(tmp_path, db, monkeypatch)
     rates = [j.success_rate for j in st.jobs]
     assert rates[1:5] == [0.5] * 4  # T failed, T+60 succeeded
     assert rates[0] == 1.0  # the 20 newest fires by id: the retried one and 19 successes

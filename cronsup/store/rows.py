@@ -53,3 +53,33 @@ def run_range(mark: str, where: list[str], params: list, *, since: float | None 
         if value is not None:
             where.append(f"{cond} {mark}")
             params.append(value)
+
+
+def outcomes(rows: Sequence[tuple[str, float | None, float]], n: int) -> tuple[dict[float, str], list[float | None]]:
+    """A job's last `n` invocations' results (scheduled time -> status) and the durations of
+    its last `n` runs that ran, from (status, duration, scheduled_for) rows newest first.
+
+    The rate counts invocations: a fire whose retry succeeded counts as the success it
+    became (newest first, a scheduled time's first row is its last attempt). An `error` run
+    (could not start) counts against the rate but has no duration.
+    """
+    outcome: dict[float, str] = {}
+    for status, _, scheduled_for in rows:
+        if scheduled_for not in outcome:
+            if len(outcome) == n:
+                break
+            outcome[scheduled_for] = status
+    return outcome, [d for status, d, _ in rows if status != "error"][:n]
+
+
+def rate_and_median(outcome: dict[float, str], ran: list[float | None]) -> tuple[float | None, float | None]:
+    """The success rate of `outcome` and the median of the durations in `ran`."""
+    if not outcome:
+        return None, None
+    rate = sum(1 for status in outcome.values() if status == "success") / len(outcome)
+    # sorted by hand: `statistics` imports decimal and fractions, which the CLI need not pay.
+    values = sorted(d for d in ran if d is not None)
+    if not values:
+        return rate, None
+    mid = len(values) // 2
+    return rate, values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2

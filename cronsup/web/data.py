@@ -11,6 +11,7 @@ from cronsup import report, units
 from cronsup.model import AfterJobs, Cron, Every, JobSpec, Reboot, RunStatus
 from cronsup.runjson import iso
 from cronsup.store import FAILED_STATUSES, RAN_STATUSES, JobRow, Run, RunMark, RunReader
+from cronsup.store.rows import outcomes, rate_and_median
 from cronsup.web.source import (  # noqa: F401 (app.py reads these through this module too)
     _NOT_AN_END,
     CHART_RUNS,
@@ -67,25 +68,11 @@ def stats_from_marks(found: list[RunMark], complete: bool, n: int = STATS_RUNS) 
              else None, m.scheduled_for) for m in found if m.status in _COUNTED]
     if len(rows) >= 3 * n:  # stats_many reads a job's last 3n counted runs
         rows, complete = rows[:3 * n], True
-    # The rate counts invocations (a fire's last attempt, the newest row of its time), and
-    # is settled once n of them are seen; the median once n runs that ran are.
-    outcome: dict[float, str] = {}
-    for status, _, scheduled_for in rows:
-        if scheduled_for not in outcome:
-            if len(outcome) == n:
-                break
-            outcome[scheduled_for] = status
-    ran = [d for status, d, _ in rows if status != "error"][:n]
+    # The rate is settled once n invocations are seen; the median once n runs that ran are.
+    outcome, ran = outcomes(rows, n)
     if not complete and (len(outcome) < n or len(ran) < n):
         return None
-    if not outcome:
-        return None, None
-    rate = sum(1 for status in outcome.values() if status == "success") / len(outcome)
-    durations = sorted(d for d in ran if d is not None)
-    if not durations:
-        return rate, None
-    mid = len(durations) // 2
-    return rate, durations[mid] if len(durations) % 2 else (durations[mid - 1] + durations[mid]) / 2
+    return rate_and_median(outcome, ran)
 
 
 def overview(src: Source, now: float, query: str = "", sort: str = "file", desc: bool = False,

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from cronsup.model import RunStatus
-from cronsup.store.rows import run_from_row as _run_from_row, run_range
+from cronsup.store.rows import outcomes, rate_and_median, run_from_row as _run_from_row, run_range
 from cronsup.store.records import (
     FAILED_STATUSES,
     RAN_STATUSES,
@@ -57,31 +57,9 @@ def _label_pairs(text: str) -> tuple[tuple[str, str], ...] | None:
         return None  # not written by this store: ignored rather than failing a scrape
 
 
-def _median(values: list[float]) -> float | None:
-    """The median, without importing `statistics` (and its decimal/fractions) into the CLI."""
-    if not values:
-        return None
-    values = sorted(values)
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
-
-
 def _rate_and_median(rows: list[tuple[str, float | None, float]], n: int) -> tuple[float | None, float | None]:
     """stats() from a job's (status, duration, scheduled_for) rows, newest first."""
-    if not rows:
-        return None, None
-    # The rate counts invocations: a run whose retry succeeded counts as the success it
-    # became. Newest first, so the first row of a scheduled time is its last attempt.
-    outcome: dict[float, str] = {}
-    for status, _, scheduled_for in rows:
-        if scheduled_for not in outcome:
-            if len(outcome) == n:
-                break
-            outcome[scheduled_for] = status
-    rate = sum(1 for status in outcome.values() if status == "success") / len(outcome)
-    ran = [d for status, d, _ in rows if status != "error"][:n]
-    durations = [d for d in ran if d is not None]
-    return rate, _median(durations)
+    return rate_and_median(*outcomes(rows, n))
 
 
 class Reads:
