@@ -6,6 +6,7 @@ import json
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -19,6 +20,14 @@ from cronsup import control, report
 from cronsup.store import Run, SqliteStore, RunLogError
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now: bound, never listened on, and closed (a
+    connect to it is refused until something takes it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02,

@@ -10,22 +10,16 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 from sysdeps import need
 
 BIN = "/usr/lib/postgresql/15/bin"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Cluster:
@@ -33,7 +27,7 @@ class Cluster:
         self.root = root
         self.data = root / "data"
         self.sockets = root / "sock"
-        self.port = _free_port()
+        self.port = free_port()
         self.logfile = root / "server.log"
         self.user = "cronsup_test"
         self._as = None

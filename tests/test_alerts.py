@@ -9,7 +9,6 @@ import http.server
 import json
 import os
 import pwd
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from cronsup import alerts, channels
-from tests.conftest import wait_until
+from tests.conftest import free_port, wait_until
 
 SECRET_PATH = "hookpathTOPSECRET"
 SECRET_QUERY = "tokenHUSHHUSH"
@@ -92,13 +91,6 @@ def receiver():
     rec.release.set()
     server.shutdown()
     server.server_close()
-
-
-def refused_port() -> int:
-    """A loopback port nothing listens on (not a fixed one: another program may use port 1)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # bound, never listened on, and closed: connects are refused
 
 
 def job_block(name: str, command: str, schedule: str = YEARLY, **options) -> str:
@@ -326,7 +318,7 @@ def test_mail_on_failure_mails_only_final_failures(daemon, tmp_path):
 def test_no_url_path_or_query_is_ever_shown(daemon, receiver, tmp_path):
     receiver.default = 500
     url_file = tmp_path / "url"
-    url_file.write_text(f"http://127.0.0.1:{refused_port()}/refused/{SECRET_PATH}?k={SECRET_QUERY}\n")
+    url_file.write_text(f"http://127.0.0.1:{free_port()}/refused/{SECRET_PATH}?k={SECRET_QUERY}\n")
     url_file.chmod(0o600)
     daemon.write(job_block("s", "exit 1", webhook=[receiver.url(), f"file:{url_file}"],
                            healthcheck=receiver.url("ping"), notify_on=["failure", "start"]))

@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from conftest import DaemonProcess, wait_until
+from conftest import DaemonProcess, free_port, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 from sysdeps import need
 
@@ -30,12 +30,6 @@ HISTORY = """\
 [job.bad]
 @every 1s exit 3
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(url: str, timeout: float = 10) -> tuple[int, str]:

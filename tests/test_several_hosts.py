@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import wait_until
+from conftest import free_port, wait_until
 from pgcluster import pg_cluster, pg_url  # noqa: F401 (fixtures)
 
 from cronsup import control
@@ -386,12 +386,6 @@ def test_a_restarted_host_recovers_its_own_runs_at_once_without_waiting_for_thei
     assert b.proc.poll() is None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _runs_totals(exposition: str) -> dict[tuple[str, str], float]:
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -405,7 +399,7 @@ def test_metrics_of_a_postgresql_run_log_count_the_runs_of_every_host_live_and_f
 
     jobs = 'MAILTO=""\n[job.tick]\nlease = "3s"\n@every 1s true\n[job.fails]\n@every 1s false\n'
     a, b = nodes("a", jobs), nodes("b", jobs)
-    port = _free_port()
+    port = free_port()
     a.daemon_args = ["--metrics", f"127.0.0.1:{port}"]
     a.start(), b.start()
     wait_until(lambda: rows(pg_url, "SELECT count(DISTINCT host) FROM runs WHERE status = 'success'")[0][0] == 2
@@ -492,7 +486,7 @@ def test_the_web_view_names_a_postgresql_run_log_it_cannot_reach_without_a_trace
     jobs = tmp_path / "jobs"
     jobs.write_text("@every 1m true\n")
     for url, says in ((pg_cluster.url("no_such_db"), 'database "no_such_db" does not exist'),
-                      (f"postgresql://cronsup_test:secret@127.0.0.1:{_free_port()}/x", "Connection refused")):
+                      (f"postgresql://cronsup_test:secret@127.0.0.1:{free_port()}/x", "Connection refused")):
         done = subprocess.run([sys.executable, "-m", "cronsup", "web", "--listen", "127.0.0.1:0", "--jobs",
                                str(jobs), "--db", url], capture_output=True, text=True, timeout=60)
         assert done.returncode == 1 and says in done.stderr, done.stderr
