@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,6 +29,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def nobody_cannot_run_cronsup() -> str:
+    """Why `nobody` cannot run this checkout's cronsup ('' when it can): a clone into a
+    0700 directory (`mktemp -d`) hides its .venv and source from every other user."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        return "needs root and setpriv to switch users"
+    probe = subprocess.run(["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
+                            sys.executable, "-c", "import cronsup.cli"], capture_output=True, timeout=60, cwd="/")
+    return "" if probe.returncode == 0 else (
+        f"user nobody cannot import this checkout's cronsup (is {sys.prefix} or a directory above "
+        "it closed to other users, e.g. a clone into a mktemp -d directory?)")
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, wait_until
+from conftest import ROOT, nobody_cannot_run_cronsup, wait_until
 
 FAKE = Path(__file__).with_name("fake_systemctl.py")
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="cron's files must be root's")
@@ -251,8 +251,8 @@ def test_takeover_without_an_installed_unit_says_how_to_get_it(host):
 
 
 def test_takeover_as_a_plain_user_is_refused_without_a_cron_root():
-    if shutil.which("setpriv") is None:
-        pytest.skip("no setpriv")
+    if why := nobody_cannot_run_cronsup():
+        pytest.skip(why)
     done = subprocess.run(["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
                            sys.executable, "-m", "cronsup", "takeover", "--dry-run"],
                           capture_output=True, text=True, timeout=60, cwd="/")

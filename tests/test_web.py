@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import nobody_cannot_run_cronsup
 from webserver import WebServer
 
 from cronsup.model import RunStatus, Trigger
@@ -393,8 +394,9 @@ def test_the_systemd_unit_runs_the_web_view_as_an_unprivileged_user_and_systemd_
         assert verify(copy, tmp_path) == ""
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv to switch users")
 def test_an_unprivileged_user_in_the_run_logs_group_can_serve_it_as_the_readme_says(daemon):
+    if why := nobody_cannot_run_cronsup():
+        pytest.skip(why)
     import grp
 
     group = grp.getgrnam("nogroup").gr_gid
