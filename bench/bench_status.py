@@ -9,9 +9,9 @@ given) and a throwaway PostgreSQL filled as `bench_cluster.py status` fills it (
 once with each tree in turn, so that before and after meet the same load: a tree NAME=DIR runs
 `python -m cronsup` with PYTHONPATH=DIR (a `git archive` export of an older commit; the
 default is this worktree). Cases: `status` and `status --json`, each with the daemon stopped
-(jobs and next runs from the jobs file) and "running" (this script holds the daemon's lock
-and answers its pings, as bench_cli.py does; on PostgreSQL it also writes the node's row and
-its 1,000 jobs). Bytecode is written and used, as for an installed package. Prints, per case
+(jobs and next runs from the jobs file) and running (the tree's own `cronsup daemon` on the
+run log, its jobs those of the file with schedules due next new year, so that none runs;
+started before a tree's running cases, stopped after them). Bytecode is written and used, as for an installed package. Prints, per case
 and tree, the median and best wall time of the rounds and the median CPU time of the
 `cronsup` process itself (which the load disturbs less; it leaves out the database server's
 work), and the 1-minute load average of each round.
@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -77,28 +77,41 @@ def register_node(url: str, jobs: int) -> None:
         store.close()
 
 
+def quiet_jobs(jobs_path: str, out: Path) -> str:
+    """The jobs file with every schedule moved to next new year: the same jobs, none runs."""
+    text = Path(jobs_path).read_text()
+    out.write_text(re.sub(r"(?m)^(?:@every \S+|@\w+|(?:\S+ ){4}\S+) (?=/usr/local/bin/|true$)",
+                          "0 0 1 1 * ", text))
+    return str(out)
+
+
 class Daemon:
-    """Poses as a running daemon for `status`: its lock held, its pings answered."""
+    """The tree's own daemon on the run log (keeping every run: the runs are a year old)."""
 
-    def __init__(self, db: str, state_dir: str | None):
-        from cronsup import paths
-
-        self.lock = paths.daemon_lock(db, state_dir)
-        self.sock = paths.control_socket(db, state_dir)
-        os.makedirs(os.path.dirname(self.lock), exist_ok=True)
+    def __init__(self, tree: str, argv: list[str], env: dict[str, str], log: Path):
+        self.tree, self.env, self.log = tree, dict(env, PYTHONPATH=tree), log
+        db, jobs = argv[argv.index("--db") + 1], argv[argv.index("--jobs") + 1]
+        extra = argv[argv.index("--node"):] if "--node" in argv else []
+        self.argv = [sys.executable, "-m", "cronsup", "daemon", "--jobs",
+                     quiet_jobs(jobs, log.with_suffix(".jobs")), "--db", db, "--keep-days", "100000",
+                     "--keep-size", "100GiB", *extra]
+        self.status = ["status", "--jobs", jobs, "--db", db, *extra]
 
     def __enter__(self) -> Daemon:
-        self.fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.ftruncate(self.fd, 0)
-        os.write(self.fd, f"{os.getpid()}\n".encode())
-        self.srv = bench_cli.answer_pings_at(self.sock)
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(self.argv, env=self.env, cwd=self.tree, stdout=out, stderr=out)
+        deadline = time.monotonic() + 120
+        while subprocess.run([sys.executable, "-m", "cronsup", *self.status], env=self.env, cwd=self.tree,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode != 0:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"{self.tree}: the daemon did not come up; see {self.log}:\n"
+                                 + self.log.read_text()[-2000:])
+            time.sleep(0.2)
         return self
 
     def __exit__(self, *exc) -> None:
-        os.close(self.fd)
-        self.srv.close()
-        os.unlink(self.sock)
+        self.proc.terminate()
+        self.proc.wait(60)
 
 
 def run_once(tree: str, args: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -170,10 +183,22 @@ def main() -> None:
         env.pop("PYTHONDONTWRITEBYTECODE", None)  # as installed: bytecode written once, then read
         times: dict[tuple[str, str], list[tuple[float, float]]] = {}
         loads: list[float] = []
-        for label, argv, db, state in cases:
-            for _, tree in trees:  # warm-up, untimed (writes the bytecode)
-                with Daemon(db, state) if db else contextlib.nullcontext():
-                    run_once(tree, argv, env)
+        # The cases by what they need: nothing, or a store's daemon running.
+        groups: dict[str | None, list[tuple[str, list[str]]]] = {}
+        for label, argv, db, _ in cases:
+            groups.setdefault(db, []).append((label, argv))
+
+        def each(name: str, tree: str, timed: bool) -> None:
+            for db, group in groups.items():
+                log = tmp / f"daemon-{name}.log"
+                with Daemon(tree, group[0][1], env, log) if db else contextlib.nullcontext():
+                    for label, argv in group:
+                        took = run_once(tree, argv, env)
+                        if timed:
+                            times.setdefault((label, name), []).append(took)
+
+        for name, tree in trees:  # warm-up, untimed (writes the bytecode)
+            each(name, tree, timed=False)
         floors: dict[str, list[float]] = {}  # what every command pays before its own work
         for _ in range(args.rounds):
             loads.append(os.getloadavg()[0])
@@ -181,10 +206,8 @@ def main() -> None:
                 t = time.perf_counter()
                 subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=tmp)
                 floors.setdefault(label, []).append((time.perf_counter() - t) * 1000)
-            for label, argv, db, state in cases:
-                with Daemon(db, state) if db else contextlib.nullcontext():
-                    for name, tree in trees:
-                        times.setdefault((label, name), []).append(run_once(tree, argv, env))
+            for name, tree in trees:
+                each(name, tree, timed=True)
         print(f"{args.rounds} rounds; load average (1 min) at each round's start: "
               + ", ".join(f"{x:.2f}" for x in loads))
         for label, *_ in cases:

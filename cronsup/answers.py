@@ -1,4 +1,4 @@
-"""Control answers: what the daemon says to `cronsup run|reload|pause|resume|backfill` and to a ping."""
+"""Control answers: what the daemon says to `cronsup run|reload|pause|resume|backfill|status` and to a ping."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from cronsup import backfilling, params, suggest
 from cronsup.model import Now, Overlap, RunStatus, Trigger
+from cronsup.control import Later
 from cronsup.supervisor import Record, Start
 
 if TYPE_CHECKING:
@@ -15,14 +16,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("cronsup")
 
 
-def answer(d: Daemon, request: dict, now: Now) -> dict:
+def answer(d: Daemon, request: dict, now: Now) -> dict | Later:
     """One request from `cronsup run|reload|pause|resume`: names a job, never a command.
 
     An error answer carries "kind" ("unknown_job", "stopping", "not_started") so the
     command can pick its exit status.
     """
-    d._need_tick = True  # a request may start, pause or reload: decide again
     op = request["op"]
+    if op == "status":  # built in a thread, never in the loop
+        return d.statuses.answer(request)
+    d._need_tick = True  # a request may start, pause or reload: decide again
     if op == "ping":
         return {"ok": True, "pid": d.pid}
     if op == "reload":

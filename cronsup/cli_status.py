@@ -9,6 +9,8 @@ import click
 from cronsup.cli import (EXIT_INVALID, EXIT_NOT_ANSWERING, EXIT_NO_DAEMON, PING_TIMEOUT,
                          _colour, _pipe_safe, _start_hint, common_options, fail, state_dir)
 
+STATUS_TIMEOUT = 10.0  # for the daemon's thread to build the status, once its loop has answered
+
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
@@ -33,16 +35,23 @@ def status(as_json: bool, jobs_path: str, db: str) -> None:
       cronsup status
       cronsup status --json | jq '.jobs[] | select(.last_run.status != "success")'
     """
-    from cronsup import clock, fmt, report
-    from cronsup.store import RunLogError
+    asked, answered = _ask_daemon(db)  # first: it builds the status while we import the rest
+    from cronsup import clock, fmt
 
     now = clock.wall()
-    try:
-        st = report.status(jobs_path, db, now, state_dir=state_dir())
-    except RunLogError as e:
-        fail(str(e))
-    if st.running:  # alive is not enough: a stopped (SIGSTOP) or hung daemon runs nothing
-        st.answering = _answers_ping(db)
+    st = None
+    if asked is not None:
+        st, answered = _daemons_status(asked)
+    if st is None:  # no daemon here to ask, or it could not say: read the run log ourselves
+        from cronsup import report
+        from cronsup.store import RunLogError
+
+        try:
+            st = report.status(jobs_path, db, now, state_dir=state_dir())
+        except RunLogError as e:
+            fail(str(e))
+        if st.running:  # alive is not enough: a stopped (SIGSTOP) or hung daemon runs nothing
+            st.answering = answered if answered is not None else _answers_ping(db)
     if as_json:
         click.echo(fmt.dump_json(st.to_json()))
     else:
@@ -52,14 +61,51 @@ def status(as_json: bool, jobs_path: str, db: str) -> None:
     sys.exit(_status_code(st))
 
 
-def _answers_ping(db: str) -> bool:
+def _ask_daemon(db: str):
+    """Ask the daemon running on a PostgreSQL run log for the status (statusserve): the
+    request sent, or None and whether its loop answered (None: it could not be asked).
+
+    A SQLite run log is read here as fast as the daemon would read it, so there the work
+    stays out of the daemon."""
+    from cronsup import paths
+
+    if not paths.is_url(db):
+        return None, None
+    from cronsup import control, statusserve
+
+    try:
+        return control.ask(paths.control_socket(db, state_dir()), "status", timeout=PING_TIMEOUT,
+                           fields=statusserve.request_fields(db)), None
+    except control.ControlError as e:
+        return None, e.answered
+
+
+def _daemons_status(asked):
+    """The daemon's status, and whether its loop answered; no status when it gave none (an
+    older daemon has no "status"; one of another version may have other fields)."""
+    from cronsup import control, report, statusserve, wire
+
+    try:
+        answer = asked.answer(STATUS_TIMEOUT)
+    except control.ControlError as e:
+        return None, e.answered
+    if answer.get("wire") != statusserve.wire_signature():
+        return None, True
+    try:
+        return wire.decode(report.Status, answer.get("status")), True
+    except wire.WireError:
+        return None, True
+
+
+def _answers_ping(db: str) -> bool | None:
+    """Whether the daemon answers a ping (None: we may not ask it, as another user)."""
     from cronsup import control, paths
 
     try:
         control.request(paths.control_socket(db, state_dir()), "ping", timeout=PING_TIMEOUT)
         return True
-    except control.ControlError:
-        return False
+    except control.ControlError as e:  # a refusal is an answer: the loop runs
+        return None if e.kind == "permission" else e.answered is True
 
 
 def _status_code(st) -> int:

@@ -8,6 +8,10 @@ most MAX_DEPTH deep, and must arrive within REQUEST_TIMEOUT; when MAX_CLIENTS wa
 oldest is turned away to make room, so silent, slow or greedy clients cannot hold the
 daemon or lock the commands out. Whatever a client sends, it gets an answer or a hang-up,
 and the daemon goes on: nothing a request does may raise out of this module.
+
+An answer that takes work the loop must not wait for (`status`) comes in two lines: the
+loop's own {"ok": true, "later": true} at once (so the command knows the loop answered), then
+the answer itself from the thread that built it (`Later`).
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cronsup import clock, params
-from cronsup.jobsfile import NAME_RE
 
 log = logging.getLogger("cronsup")
 
@@ -35,14 +38,16 @@ ACCEPT_BATCH = 16  # accepts per wake-up, so requests already in are read betwee
 ACCEPT_BACKOFF = 0.25  # out of fds: stop accepting this long (the backlog waits)
 LOG_EVERY = 5.0  # a kind of refusal is logged at most once in this long, with a count
 MAX_JOB_NAME = 256
-OPS = {"ping", "run", "reload", "pause", "resume", "backfill", "backfill_cancel"}
+OPS = {"ping", "status", "run", "reload", "pause", "resume", "backfill", "backfill_cancel"}
 JOB_OPS = {"run", "pause", "resume", "backfill", "backfill_cancel"}  # the operations that name a job
 # Further fields an operation may carry, and their JSON types (a bool is not an int here).
 FIELDS: dict[str, dict[str, type]] = {
     "run": {"env": dict},
     "backfill": {"from": str, "to": str, "reprocess": str, "max_parallel": int, "yes": bool},
+    "status": {"db": str, "node": str},
 }
 MAX_FIELD = 200  # characters in a string field (a time, a policy name)
+LATER_SEND_TIMEOUT = 10.0  # a thread's answer waits this long for a client that reads slowly
 _SUN_PATH_MAX = 100  # sockaddr_un holds 108 bytes; longer paths go through /proc/self/fd
 
 
@@ -50,11 +55,15 @@ class ControlError(Exception):
     """No daemon answers on this socket, or it answered with an error.
 
     `kind` is the daemon's name for the error when it gave one ("unknown_job", ...).
+    `answered`: True when the daemon's loop answered (this refusal, or the first line of a
+    later answer that then did not come), False when it said nothing within the timeout,
+    None when it could not be asked (no daemon, permission denied, hung up).
     """
 
-    def __init__(self, message: str, kind: str | None = None):
+    def __init__(self, message: str, kind: str | None = None, answered: bool | None = None):
         super().__init__(message)
         self.kind = kind
+        self.answered = answered
 
 
 class NoDaemon(ControlError):
@@ -80,6 +89,33 @@ class _Client:
     conn: socket.socket
     deadline: float
     data: bytearray = field(default_factory=bytearray)
+
+
+@dataclass
+class Later:
+    """What `handle` returns for an answer another thread gives: the loop sends the first
+    line, then calls `start(reply)`, which must not block; `reply.send` answers, once."""
+
+    start: Callable[[Reply], None]
+
+
+class Reply:
+    """The connection of a request answered later; `send` may be called from any thread."""
+
+    def __init__(self, conn: socket.socket):
+        self._conn = conn
+
+    def send(self, response: dict, timeout: float = LATER_SEND_TIMEOUT) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            conn.settimeout(timeout)
+            conn.sendall(json.dumps(response).encode() + b"\n")
+        except OSError:
+            pass  # the client went away, or reads too slowly: it falls back on its own
+        finally:
+            conn.close()
 
 
 class _Throttled:
@@ -233,17 +269,34 @@ class Server:
         else:
             self._drop(client)  # hung up before a whole request
             return
+        if isinstance(response, Later):
+            self._hand_off(client, response)
+            return
         self._reply(client.conn, response)
         self._drop(client)
 
-    def _answer(self, line: bytes) -> dict:
+    def _hand_off(self, client: _Client, later: Later) -> None:
+        self._reply(client.conn, {"ok": True, "later": True})
+        self.clients.pop(client.conn.fileno(), None)
+        try:
+            self.selector.unregister(client.conn)
+        except (KeyError, ValueError):
+            pass
+        reply = Reply(client.conn)
+        try:
+            later.start(reply)
+        except Exception as e:  # noqa: BLE001 - as _answer
+            log.exception("control request failed to start its answer")
+            reply.send({"ok": False, "error": f"internal error: {type(e).__name__}: {e}"[:1000]})
+
+    def _answer(self, line: bytes) -> dict | Later:
         try:
             return self._decide(line)
         except Exception as e:  # noqa: BLE001 - one bad request must not stop the daemon
             log.exception("control request %.300r failed", line)
             return {"ok": False, "error": f"internal error: {type(e).__name__}: {e}"[:1000]}
 
-    def _decide(self, line: bytes) -> dict:
+    def _decide(self, line: bytes) -> dict | Later:
         if _depth(line) > MAX_DEPTH:  # json.loads recurses: 4,000 brackets would raise
             return {"ok": False, "error": f"malformed request: nested deeper than {MAX_DEPTH}"}
         try:
@@ -257,6 +310,8 @@ class Server:
         if op in JOB_OPS:
             if not isinstance(job, str) or not job:
                 return {"ok": False, "error": f"malformed request: {op} needs a job name"}
+            from cronsup.jobsfile import NAME_RE
+
             if len(job) > MAX_JOB_NAME or not NAME_RE.fullmatch(job):
                 return {"ok": False, "error": "malformed request: that is not a job name"}
         elif "job" in request:
@@ -363,10 +418,37 @@ def _warn_if_open(directory: str) -> None:
 
 
 def request(path: str, op: str, job: str | None = None, timeout: float = 10.0,
-            fields: dict | None = None) -> dict:
+            fields: dict | None = None, later_timeout: float = 10.0) -> dict:
     """Send one request to the daemon; NoDaemon when none listens, ControlError on refusal.
 
-    `fields`: the operation's further fields (FIELDS), such as a run's "env"."""
+    `fields`: the operation's further fields (FIELDS), such as a run's "env". `timeout` is
+    for the loop's answer; a later answer (see the module's text) may take `later_timeout`."""
+    return ask(path, op, job, timeout, fields).answer(later_timeout)
+
+
+class Asked:
+    """A request sent (ask), its answer still to read: what the command does meanwhile
+    overlaps with the daemon's work."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+
+    def answer(self, later_timeout: float = 10.0) -> dict:
+        """The daemon's answer; ControlError (with `answered`) when it refused or said nothing."""
+        try:
+            lines = _Lines(self.sock)
+            response = _response(lines.next(), answered=False)
+            if response.get("later"):
+                self.sock.settimeout(later_timeout)
+                response = _response(lines.next(), answered=True)
+        finally:
+            self.sock.close()
+        return response
+
+
+def ask(path: str, op: str, job: str | None = None, timeout: float = 10.0,
+        fields: dict | None = None) -> Asked:
+    """Connect and send a request (as `request`), not waiting for the answer."""
     message = {"op": op} if job is None else {"op": op, "job": job}
     message.update(fields or {})
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -386,7 +468,8 @@ def request(path: str, op: str, job: str | None = None, timeout: float = 10.0,
         raise NoDaemon(path) from None
     except PermissionError:
         sock.close()
-        raise ControlError(f"permission denied on {path}: run this as the daemon's user or root") from None
+        raise ControlError(f"permission denied on {path}: run this as the daemon's user or root",
+                           "permission") from None
     except BlockingIOError:
         sock.close()
         raise ControlError(f"the daemon did not take the connection within {timeout:g}s "
@@ -395,31 +478,54 @@ def request(path: str, op: str, job: str | None = None, timeout: float = 10.0,
         if dirfd is not None:
             os.close(dirfd)
     sock.settimeout(timeout)
-    data, problem = b"", None
     try:
-        try:
-            sock.sendall(json.dumps(message).encode() + b"\n")
-        except (BrokenPipeError, ConnectionResetError) as e:
-            # A daemon that refuses us (another uid) answers and hangs up at once, maybe
-            # before we have sent: its answer is still there to read.
-            problem = e
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    except OSError as e:
-        problem = e
-    finally:
+        sock.sendall(json.dumps(message).encode() + b"\n")
+    except (BrokenPipeError, ConnectionResetError):
+        # A daemon that refuses us (another uid) answers and hangs up at once, maybe
+        # before we have sent: its answer is still there to read.
+        pass
+    except OSError as e:  # it took nothing within the timeout
         sock.close()
-    if not data.endswith(b"\n"):
-        raise ControlError(f"the daemon did not answer: {problem or 'it hung up'}")
+        raise ControlError(f"the daemon did not answer: {e}",
+                           answered=False if isinstance(e, TimeoutError) else None) from None
+    return Asked(sock)
+
+
+class _Lines:
+    def __init__(self, sock: socket.socket):
+        self.sock, self.data = sock, bytearray()
+
+    def next(self) -> tuple[bytes | None, str]:
+        """The next whole line, or None and why there is none."""
+        while (end := self.data.find(b"\n")) < 0:
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except TimeoutError:
+                return None, "timed out"
+            except OSError as e:
+                return None, str(e)
+            if not chunk:
+                return None, "it hung up"
+            self.data += chunk
+        line = bytes(self.data[:end])
+        del self.data[:end + 1]
+        return line, ""
+
+
+def _response(got: tuple[bytes | None, str], answered: bool) -> dict:
+    line, problem = got
+    if line is None:
+        if answered:  # the loop said "later"; the answer itself did not come
+            state: bool | None = True
+        else:  # silent within the timeout (stopped, hung), or gone
+            state = False if problem == "timed out" else None
+        raise ControlError(f"the daemon did not answer: {problem}", answered=state)
     try:
-        response = json.loads(data)
+        response = json.loads(line)
     except ValueError:
-        raise ControlError("the daemon's answer was not JSON") from None
+        raise ControlError("the daemon's answer was not JSON", answered=True) from None
     if not isinstance(response, dict):
-        raise ControlError("the daemon's answer was not a JSON object")
+        raise ControlError("the daemon's answer was not a JSON object", answered=True)
     if not response.get("ok"):
-        raise ControlError(str(response.get("error", "refused")), response.get("kind"))
+        raise ControlError(str(response.get("error", "refused")), response.get("kind"), answered=True)
     return response

@@ -29,6 +29,7 @@ from cronsup.events import Receivers
 from cronsup.model import JobsFile
 from cronsup.cluster import Cluster
 from cronsup.processes import Processes, _Pending, _Running
+from cronsup.statusserve import StatusService
 from cronsup.store import DaemonState, RunLogError, RunningVersion, open_store
 from cronsup.supervisor import Action, Fire, History, Now, Supervisor
 from cronsup.upkeep import OUTPUT_FLUSH, Upkeep
@@ -137,6 +138,7 @@ class Daemon(Processes, Upkeep, Versions, CronLive, Cluster):
         self._need_tick = True
         self._wake_at = 0.0
         self.control: control.Server | None = None
+        self.statuses = StatusService(self.db_path, self.jobs_path, self.state_dir, self.host)
         self.metrics_listen = metrics  # (host, port) of --metrics, or None
         self.metrics = None  # its metrics_server.MetricsServer once bound
 
@@ -562,6 +564,7 @@ class Daemon(Processes, Upkeep, Versions, CronLive, Cluster):
             self.metrics = None
         if self.control is not None:
             self.control.close()
+        self.statuses.close(RECEIVER_GRACE)
         if hasattr(self, "log"):
             self._write(self.log.update_daemon, stopped_at=now.wall, last_seen=now.wall)
             self._flush_at_stop()

@@ -1,7 +1,8 @@
 """What `status` shows: the daemon and every job, from the run log and the jobs file.
 
 Works with the daemon stopped (then jobs and next runs come from the jobs file itself) and
-before any run log exists. Only reads: nothing here writes the run log or talks to the daemon.
+before any run log exists. Only reads: nothing here writes the run log or talks to the daemon
+(a running daemon builds it with this module too, and answers it: statusserve).
 """
 
 from __future__ import annotations
@@ -136,9 +137,12 @@ def _check_access(db_path: str) -> None:
                           "the daemon's user or root")
 
 
-def status(jobs_path: str, db_path: str, now: float, *, state_dir: str | None = None) -> Status:
-    """Everything `cronsup status` shows. Raises RunLogError for an unreadable run log."""
-    runlog = open_log(db_path)
+def status(jobs_path: str, db_path: str, now: float, *, state_dir: str | None = None,
+           reader: RunReader | None = None) -> Status:
+    """Everything `cronsup status` shows. Raises RunLogError for an unreadable run log.
+
+    `reader`: a reader of the run log already open (the daemon's, statusserve), kept open."""
+    runlog = reader if reader is not None else open_log(db_path)
     pid = daemon_pid(db_path, state_dir)
     running = pid is not None
     try:
@@ -192,7 +196,7 @@ def status(jobs_path: str, db_path: str, now: float, *, state_dir: str | None = 
         _sources(result)
         return result
     finally:
-        if runlog is not None:
+        if runlog is not None and reader is None:
             runlog.close()
 
 

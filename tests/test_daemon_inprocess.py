@@ -284,8 +284,9 @@ def test_a_receiver_that_raises_or_hangs_does_not_delay_a_due_start(tmp_path, re
     finally:
         w.stop()
     # The first start competes with start-up (the watcher thread imports watchfiles); on a
-    # machine shared with other test runs one start may lose the CPU for a while. Inline, a
-    # receiver would make every start 30 s late, or stop the loop.
-    lateness = [r.started_at - r.scheduled_for for r in runs[1:]]
+    # machine shared with other test runs a start or two may lose the CPU for a while, so the
+    # median is held to 50 ms. Inline, a receiver would make every start 30 s late, or stop
+    # the loop.
+    lateness = sorted(r.started_at - r.scheduled_for for r in runs[1:])
     assert all(-0.001 <= late < 1.0 for late in lateness), lateness
-    assert sum(late < 0.050 for late in lateness) >= len(lateness) - 1, lateness
+    assert lateness[len(lateness) // 2] < 0.050, lateness
