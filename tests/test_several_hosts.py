@@ -295,8 +295,9 @@ def test_a_connection_paused_and_dropped_by_a_proxy_gives_no_duplicate_and_no_un
     assert _no_fire_twice(pg_url) == []
     ran = [int(x) for x in out.read_text().split()]
     assert len(ran) == len(set(ran))
-    recorded_ran = {r[6] for r in found if r[4] in ("success", "failed", "lost")}
-    assert set(ran) <= recorded_ran  # every run that ran has its row
+    # A run still going at the stop (on a loaded machine) is recorded killed, with the daemon.
+    recorded_ran = {r[6] for r in found if r[4] in ("success", "failed", "lost", "killed")}
+    assert set(ran) <= recorded_ran, [r for r in found if r[6] in set(ran) - recorded_ran]
     assert all(r[4] != "running" for r in found)
     assert {r[3] for r in found if r[4] == "success"} == {"a", "b"}
     assert {r[3] for r in found if r[0] in ("e0", "e1", "e2", "e3", "e4")} == {"a"}
