@@ -554,6 +554,21 @@ def test_contract_recent_runs_of_many_jobs_are_each_jobs_newest_first(store, rea
     assert found["none"] == []
 
 
+def test_contract_recent_runs_after_a_look_are_only_the_newer_ones(store, reader):
+    ids = {job: [ran(store, job, T + 60 * i) for i in range(4)] for job in ("a", "b", "c")}
+    found = reader.recent_marks_many(["a", "b", "c"], n=3, after={"a": ids["a"][1], "b": ids["b"][-1]})
+    assert [m.id for m in found["a"]] == [ids["a"][3], ids["a"][2]]
+    assert found["b"] == []
+    assert [m.id for m in found["c"]] == ids["c"][::-1][:3]  # no id given: the last n
+
+
+def test_contract_runs_by_id_are_the_runs_themselves(store, reader):
+    a, b = ran(store, "a", T), ran(store, "b", T, RunStatus.FAILED)
+    found = reader.runs_by_id([b, a, 999_999])
+    assert found == {a: reader.run(a), b: reader.run(b)}
+    assert found[b].status == "failed" and reader.runs_by_id([]) == {}
+
+
 def test_contract_newest_ids_are_each_jobs_highest_run_id(store, reader):
     ran(store, "a", T)
     newest = claim(store, "a", T - 60)  # claimed later for an earlier time: the higher id

@@ -553,6 +553,51 @@ def test_a_job_whose_strip_moves_by_one_run_shows_the_same_page_as_a_fresh_view(
     log.store.close()
 
 
+def test_a_view_that_reads_only_the_newer_runs_shows_what_a_fresh_view_shows_whatever_came(tmp_path):
+    """After a look the overview reads only the runs newer than the ones it kept, and the
+    last result from the strip's runs: look after look, with one run, more than a strip's
+    worth, skipped runs (the last result older than the strip) or nothing new, a view that
+    kept everything and a fresh one draw the same overview."""
+    import random
+
+    from cronsup.web import data
+
+    rng = random.Random(7)
+    names = [f"j{i}" for i in range(6)]
+    jobs = tmp_path / "jobs"
+    jobs.write_text("".join(f"[job.{n}]\n@every 1h /bin/true\n" for n in names))
+    log = Log(tmp_path / "runs.db")
+    ago = 90_000.0
+    for name in names:
+        for _ in range(rng.randrange(0, 35)):
+            ago -= 7
+            log.run(name, ago, rng.choice([RunStatus.SUCCESS, RunStatus.FAILED]))
+    kept = data.Source(db=str(tmp_path / "runs.db"), jobs=str(jobs))
+    data.overview(kept, NOW, html=True)
+    data.overview(kept, NOW)
+    for step in range(8):
+        for name in rng.sample(names, rng.randrange(0, len(names))):
+            count = rng.choice([1, 1, 2, 31, 45])
+            status = RunStatus.SKIPPED if name == "j5" else None  # j5: strips of skipped runs only
+            for _ in range(count):
+                ago -= 7
+                log.run(name, ago, status or rng.choice([RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.SKIPPED,
+                                                         RunStatus.TIMEOUT]))
+        fresh = data.Source(db=str(tmp_path / "runs.db"), jobs=str(jobs))
+        for html in (True, False):
+            assert data.overview(kept, NOW, html=html) == data.overview(fresh, NOW, html=html), step
+    # A strip of skipped runs only: the last result is older than the strip, from the store.
+    ended = log.run("j5", ago - 1, RunStatus.SUCCESS)
+    for k in range(31):
+        log.run("j5", ago - 2 - k, RunStatus.SKIPPED)
+    fresh = data.Source(db=str(tmp_path / "runs.db"), jobs=str(jobs))
+    assert data.overview(kept, NOW) == data.overview(fresh, NOW)
+    shown = {j["name"]: j for j in data.overview(kept, NOW)["jobs"]}
+    assert all(m["status"] == "skipped" for m in shown["j5"]["strip"])
+    assert shown["j5"]["last"]["id"] == ended and shown["j5"]["last"]["status"] == "success"
+    log.store.close()
+
+
 def test_the_pages_one_inline_style_is_the_one_the_csp_allows_by_its_hash(site):
     import base64
 

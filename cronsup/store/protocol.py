@@ -151,8 +151,13 @@ class RunReader(Protocol):
         """A context in which every read sees the same committed state (one scrape)."""
 
     # -- the web view's reads --
-    def recent_marks_many(self, jobs: Sequence[str], n: int = 30) -> dict[str, list[RunMark]]:
-        """Each job's last `n` runs, newest first, as RunMarks, in a constant number of queries."""
+    def recent_marks_many(self, jobs: Sequence[str], n: int = 30,
+                          after: dict[str, int] | None = None) -> dict[str, list[RunMark]]:
+        """Each job's last `n` runs, newest first, as RunMarks, in a constant number of queries;
+        with `after`, only those of ids above the job's there (what came since a look)."""
+
+    def runs_by_id(self, run_ids: Sequence[int]) -> dict[int, Run]:
+        """The runs of these ids (ids of no run left out), in a constant number of queries."""
 
     def newest_ids(self, jobs: Sequence[str]) -> dict[str, int]:
         """Each job's highest run id (jobs without runs left out), in a constant number of queries."""

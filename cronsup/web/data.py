@@ -121,7 +121,7 @@ def overview(src: Source, now: float, query: str = "", sort: str = "file", desc:
             stats = {n: fresh[n] if n in fresh else src.kept("stats", n, recent[n]) for n in names}
             # LAST is the newest run that ran to an end, as in `status`.
             todo = [n for n in names if src.kept("last", n, recent[n]) is None]
-            got = runlog.last_finished(todo, _NOT_AN_END, within=50) if todo else {}
+            got = _last_finished(runlog, todo, recent)
             for n in todo:  # kept as shown: an ended run's brief does not change with `now`
                 last_brief[n] = brief(got[n], now) if n in got else None
                 src.keep("last", n, recent[n], last_brief[n] or False, n in settled)
@@ -180,6 +180,23 @@ def overview(src: Source, now: float, query: str = "", sort: str = "file", desc:
     finally:
         if runlog is not None:
             runlog.close()
+
+
+def _last_finished(runlog, jobs: list[str], recent: dict[str, list[RunMark]]) -> dict[str, Run]:
+    """Each job's newest run that ran to an end (as `status` finds it: within its last 50),
+    by id from its strip's runs where one is there; the store looks for the others."""
+    ended, rest = {}, []
+    for n in jobs:
+        m = next((m for m in recent[n] if m.status not in _NOT_AN_END), None)
+        if m is not None:
+            ended[n] = m.id
+        elif len(recent[n]) >= STRIP_RUNS:  # older runs than the strip's may hold it
+            rest.append(n)
+    by_id = runlog.runs_by_id(list(ended.values())) if ended else {}
+    got = {n: by_id[i] for n, i in ended.items() if i in by_id}
+    if rest:
+        got.update(runlog.last_finished(rest, _NOT_AN_END, within=50))
+    return got
 
 
 SORTS = ("file", "name", "next", "last", "status", "rate", "median")

@@ -15,20 +15,30 @@ class WebReads:
     """More of PostgresStore's read side (a mixin: the connection and _runs are Reads')."""
 
     @guarded
-    def recent_marks_many(self, jobs: Sequence[str], n: int = 30) -> dict[str, list[RunMark]]:
+    def recent_marks_many(self, jobs: Sequence[str], n: int = 30,
+                          after: dict[str, int] | None = None) -> dict[str, list[RunMark]]:
         """Each job's last `n` runs, newest first, as light RunMarks, in one query (one
-        (job, id) index walk per job through a LATERAL join)."""
+        (job, id) index walk per job through a LATERAL join); with `after` (job -> run id),
+        only the runs above that id."""
         found: dict[str, list[RunMark]] = {job: [] for job in jobs}
+        after = after or {}
         make = tuple.__new__  # RunMark(*row) costs a Python call per row
         for row in self._conn.execute(
             "SELECT j.value, r.id, r.status, r.started_at, r.finished_at, r.scheduled_for "
-            "FROM unnest(%s::text[]) WITH ORDINALITY j(value, pos) JOIN LATERAL "
+            "FROM unnest(%s::text[], %s::bigint[]) WITH ORDINALITY j(value, after_id, pos) JOIN LATERAL "
             "(SELECT id, status, started_at, finished_at, scheduled_for FROM runs "
-            " WHERE job = j.value ORDER BY id DESC LIMIT %s) r ON true ORDER BY j.pos, r.id DESC",
-            (list(found), max(int(n), 0)),
+            " WHERE job = j.value AND id > j.after_id ORDER BY id DESC LIMIT %s) r ON true "
+            "ORDER BY j.pos, r.id DESC",
+            (list(found), [int(after.get(job, 0)) for job in found], max(int(n), 0)),
         ):
             found[row[0]].append(make(RunMark, row[1:]))
         return found
+
+    @guarded
+    def runs_by_id(self, run_ids: Sequence[int]) -> dict[int, Run]:
+        """The runs of these ids, by primary key (ids of no run left out)."""
+        return {run.id: run for run in self._runs(f"{_SELECT_RUNS} WHERE r.id = ANY(%s)",
+                                                  ([int(i) for i in run_ids],))}
 
     @guarded
     def newest_ids(self, jobs: Sequence[str]) -> dict[str, int]:

@@ -23,19 +23,29 @@ class WebReads:
         return [_run_from_row(row) for row in self._conn.execute(sql, params)]
 
     @_guarded
-    def recent_marks_many(self, jobs: Sequence[str], n: int = 30) -> dict[str, list[RunMark]]:
+    def recent_marks_many(self, jobs: Sequence[str], n: int = 30,
+                          after: dict[str, int] | None = None) -> dict[str, list[RunMark]]:
         """Each job's last `n` runs, newest first, as light RunMarks, in one query (one index
-        walk per job): the overview's strips of 1,000 jobs need no full Run records."""
+        walk per job): the overview's strips of 1,000 jobs need no full Run records. With
+        `after` (job -> run id), only the runs above that id: what came since a look."""
         found: dict[str, list[RunMark]] = {job: [] for job in jobs}
+        after = after or {}
         make = tuple.__new__  # RunMark(*row) costs a Python call per row; 30,000 rows here
         for row in self._conn.execute(
-            "SELECT j.value, r.id, r.status, r.started_at, r.finished_at, r.scheduled_for FROM json_each(?) j "
-            "JOIN runs r ON r.id IN (SELECT id FROM runs INDEXED BY runs_job_id WHERE job = j.value "
-            "ORDER BY id DESC LIMIT ?) ORDER BY j.key, r.id DESC",
-            (json.dumps(list(found)), max(int(n), 0)),
+            "SELECT j.key, r.id, r.status, r.started_at, r.finished_at, r.scheduled_for FROM json_each(?) j "
+            "JOIN runs r ON r.id IN (SELECT id FROM runs INDEXED BY runs_job_id WHERE job = j.key "
+            "AND id > j.value ORDER BY id DESC LIMIT ?) ORDER BY j.key, r.id DESC",
+            (json.dumps({job: int(after.get(job, 0)) for job in found}), max(int(n), 0)),
         ):
             found[row[0]].append(make(RunMark, row[1:]))
         return found
+
+    @_guarded
+    def runs_by_id(self, run_ids: Sequence[int]) -> dict[int, Run]:
+        """The runs of these ids, by primary key (ids of no run left out)."""
+        return {run.id: run for run in self._runs(
+            f"{_SELECT_RUNS} WHERE r.id IN (SELECT value FROM json_each(?))",
+            (json.dumps([int(i) for i in run_ids]),))}
 
     @_guarded
     def newest_ids(self, jobs: Sequence[str]) -> dict[str, int]:
