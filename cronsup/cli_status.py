@@ -88,6 +88,8 @@ def _daemons_status(asked):
     try:
         answer = asked.answer(STATUS_TIMEOUT)
     except control.ControlError as e:
+        if e.kind == "store":  # the daemon could not read the run log either (down): say so
+            fail(str(e))
         return None, e.answered
     if answer.get("wire") != statusserve.wire_signature():
         return None, True

@@ -243,3 +243,19 @@ def test_a_silent_daemon_is_waited_for_once_and_shown_not_answering(pg_url, tmp_
         fake.close()
     assert done.returncode == 4 and "not answering its control socket" in done.stdout
     assert took < 2 * cli_status.PING_TIMEOUT, "it waited for the silent daemon twice"
+
+
+def test_a_daemon_that_cannot_read_the_run_log_either_has_its_error_shown(pg_url, tmp_path):  # noqa: F811
+    def answer(request: dict) -> bytes:
+        return (b'{"ok": true, "later": true}\n{"ok": false, "kind": "store", '
+                b'"error": "run log postgresql://x@db/y: connection refused"}\n')
+
+    (tmp_path / "jobs").write_text("[job.a]\n@every 1h true\n")
+    fake = FakeDaemon(tmp_path / "state", answer)
+    try:
+        done, imported = status_cli("--jobs", str(tmp_path / "jobs"), "--db", pg_url, "--node", "n1",
+                                    "--state-dir", str(tmp_path / "state"))
+    finally:
+        fake.close()
+    assert done.returncode == 1 and not imported  # not a second wait on a database that is down
+    assert "cronsup: run log postgresql://x@db/y: connection refused" in done.stderr
