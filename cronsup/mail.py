@@ -1,7 +1,8 @@
 """Mail a run's output as cron does: a plain message piped to `sendmail -t -oi`.
 
 Sending happens in a daemon thread with a timeout, so a slow or broken mailer never holds
-up the daemon's loop, and a failure is only logged.
+up the daemon's loop, and a failure is only logged. At most MAX_AT_ONCE sendmail processes
+run at once: a thousand jobs printing in one minute hand their mails over a few at a time.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ SENDMAIL_PATHS = ("/usr/sbin/sendmail", "/usr/lib/sendmail")
 # sendmail runs with this environment, not the daemon's (which may hold secrets).
 _MAILER_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 DEFAULT_TIMEOUT = 60.0
+MAX_AT_ONCE = 4  # sendmail processes at once; more mails wait for one to end
+_slots = threading.BoundedSemaphore(MAX_AT_ONCE)
 
 
 def find_sendmail(configured: str | None = None) -> str | None:
@@ -49,7 +52,9 @@ def send(
     """Mail `output` to job.mailto in the background, when there is output and a mailer.
 
     `run_summary` (e.g. "run 42 failed: exit code 3") goes in an X-Cronsup-Run header; the
-    body is the output exactly, as cron sends it. Never raises: failures are logged.
+    body is the output exactly, as cron sends it. Never raises: failures are logged. Returns
+    at once, unless MAX_AT_ONCE mails are with sendmail: then it waits for one of them (the
+    daemon calls this from its mail lane, never from its loop).
     """
     if not job.mailto or not output:
         return
@@ -59,11 +64,23 @@ def send(
                     job.name, job.mailto)
         return
     message = build_message(job, run_summary, output, host=host, user=user)
+    _slots.acquire()
     thread = threading.Thread(
-        target=_deliver, args=(program, message, job.name, job.mailto, timeout),
+        target=_deliver_in_slot, args=(program, message, job.name, job.mailto, timeout),
         name=f"mail-{job.name}", daemon=True,
     )
-    thread.start()
+    try:
+        thread.start()
+    except BaseException:
+        _slots.release()
+        raise
+
+
+def _deliver_in_slot(*args) -> None:
+    try:
+        _deliver(*args)
+    finally:
+        _slots.release()
 
 
 def send_now(job: JobSpec, run_summary: str, output: bytes, *, host: str, user: str,

@@ -172,3 +172,19 @@ def test_without_any_sendmail_a_warning_is_logged(monkeypatch, tmp_path, caplog)
     with caplog.at_level(logging.WARNING, logger="cronsup.mail"):
         send(make_job(), b"output", None)
     assert "no sendmail program found" in caplog.records[0].getMessage()
+
+
+def test_a_burst_of_mails_goes_to_sendmail_a_few_at_a_time_and_every_one_arrives(tmp_path):
+    # Each fake sendmail notes how many are running as it starts, then takes a moment.
+    script = tmp_path / "counting-sendmail"
+    script.write_text(f'#!/bin/sh\nOUT={tmp_path}\nmkdir "$OUT/busy.$$"; ls -d "$OUT"/busy.* | wc -l >> "$OUT/seen"\n'
+                      'cat > "$OUT/message.$$"; sleep 0.2; rmdir "$OUT/busy.$$"\n')
+    script.chmod(0o755)
+    for i in range(12):
+        send(make_job(), f"output {i}\n".encode(), script)
+    seen = tmp_path / "seen"
+    wait_for(lambda: seen.exists() and len(seen.read_text().split()) == 12 and not list(tmp_path.glob("busy.*")))
+    running = [int(n) for n in seen.read_text().split()]
+    assert max(running) <= mail.MAX_AT_ONCE and max(running) >= 2, running
+    bodies = sorted(p.read_bytes().rsplit(b"\n\n", 1)[1] for p in tmp_path.glob("message.*"))
+    assert bodies == sorted(f"output {i}\n".encode() for i in range(12))
