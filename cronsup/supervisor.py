@@ -794,7 +794,11 @@ class Supervisor:
         if job.next_fire is not None:
             return job.next_fire
         if job.every_due is not None:
-            return self._last.wall + (job.every_due - self._last.mono)
+            t = self._last.wall + (job.every_due - self._last.mono)
+            if self.history.anchored:  # the nominal multiple: the clocks were read apart (and
+                step = job.spec.schedule.seconds  # the wall set to the database's): 04:59:59.998
+                t = round(t / step) * step  # would show as 04:59:59
+            return t
         return None
 
     def retry_at(self, name: str) -> PendingRetry | None:

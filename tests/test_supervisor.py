@@ -375,6 +375,16 @@ def test_every_counts_from_the_start_and_skips_intervals_missed_in_a_stall():
     assert len(w.starts) == 4  # one, not five
 
 
+def test_an_anchored_every_job_shows_its_next_run_on_the_multiple_itself():
+    """Several hosts: @every fires on multiples of the interval since the epoch; the wall
+    and monotonic clocks read a moment apart must not show 05:00:00 as 04:59:59.998."""
+    w = World("[job.a]\n@every 1h /bin/a\n", at(2026, 1, 1, 4, 49, 40, 250_000), History(anchored=True))
+    w.tick()
+    w.wall -= 0.0017  # the next tick reads the wall clock a little before the monotonic one
+    w.tick()
+    assert w.sup.next_run("a") == at(2026, 1, 1, 5)
+
+
 def test_reboot_runs_once_per_boot():
     w = World("@reboot /bin/boot\n", at(2026, 1, 1), History(boot_time=at(2025, 12, 31)))
     w.tick()
