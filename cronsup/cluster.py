@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from cronsup import __version__, clock
 from cronsup.model import JobSpec, OnLost, Outcome, Overlap, RunStatus, Scope, Trigger
+from cronsup.pruner import Pruner
 from cronsup.store import NewRun, RunLogError
 from cronsup.supervisor import Fire, Kill, Now, Record, Start
 
@@ -82,6 +83,7 @@ class Cluster:
             return
         self._db_offset = 0.0
         self._clock_warned = False
+        self._pruner = Pruner(self.log.sibling)  # prunes beside the loop (thousands of round trips)
         self._measure_clock()
         base = self.now
         self.now = lambda: (n := base())._replace(wall=n.wall + self._db_offset)

@@ -179,10 +179,7 @@ class Daemon(Processes, Upkeep, Versions, CronLive, Cluster):
         self._signals()
         self._watch()
         self.control = control.Server(paths.control_socket(self.db_path, self.state_dir), self.selector, self._handle)
-        self.log.prune(max_runs_per_job=self.keep_runs, max_age_s=self.keep_days * 86400, now=now.wall,
-                       max_output_bytes=self.keep_size)
-        self._checkpoint(now)
-        self._last_prune = now.mono
+        self._prune(now)
         if self.alerts is not None:
             self.alerts.start()  # alerts left in the outbox by the last daemon go out now
         self.log.set_busy_timeout(BUSY_TIMEOUT)  # from here on the loop retries, never SQLite

@@ -54,18 +54,29 @@ class Upkeep:
         if self.writes:
             return  # pruning and checkpoints wait until the kept writes are written
         if now.mono - self._last_prune >= PRUNE_EVERY:
-            self._last_prune = now.mono
-            self._output_since_prune = 0
-            self._try(self.log.prune, max_runs_per_job=self.keep_runs, max_age_s=self.keep_days * 86400,
-                      now=now.wall, max_output_bytes=self.keep_size)
-            self._checkpoint(now)
+            self._prune(now)
         elif self._output_since_prune >= self.keep_size // 8:
             # A chatty job can write far more than --keep-size in the hour between prunes.
             self._output_since_prune = 0
-            if self._try(self.log.prune_output, self.keep_size):
+            if self.cluster:
+                self._pruner.start("prune_output", max_bytes=self.keep_size)
+            elif self._try(self.log.prune_output, self.keep_size):
                 self._checkpoint(now)
         if now.mono - self._last_checkpoint >= CHECKPOINT_EVERY:
             self._checkpoint(now)
+
+    def _prune(self, now: Now) -> None:
+        """Runs past --keep-runs and --keep-days, outputs past --keep-size: in the loop on
+        SQLite, beside it on PostgreSQL (cronsup/pruner.py)."""
+        self._last_prune = now.mono
+        self._output_since_prune = 0
+        limits = {"max_runs_per_job": self.keep_runs, "max_age_s": self.keep_days * 86400,
+                  "now": now.wall, "max_output_bytes": self.keep_size}
+        if self.cluster:
+            self._pruner.start("prune", **limits)
+            return
+        self._try(self.log.prune, **limits)
+        self._checkpoint(now)
 
     def _write(self, method, *args, **kwargs):
         """A run-log write; one the run log refuses (locked, disk full) is kept and retried

@@ -407,68 +407,93 @@ class Writes:
 
     # -- pruning --------------------------------------------------------------------------
 
-    @guarded
     def prune(self, *, max_runs_per_job: int, max_age_s: float, now: float,
               max_output_bytes: int | None = None) -> int:
-        """As SqliteStore.prune; any node may prune (it deletes only finished runs)."""
+        """As SqliteStore.prune; any node may prune (it deletes only finished runs).
+
+        Not one call: each job's deletes are a call (and a transaction) of their own, each
+        bounded by the timeout. A thousand jobs over a network, or a backlog of a million
+        old runs at a daemon's start, take longer in all than one call may."""
         if max_runs_per_job < 1:
             raise ValueError("max_runs_per_job must be at least 1")
+        cutoff = self._prune_now(now) - max_age_s
+        deleted = sum(self._prune_job(job, max_runs_per_job, cutoff) for job in self.job_names())
+        if max_output_bytes is not None:
+            self.prune_output(max_output_bytes)
+        self._prune_finished_outbox()
+        return deleted
+
+    @guarded
+    def _prune_now(self, now: float) -> float:
+        """`now`, or a little after the newest run when the clock is far ahead of it."""
         (newest,) = self._conn.execute(
             "SELECT MAX(GREATEST(scheduled_for, COALESCE(started_at, scheduled_for))) FROM "
             "(SELECT scheduled_for, started_at FROM runs ORDER BY id DESC LIMIT 100) r").fetchone()
         if newest is not None and now > newest + PRUNE_CLOCK_MARGIN:
-            now = newest + PRUNE_CLOCK_MARGIN
-        cutoff = now - max_age_s
-        deleted = 0
-        for job in self.job_names():
-            with self._transaction() as conn:
-                (top,) = conn.execute("SELECT MAX(id) FROM runs WHERE job = %s", (job,)).fetchone()
-                row = conn.execute(
-                    "SELECT id FROM runs WHERE job = %s AND trigger IN ('schedule', 'catchup') "
-                    "ORDER BY scheduled_for DESC LIMIT 1", (job,)).fetchone()
-                latest = row[0] if row else top
-                spared = "status != 'running' AND id NOT IN (%s, %s)"
-                row = conn.execute("SELECT id FROM runs WHERE job = %s ORDER BY id DESC LIMIT 1 OFFSET %s",
-                                   (job, max_runs_per_job - 1)).fetchone()
-                if row is not None:
-                    deleted += conn.execute(
-                        f"DELETE FROM runs WHERE job = %s AND id < %s AND {spared}",
-                        (job, row[0], top, latest)).rowcount
+            return newest + PRUNE_CLOCK_MARGIN
+        return now
+
+    @guarded
+    def _prune_job(self, job: str, max_runs_per_job: int, cutoff: float) -> int:
+        with self._transaction() as conn:
+            (top,) = conn.execute("SELECT MAX(id) FROM runs WHERE job = %s", (job,)).fetchone()
+            row = conn.execute(
+                "SELECT id FROM runs WHERE job = %s AND trigger IN ('schedule', 'catchup') "
+                "ORDER BY scheduled_for DESC LIMIT 1", (job,)).fetchone()
+            latest = row[0] if row else top
+            spared = "status != 'running' AND id NOT IN (%s, %s)"
+            row = conn.execute("SELECT id FROM runs WHERE job = %s ORDER BY id DESC LIMIT 1 OFFSET %s",
+                               (job, max_runs_per_job - 1)).fetchone()
+            deleted = 0
+            if row is not None:
                 deleted += conn.execute(
-                    "DELETE FROM runs WHERE job = %s AND scheduled_for < %s "
-                    f"AND COALESCE(started_at, scheduled_for) < %s AND {spared}",
-                    (job, cutoff, cutoff, top, latest)).rowcount
-        if max_output_bytes is not None:
-            self.prune_output(max_output_bytes)
-        self._prune_outbox()
+                    f"DELETE FROM runs WHERE job = %s AND id < %s AND {spared}",
+                    (job, row[0], top, latest)).rowcount
+            deleted += conn.execute(
+                "DELETE FROM runs WHERE job = %s AND scheduled_for < %s "
+                f"AND COALESCE(started_at, scheduled_for) < %s AND {spared}",
+                (job, cutoff, cutoff, top, latest)).rowcount
         return deleted
+
+    @guarded
+    def _prune_finished_outbox(self) -> int:
+        return self._prune_outbox()
 
     @guarded
     def output_bytes(self) -> int:
         return self._conn.execute("SELECT COALESCE(SUM(length(data)), 0) FROM outputs").fetchone()[0]
 
-    @guarded
     def prune_output(self, max_bytes: int) -> int:
+        """Empty the oldest outputs until they fit `max_bytes`: batches of 500, each a
+        call of its own (bounded by the timeout, as prune's jobs)."""
         excess = self.output_bytes() - max_bytes
         removed = after = 0
         while excess > 0:
-            batch, size = [], 0
-            for run_id, n in self._conn.execute(
-                "SELECT o.run_id, length(o.data) FROM outputs o JOIN runs r ON r.id = o.run_id "
-                "WHERE o.run_id > %s AND o.truncated != %s AND length(o.data) > 0 "
-                "AND r.status != 'running' ORDER BY o.run_id LIMIT 500", (after, _OUTPUT_PRUNED),
-            ).fetchall():
-                after = run_id
-                batch.append(run_id)
-                size += n
-                if size >= excess:
-                    break
-            if not batch:
+            after, count, size = self._prune_output_batch(after, excess)
+            if not count:
                 break
+            removed += count
+            excess -= size
+        return removed
+
+    @guarded
+    def _prune_output_batch(self, after: int, excess: int) -> tuple[int, int, int]:
+        """Empty up to 500 outputs after run id `after`, or fewer once `excess` bytes are
+        freed: (the last run id, how many, their bytes)."""
+        batch, size = [], 0
+        for run_id, n in self._conn.execute(
+            "SELECT o.run_id, length(o.data) FROM outputs o JOIN runs r ON r.id = o.run_id "
+            "WHERE o.run_id > %s AND o.truncated != %s AND length(o.data) > 0 "
+            "AND r.status != 'running' ORDER BY o.run_id LIMIT 500", (after, _OUTPUT_PRUNED),
+        ).fetchall():
+            after = run_id
+            batch.append(run_id)
+            size += n
+            if size >= excess:
+                break
+        if batch:
             with self._transaction() as conn:
                 conn.execute("UPDATE outputs SET data = ''::bytea, truncated = %s WHERE run_id = ANY(%s)",
                              (_OUTPUT_PRUNED, batch))
-            removed += len(batch)
-            excess -= size
-        return removed
+        return after, len(batch), size
 
