@@ -158,15 +158,19 @@ class Writes:
 
     @guarded
     def mark_started_many(self, started: Iterable[tuple[int, int, float | None, float]]) -> int:
-        count = 0
+        """One statement for a burst's starts (one round trip, not one per run)."""
+        rows = list(started)
+        if not rows:
+            return 0
+        ids, pids, pid_starts, started_ats = (list(column) for column in zip(*rows))
         with self._transaction() as conn:
-            for run_id, pid, pid_start, started_at in started:
-                count += conn.execute(
-                    "UPDATE runs SET pid = %s, pid_start = %s, started_at = %s "
-                    "WHERE id = %s AND status = 'running' AND owner = %s",
-                    (pid, pid_start, started_at, run_id, self.owner),
-                ).rowcount
-        return count
+            return conn.execute(
+                "UPDATE runs r SET pid = v.pid, pid_start = v.pid_start, started_at = v.started_at "
+                "FROM unnest(%s::bigint[], %s::bigint[], %s::float8[], %s::float8[]) "
+                "AS v(id, pid, pid_start, started_at) "
+                "WHERE r.id = v.id AND r.status = 'running' AND r.owner = %s",
+                (ids, pids, pid_starts, started_ats, self.owner),
+            ).rowcount
 
     @guarded
     def save_output(self, run_id: int, data: bytes, truncated: bool) -> None:
