@@ -138,13 +138,13 @@ def test_status_over_postgresql_comes_from_the_daemon_without_psycopg_and_equals
     a = nodes("a", """\
         [job.ok]
         description = "fine <b>"
-        @every 1h true
+        0 0 29 2 * true
         [job.bad]
         retries = 1
         retry_delay = "1s"
-        @every 1h exit 3
+        0 0 29 2 * exit 3
         [job.long]
-        @every 1h sleep 300
+        0 0 29 2 * sleep 300
         """).start()
     for job in ("ok", "bad"):
         assert a.cli("run", job, "--wait").returncode in (0, 1)
