@@ -322,9 +322,15 @@ def guarded(method):
         psycopg = _psycopg()
         self._depth += 1
         timer = None
+        cut = threading.Event()  # set before the socket is shut: the error it causes may come first
+
+        def abort(conn) -> None:
+            cut.set()
+            self._abort(conn)
+
         try:
             self._db()
-            timer = threading.Timer(self.timeout, self._abort, (self._conn,))
+            timer = threading.Timer(self.timeout, abort, (self._conn,))
             timer.daemon = True
             timer.start()
             return method(self, *args, **kwargs)
@@ -332,7 +338,7 @@ def guarded(method):
             if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) or \
                     self._conn is None or self._conn.broken:
                 self._drop()
-            if timer is not None and timer.finished.is_set() and not timer.is_alive():
+            if cut.is_set():
                 raise RunLogError(f"run log {self.path}: no answer from the database within "
                                   f"{self.timeout:g}s", code="timeout") from exc
             raise wrap(self.path, exc) from exc
