@@ -278,6 +278,18 @@ def connections(d: DaemonProcess) -> int:
     return sum(1 for row in rows if len(row) == 8 and row[7] == sock_path(d) and row[3] != "00010000")
 
 
+def ping_past_busy(d: DaemonProcess, tries: int = 5) -> dict:
+    """A ping, asked again when the daemon says "busy ... try again": out of fds, it turns the
+    oldest waiting client away, which on a loaded machine may be the ping itself."""
+    for _ in range(tries - 1):
+        try:
+            return control.request(sock_path(d), "ping", timeout=5)
+        except control.ControlError as e:
+            if not str(e).startswith("busy"):
+                raise
+    return control.request(sock_path(d), "ping", timeout=5)
+
+
 def test_accept_out_of_file_descriptors_does_not_stop_the_daemon(daemon):
     import resource
 
@@ -296,7 +308,7 @@ def test_accept_out_of_file_descriptors_does_not_stop_the_daemon(daemon):
         idle = open_idle(daemon, 20)
         try:
             for _ in range(5):
-                assert control.request(sock_path(daemon), "ping", timeout=5)["pid"] == pid
+                assert ping_past_busy(daemon)["pid"] == pid
         finally:
             for s in idle:
                 s.close()
