@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from cronsup.model import RunStatus, Trigger
@@ -12,6 +12,43 @@ from cronsup.store.records import Run
 # outputs.truncated: 0 whole, 1 cut to its first and last halves by output_limit, 2 removed
 # (data empty) to keep the run log's output under the daemon's --keep-size.
 OUTPUT_PRUNED = 2
+
+
+def outputs_to_empty(mark: str) -> str:
+    """The query of the next outputs --keep-size may empty: finished runs' non-empty ones
+    after a run id, oldest first, 500 at most (`mark`: the store's placeholder)."""
+    return ("SELECT o.run_id, length(o.data) FROM outputs o JOIN runs r ON r.id = o.run_id "
+            f"WHERE o.run_id > {mark} AND o.truncated != {mark} AND length(o.data) > 0 "
+            "AND r.status != 'running' ORDER BY o.run_id LIMIT 500")
+
+
+def empty_outputs(excess: int, batch: Callable[[int, int], tuple[int, list[int], int]],
+                  empty: Callable[[list[int]], None]) -> int:
+    """Empty the oldest outputs until `excess` bytes are freed (prune_output of every store):
+    `batch(after, excess)` picks the next ones (the last id looked at, their run ids, their
+    bytes), `empty(run_ids)` empties them. Returns how many were emptied."""
+    removed = after = 0
+    while excess > 0:
+        after, run_ids, size = batch(after, excess)
+        if not run_ids:
+            break  # the rest is running runs' output
+        empty(run_ids)
+        removed += len(run_ids)
+        excess -= size
+    return removed
+
+
+def pick_outputs(rows: Iterable[tuple[int, int]], after: int, excess: int) -> tuple[int, list[int], int]:
+    """From outputs_to_empty's rows: the run ids to empty until `excess` bytes are freed, the
+    last id looked at, and their bytes."""
+    run_ids, size = [], 0
+    for run_id, n in rows:
+        after = run_id
+        run_ids.append(run_id)
+        size += n
+        if size >= excess:
+            break
+    return after, run_ids, size
 
 
 def run_from_row(row: Sequence[Any]) -> Run:

@@ -21,6 +21,7 @@ from cronsup.store.postgres.schema import (
     guarded,
 )
 from cronsup.store.records import DaemonState, JobRow, NewRun, Run, RunLogError
+from cronsup.store.rows import empty_outputs, outputs_to_empty, pick_outputs
 
 
 CLAIM_CHUNK = 50  # fires claimed per transaction when many are due at once
@@ -470,34 +471,16 @@ class Writes:
     def prune_output(self, max_bytes: int) -> int:
         """Empty the oldest outputs until they fit `max_bytes`: batches of 500, each a
         call of its own (bounded by the timeout, as prune's jobs)."""
-        excess = self.output_bytes() - max_bytes
-        removed = after = 0
-        while excess > 0:
-            after, count, size = self._prune_output_batch(after, excess)
-            if not count:
-                break
-            removed += count
-            excess -= size
-        return removed
+        return empty_outputs(self.output_bytes() - max_bytes, self._outputs_to_empty, self._empty_outputs)
 
     @guarded
-    def _prune_output_batch(self, after: int, excess: int) -> tuple[int, int, int]:
-        """Empty up to 500 outputs after run id `after`, or fewer once `excess` bytes are
-        freed: (the last run id, how many, their bytes)."""
-        batch, size = [], 0
-        for run_id, n in self._conn.execute(
-            "SELECT o.run_id, length(o.data) FROM outputs o JOIN runs r ON r.id = o.run_id "
-            "WHERE o.run_id > %s AND o.truncated != %s AND length(o.data) > 0 "
-            "AND r.status != 'running' ORDER BY o.run_id LIMIT 500", (after, _OUTPUT_PRUNED),
-        ).fetchall():
-            after = run_id
-            batch.append(run_id)
-            size += n
-            if size >= excess:
-                break
-        if batch:
-            with self._transaction() as conn:
-                conn.execute("UPDATE outputs SET data = ''::bytea, truncated = %s WHERE run_id = ANY(%s)",
-                             (_OUTPUT_PRUNED, batch))
-        return after, len(batch), size
+    def _outputs_to_empty(self, after: int, excess: int) -> tuple[int, list[int], int]:
+        rows = self._conn.execute(outputs_to_empty("%s"), (after, _OUTPUT_PRUNED)).fetchall()
+        return pick_outputs(rows, after, excess)
+
+    @guarded
+    def _empty_outputs(self, run_ids: list[int]) -> None:
+        with self._transaction() as conn:
+            conn.execute("UPDATE outputs SET data = ''::bytea, truncated = %s WHERE run_id = ANY(%s)",
+                         (_OUTPUT_PRUNED, run_ids))
 

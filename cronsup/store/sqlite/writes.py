@@ -21,6 +21,7 @@ from cronsup.store.records import (
     RunLogError,
     bucket_label,
 )
+from cronsup.store.rows import empty_outputs, outputs_to_empty, pick_outputs
 from cronsup.store.sqlite.schema import (
     _DAEMON_FIELDS,
     _DAEMON_UPDATABLE,
@@ -396,32 +397,16 @@ class Writes:
         The runs stay; their output is marked as pruned (`Run.output_pruned`). A running
         run's output is never removed. Returns how many outputs were removed.
         """
-        excess = self.output_bytes() - max_bytes
-        removed = after = 0
-        while excess > 0:
-            batch, size = [], 0
-            for run_id, n in self._conn.execute(
-                "SELECT o.run_id, length(o.data) FROM outputs o JOIN runs r ON r.id = o.run_id "
-                "WHERE o.run_id > ? AND o.truncated != ? AND length(o.data) > 0 "
-                "AND r.status != 'running' ORDER BY o.run_id LIMIT 500",
-                (after, _OUTPUT_PRUNED),
-            ).fetchall():
-                after = run_id
-                batch.append(run_id)
-                size += n
-                if size >= excess:
-                    break
-            if not batch:
-                break  # the rest is running runs' output
+        def batch(after: int, excess: int) -> tuple[int, list[int], int]:
+            rows = self._conn.execute(outputs_to_empty("?"), (after, _OUTPUT_PRUNED)).fetchall()
+            return pick_outputs(rows, after, excess)
+
+        def empty(run_ids: list[int]) -> None:
             with self._transaction() as conn:
-                conn.execute(
-                    f"UPDATE outputs SET data = x'', truncated = ? WHERE run_id IN "
-                    f"({_placeholders(len(batch))})",
-                    (_OUTPUT_PRUNED, *batch),
-                )
-            removed += len(batch)
-            excess -= size
-        return removed
+                conn.execute(f"UPDATE outputs SET data = x'', truncated = ? WHERE run_id IN "
+                             f"({_placeholders(len(run_ids))})", (_OUTPUT_PRUNED, *run_ids))
+
+        return empty_outputs(self.output_bytes() - max_bytes, batch, empty)
 
 
 def _bump(conn: sqlite3.Connection, name: str, labels: dict[str, str], by: float) -> None:
