@@ -41,6 +41,19 @@ def _slots(step: int, after: float, until: float) -> list[float]:
     return [float(t) for t in range(first, int(until) + 1, step)]
 
 
+def _stop_and_read(three, url: str, begin: float, end: float) -> tuple[list, Counter]:
+    """Stop the nodes (all told at once), check that no fire ran twice, and read the runs
+    scheduled in (begin, end]: the rows, and how many each (job, time) has."""
+    for node in three:
+        node.proc.send_signal(signal.SIGTERM)
+    for node in three:
+        node.stop()
+    assert _no_fire_twice(url) == []
+    found = rows(url, "SELECT job, scheduled_for, host, status, reason, id FROM runs "
+                      f"WHERE scheduled_for > {begin} AND scheduled_for <= {end}")
+    return found, Counter((job, t) for job, t, *_ in found)
+
+
 def _ran(out: Path) -> list[int]:
     return [int(x) for x in out.read_text().split()] if out.exists() else []
 
@@ -65,14 +78,7 @@ def test_three_daemons_for_three_minutes_run_every_fire_of_a_hundred_minutely_jo
     wait_until(lambda: _alive(*three) and not rows(
         pg_url, f"SELECT 1 FROM runs WHERE status = 'running' AND scheduled_for <= {end}"), 60, interval=1,
         what="the window's runs to end")
-    for node in three:
-        node.proc.send_signal(signal.SIGTERM)
-    for node in three:
-        node.stop()
-    assert _no_fire_twice(pg_url) == []
-    found = rows(pg_url, "SELECT job, scheduled_for, host, status, reason, id FROM runs "
-                         f"WHERE scheduled_for > {begin} AND scheduled_for <= {end}")
-    by_fire = Counter((job, t) for job, t, *_ in found)
+    found, by_fire = _stop_and_read(three, pg_url, begin, end)
     minutes = _slots(60, begin, end)
     assert len(minutes) == 3
     wanted = {(f"m{i:03d}", t) for i in range(100) for t in minutes} | {
@@ -138,14 +144,7 @@ def test_postgresql_stopped_for_30s_runs_nothing_twice_or_unrecorded_records_the
             url, f"SELECT 1 FROM runs WHERE status = 'running' AND scheduled_for <= {end}") and wanted <= {
             (job, t) for job, t in rows(url, "SELECT job, scheduled_for FROM runs")}, 60,
             interval=1, what="every fire recorded")
-        for node in three:
-            node.proc.send_signal(signal.SIGTERM)
-        for node in three:
-            node.stop()
-        assert _no_fire_twice(url) == []
-        found = rows(url, "SELECT job, scheduled_for, host, status, reason, id FROM runs "
-                          f"WHERE scheduled_for > {begin} AND scheduled_for <= {end}")
-        by_fire = Counter((job, t) for job, t, *_ in found)
+        found, by_fire = _stop_and_read(three, url, begin, end)
         assert max(by_fire.values()) == 1
         missed = sorted((t, job) for job, t, host, status, *_ in found if status == "missed")
         others = [r for r in found if r[3] not in ("success", "missed")]
